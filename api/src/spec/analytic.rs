@@ -1,0 +1,185 @@
+//! Analytics: what the pipeline computes over its sources, per key and event-time window.
+
+use kube::KubeSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::Duration;
+
+/// One computation whose results go to the sinks. Exactly one of `aggregate` or `join` is set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(
+    "[has(self.aggregate), has(self.join)].filter(x, x).size() == 1"
+).message("exactly one of aggregate or join must be set"))]
+pub struct AnalyticSpec {
+    /// Name of the analytic; the first part of each result's Kafka key.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z]([a-z0-9_-]*[a-z0-9])?$"))]
+    pub name: String,
+    /// Keyed, windowed aggregation of one or more sources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<AggregateAnalytic>,
+    /// Windowed join of two sources per key (co-group): each side aggregated per key and window,
+    /// the two combined into one result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<JoinAnalytic>,
+}
+
+/// A keyed, windowed aggregation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AggregateAnalytic {
+    /// Sources whose events enter the aggregation.
+    #[schemars(length(min = 1))]
+    pub sources: Vec<String>,
+    /// CEL condition over `event` an event must satisfy to be aggregated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    /// Key, window and values.
+    #[serde(flatten)]
+    pub group: GroupSpec,
+}
+
+/// A windowed join of two sources on the same key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinAnalytic {
+    /// Source of the left side (e.g. clicks).
+    pub left: String,
+    /// Source of the right side (e.g. purchases).
+    pub right: String,
+    /// Which key-windows produce a result.
+    #[serde(default, rename = "type")]
+    pub join_type: JoinType,
+    /// Key, window and values; each aggregate names its side with `source`.
+    #[serde(flatten)]
+    pub group: GroupSpec,
+}
+
+/// Which key-windows of a join produce a result.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum JoinType {
+    /// Only key-windows with events on both sides.
+    Inner,
+    /// Key-windows with events on the left side.
+    Left,
+    /// Every key-window with events on either side; a side without events counts zero.
+    #[default]
+    FullOuter,
+}
+
+/// Grouping shared by aggregations and joins: key, window, lateness and values.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupSpec {
+    /// Event field that keys the computation: `user`, `product`, `category`, `type` or an extra
+    /// field.
+    #[serde(default = "default_key_by")]
+    pub key_by: String,
+    /// Event-time window.
+    pub window: WindowSpec,
+    /// How long after a window closes late events still update it; each update is emitted again
+    /// with a higher `revision`. Events later than that go to the dead-letter output (`late`).
+    #[serde(default = "zero")]
+    pub allowed_lateness: Duration,
+    /// Values computed per key and window.
+    #[schemars(length(min = 1))]
+    pub aggregates: Vec<AggregateSpec>,
+    /// Ratios of two aggregates (0 when the denominator is 0), e.g. a conversion rate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ratios: Vec<RatioSpec>,
+}
+
+/// An event-time window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("self.type == 'session' ? has(self.gap) : has(self.size)")
+    .message("tumbling and sliding windows need size, session windows need gap"))]
+#[x_kube(validation = kube::core::Rule::new("self.type != 'sliding' || has(self.slide)")
+    .message("sliding windows need slide"))]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.slide) || !has(self.size) || duration(self.slide) <= duration(self.size)"
+).message("slide must not exceed size"))]
+pub struct WindowSpec {
+    /// Window kind.
+    #[serde(rename = "type")]
+    pub kind: WindowKind,
+    /// Length of tumbling and sliding windows. Windows align to the Unix epoch (so to UTC hours
+    /// and days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<Duration>,
+    /// Distance between the starts of sliding windows; at most `size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slide: Option<Duration>,
+    /// Inactivity that closes a session window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap: Option<Duration>,
+}
+
+/// Kinds of event-time windows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum WindowKind {
+    /// Fixed-size, non-overlapping windows.
+    Tumbling,
+    /// Fixed-size windows starting every `slide`, computed incrementally from panes.
+    Sliding,
+    /// Per-key activity sessions separated by at least `gap`.
+    Session,
+}
+
+/// One value computed per key and window.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AggregateSpec {
+    /// Name of the value in results.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z_][a-z0-9_]*$"))]
+    pub name: String,
+    /// Aggregate function.
+    pub op: AggregateOp,
+    /// Event field aggregated; required by every function but `count`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Only events of this source count (in joins, the side).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// Aggregate functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum AggregateOp {
+    /// Number of events.
+    Count,
+    /// Sum of a numeric field.
+    Sum,
+    /// Smallest value of a numeric field.
+    Min,
+    /// Largest value of a numeric field.
+    Max,
+    /// Mean of a numeric field.
+    Avg,
+    /// Number of distinct values of a field (exact).
+    DistinctCount,
+}
+
+/// A ratio of two aggregates of the same analytic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RatioSpec {
+    /// Name of the value in results.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z_][a-z0-9_]*$"))]
+    pub name: String,
+    /// Aggregate divided.
+    pub numerator: String,
+    /// Aggregate divided by; a zero denominator gives 0.
+    pub denominator: String,
+}
+
+fn default_key_by() -> String {
+    "user".into()
+}
+
+fn zero() -> Duration {
+    Duration::from_millis(0)
+}

@@ -1,0 +1,78 @@
+//! The `MarketingPipeline` status, as the operator reports it.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Condition type: the pipeline's workers are running and restored.
+pub const CONDITION_READY: &str = "Ready";
+/// Condition type: the operator is moving the pipeline to its desired state.
+pub const CONDITION_PROGRESSING: &str = "Progressing";
+/// Condition type: something is wrong (invalid spec, failing checkpoints, ...).
+pub const CONDITION_DEGRADED: &str = "Degraded";
+/// Condition type: the autoscaler's state.
+pub const CONDITION_AUTOSCALING: &str = "Autoscaling";
+
+/// Observed state of a pipeline.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MarketingPipelineStatus {
+    /// Generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Summary phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Conditions `Ready`, `Progressing`, `Degraded`, `Autoscaling`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Number of workers in effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallelism: Option<i32>,
+    /// Label selector of the worker pods (scale subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Assignment epoch of task ownership; raised on every rescale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignment_epoch: Option<i64>,
+    /// Time of the newest checkpoint completed by every worker (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint: Option<String>,
+    /// Total records behind the end of the input topics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<i64>,
+    /// The autoscaler's last decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaler: Option<AutoscalerStatus>,
+}
+
+/// Summary phases of a pipeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Phase {
+    /// Accepted, workers not yet ready.
+    Pending,
+    /// Every worker ready.
+    Running,
+    /// Parallelism changing; task state moving between workers.
+    Scaling,
+    /// Running with a problem (see the Degraded condition).
+    Degraded,
+    /// Cannot run (see the Degraded condition).
+    Failed,
+}
+
+/// The autoscaler's last decision or refusal.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalerStatus {
+    /// Parallelism the autoscaler wants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_parallelism: Option<i32>,
+    /// What it did: `ScaleUp`, `ScaleDown`, `Hold`, or why it refused (`PrometheusUnavailable`,
+    /// `NoData`, ...).
+    pub decision: String,
+    /// Human-readable reason with the figures behind it.
+    pub reason: String,
+    /// When it decided (RFC 3339).
+    pub time: String,
+}
