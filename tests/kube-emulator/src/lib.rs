@@ -1,1 +1,10 @@
-//! placeholder
+//! A Kubernetes API server emulator for Tidemark's tests (DESIGN.md §9: no real cluster here).
+
+pub mod cel_rules;
+pub mod error;
+pub mod fieldpath;
+pub mod merge;
+pub mod resource;
+pub mod schema;
+pub mod ssa;
+pub mod store;

@@ -226,7 +226,7 @@ mod tests {
         for i in 0..5 {
             store.put(key(&format!("o{i}")), json!({"metadata": {}}));
         }
-        assert_eq!(store.events_since(1), Err(TooOld { requested: 1, oldest: 3 }));
+        assert_eq!(store.events_since(1).err(), Some(TooOld { requested: 1, oldest: 3 }));
         let rvs: Vec<u64> = store.events_since(3).expect("kept").iter().map(|e| e.rv).collect();
         assert_eq!(rvs, [4, 5]);
     }
