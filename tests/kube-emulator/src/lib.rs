@@ -8,3 +8,6 @@ pub mod resource;
 pub mod schema;
 pub mod ssa;
 pub mod store;
+pub mod jsonpath;
+pub mod registry;
+pub mod selector;
