@@ -1,0 +1,2 @@
+//! bin placeholder
+fn main() {}

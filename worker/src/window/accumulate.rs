@@ -1,0 +1,353 @@
+//! Accumulators: the fixed-width slot layout of an analytic's aggregates and its operations.
+//!
+//! Each key-window (or pane, or session) holds one block of `width` u64 slots in an
+//! [`AccArena`]; numbers are stored as f64 bits. Exact distinct counts keep a hash set in a side
+//! table, referenced from their slot.
+
+use rustc_hash::FxHashSet;
+use tidemark_api::AggregateOp;
+
+use crate::event::{Event, FieldValue};
+
+/// Where an aggregate reads its input from an event of one source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// The user id.
+    User,
+    /// The product id.
+    Product,
+    /// The event type.
+    Type,
+    /// The category.
+    Category,
+    /// The price.
+    Price,
+    /// The event time (epoch ms).
+    Time,
+    /// Extra or derived field at this index of [`Event::extra`].
+    Extra(usize),
+}
+
+impl Input {
+    /// Reads the input from `event`.
+    pub fn read<'e>(self, event: &'e Event<'_>) -> FieldValue<'e> {
+        let str_of = |s: &'e Option<std::borrow::Cow<'_, str>>| match s {
+            Some(s) => FieldValue::Str(std::borrow::Cow::Borrowed(s.as_ref())),
+            None => FieldValue::Null,
+        };
+        match self {
+            Input::User => FieldValue::Str(std::borrow::Cow::Borrowed(event.user.as_ref())),
+            Input::Product => str_of(&event.product),
+            Input::Type => str_of(&event.event_type),
+            Input::Category => str_of(&event.category),
+            Input::Price => event.price.map_or(FieldValue::Null, FieldValue::Float),
+            Input::Time => FieldValue::Int(event.time),
+            Input::Extra(i) => match event.extra.get(i) {
+                Some(FieldValue::Str(s)) => FieldValue::Str(std::borrow::Cow::Borrowed(s.as_ref())),
+                Some(other) => other.clone(),
+                None => FieldValue::Null,
+            },
+        }
+    }
+}
+
+/// One aggregate in the layout.
+#[derive(Clone, Debug)]
+pub struct AggSlot {
+    /// Function.
+    pub op: AggregateOp,
+    /// First slot of its state.
+    pub offset: usize,
+    /// Input per source index; `None` where events of that source do not count.
+    pub inputs: Vec<Option<Input>>,
+}
+
+/// A finished value of a result.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Value {
+    /// A count.
+    Int(u64),
+    /// A number.
+    Float(f64),
+    /// No input (min, max or avg of nothing).
+    Null,
+}
+
+impl Value {
+    fn as_f64(self) -> Option<f64> {
+        match self {
+            Value::Int(i) => Some(i as f64),
+            Value::Float(f) => Some(f),
+            Value::Null => None,
+        }
+    }
+}
+
+/// Slot layout of an analytic's aggregates, plus per-source event counters used by joins.
+#[derive(Clone, Debug)]
+pub struct AccLayout {
+    /// Aggregates in output order.
+    pub aggs: Vec<AggSlot>,
+    /// Ratios as (numerator, denominator) aggregate indices, output after the aggregates.
+    pub ratios: Vec<(usize, usize)>,
+    /// Slot of the event counter per source index, when the analytic needs to know which
+    /// sides a key-window has seen (inner and left joins).
+    pub side_counters: Vec<Option<usize>>,
+    /// Slots per block.
+    pub width: usize,
+}
+
+impl AccLayout {
+    /// A layout for `aggs` (op, inputs per source) over `sources` sources; with
+    /// `count_sides`, one counter per source is added.
+    pub fn new(aggs: Vec<(AggregateOp, Vec<Option<Input>>)>, ratios: Vec<(usize, usize)>, sources: usize, count_sides: bool) -> Self {
+        let mut width = 0;
+        let aggs = aggs
+            .into_iter()
+            .map(|(op, inputs)| {
+                let offset = width;
+                width += if op == AggregateOp::Avg { 2 } else { 1 };
+                AggSlot { op, offset, inputs }
+            })
+            .collect();
+        let side_counters = (0..sources)
+            .map(|_| {
+                count_sides.then(|| {
+                    width += 1;
+                    width - 1
+                })
+            })
+            .collect();
+        Self { aggs, ratios, side_counters, width }
+    }
+
+    /// Writes the initial state into `block`.
+    pub fn init(&self, block: &mut [u64]) {
+        block.fill(0);
+        for agg in &self.aggs {
+            match agg.op {
+                AggregateOp::Min => block[agg.offset] = f64::INFINITY.to_bits(),
+                AggregateOp::Max => block[agg.offset] = f64::NEG_INFINITY.to_bits(),
+                AggregateOp::Sum => block[agg.offset] = 0f64.to_bits(),
+                AggregateOp::Avg => block[agg.offset] = 0f64.to_bits(),
+                AggregateOp::Count | AggregateOp::DistinctCount => {}
+            }
+        }
+    }
+
+    /// Adds one event of source `source` to `block`.
+    pub fn update(&self, block: &mut [u64], source: usize, event: &Event<'_>, distinct: &mut DistinctSets) {
+        if let Some(Some(counter)) = self.side_counters.get(source) {
+            block[*counter] += 1;
+        }
+        for agg in &self.aggs {
+            let Some(Some(input)) = agg.inputs.get(source) else { continue };
+            let slot = &mut block[agg.offset..];
+            if agg.op == AggregateOp::Count {
+                slot[0] += 1;
+                continue;
+            }
+            let value = input.read(event);
+            if agg.op == AggregateOp::DistinctCount {
+                if let Some(hash) = value_hash(&value) {
+                    distinct.insert(&mut slot[0], hash);
+                }
+                continue;
+            }
+            let Some(x) = value.as_f64() else { continue };
+            let f = f64::from_bits(slot[0]);
+            match agg.op {
+                AggregateOp::Sum => slot[0] = (f + x).to_bits(),
+                AggregateOp::Min => slot[0] = f.min(x).to_bits(),
+                AggregateOp::Max => slot[0] = f.max(x).to_bits(),
+                AggregateOp::Avg => {
+                    slot[0] = (f + x).to_bits();
+                    slot[1] += 1;
+                }
+                AggregateOp::Count | AggregateOp::DistinctCount => unreachable!("handled above"),
+            }
+        }
+    }
+
+    /// Adds the state of `src` into `dst` (merging panes or sessions).
+    pub fn merge(&self, dst: &mut [u64], src: &[u64], distinct: &mut DistinctSets) {
+        for agg in &self.aggs {
+            let (d, s) = (agg.offset, agg.offset);
+            let (a, b) = (f64::from_bits(dst[d]), f64::from_bits(src[s]));
+            match agg.op {
+                AggregateOp::Count => dst[d] += src[s],
+                AggregateOp::Sum => dst[d] = (a + b).to_bits(),
+                AggregateOp::Min => dst[d] = a.min(b).to_bits(),
+                AggregateOp::Max => dst[d] = a.max(b).to_bits(),
+                AggregateOp::Avg => {
+                    dst[d] = (a + b).to_bits();
+                    dst[d + 1] += src[s + 1];
+                }
+                AggregateOp::DistinctCount => distinct.union_into(&mut dst[d], src[s]),
+            }
+        }
+        for counter in self.side_counters.iter().flatten() {
+            dst[*counter] += src[*counter];
+        }
+    }
+
+    /// Events of source `source` in `block`, when the layout counts sides.
+    pub fn side_count(&self, block: &[u64], source: usize) -> Option<u64> {
+        self.side_counters.get(source).copied().flatten().map(|slot| block[slot])
+    }
+
+    /// Releases side-table state referenced by `block`.
+    pub fn release(&self, block: &mut [u64], distinct: &mut DistinctSets) {
+        for agg in &self.aggs {
+            if agg.op == AggregateOp::DistinctCount {
+                distinct.release(&mut block[agg.offset]);
+            }
+        }
+    }
+
+    /// The finished values of `block`: aggregates, then ratios.
+    pub fn finish(&self, block: &[u64], distinct: &DistinctSets, out: &mut Vec<Value>) {
+        out.clear();
+        for agg in &self.aggs {
+            let slot = &block[agg.offset..];
+            out.push(match agg.op {
+                AggregateOp::Count => Value::Int(slot[0]),
+                AggregateOp::Sum => Value::Float(f64::from_bits(slot[0])),
+                AggregateOp::Min | AggregateOp::Max => {
+                    let f = f64::from_bits(slot[0]);
+                    if f.is_finite() { Value::Float(f) } else { Value::Null }
+                }
+                AggregateOp::Avg if slot[1] == 0 => Value::Null,
+                AggregateOp::Avg => Value::Float(f64::from_bits(slot[0]) / slot[1] as f64),
+                AggregateOp::DistinctCount => Value::Int(distinct.len(slot[0])),
+            });
+        }
+        for &(num, den) in &self.ratios {
+            let ratio = match (out[num].as_f64(), out[den].as_f64()) {
+                (Some(n), Some(d)) if d != 0.0 => n / d,
+                _ => 0.0,
+            };
+            out.push(Value::Float(ratio));
+        }
+    }
+}
+
+/// Hash of a value for distinct counting; `None` for absent values.
+fn value_hash(value: &FieldValue<'_>) -> Option<u64> {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut h = rustc_hash::FxBuildHasher.build_hasher();
+    match value {
+        FieldValue::Str(s) => s.as_ref().hash(&mut h),
+        FieldValue::Int(i) => i.hash(&mut h),
+        FieldValue::Float(f) => f.to_bits().hash(&mut h),
+        FieldValue::Bool(b) => b.hash(&mut h),
+        FieldValue::Null => return None,
+    }
+    Some(h.finish())
+}
+
+/// Exact distinct-count sets referenced from accumulator slots (0 = empty, else index + 1).
+#[derive(Debug, Default)]
+pub struct DistinctSets {
+    sets: Vec<FxHashSet<u64>>,
+    free: Vec<usize>,
+}
+
+impl DistinctSets {
+    fn set_mut(&mut self, slot: &mut u64) -> &mut FxHashSet<u64> {
+        if *slot == 0 {
+            let index = self.free.pop().unwrap_or_else(|| {
+                self.sets.push(FxHashSet::default());
+                self.sets.len() - 1
+            });
+            *slot = index as u64 + 1;
+        }
+        &mut self.sets[(*slot - 1) as usize]
+    }
+
+    fn insert(&mut self, slot: &mut u64, hash: u64) {
+        self.set_mut(slot).insert(hash);
+    }
+
+    fn union_into(&mut self, dst: &mut u64, src: u64) {
+        if src == 0 {
+            return;
+        }
+        let items: Vec<u64> = self.sets[(src - 1) as usize].iter().copied().collect();
+        self.set_mut(dst).extend(items);
+    }
+
+    fn len(&self, slot: u64) -> u64 {
+        if slot == 0 { 0 } else { self.sets[(slot - 1) as usize].len() as u64 }
+    }
+
+    fn release(&mut self, slot: &mut u64) {
+        if *slot != 0 {
+            let index = (*slot - 1) as usize;
+            self.sets[index] = FxHashSet::default();
+            self.free.push(index);
+            *slot = 0;
+        }
+    }
+
+    /// Sets in use.
+    pub fn live(&self) -> usize {
+        self.sets.len() - self.free.len()
+    }
+}
+
+/// Blocks of `width` slots with a free list; a block is named by its index.
+#[derive(Debug)]
+pub struct AccArena {
+    slots: Vec<u64>,
+    width: usize,
+    free: Vec<u32>,
+}
+
+impl AccArena {
+    /// An empty arena of `width`-slot blocks.
+    pub fn new(width: usize) -> Self {
+        Self { slots: Vec::new(), width: width.max(1), free: Vec::new() }
+    }
+
+    /// A new block initialised by `layout`.
+    pub fn alloc(&mut self, layout: &AccLayout) -> u32 {
+        let index = match self.free.pop() {
+            Some(index) => index,
+            None => {
+                let index = u32::try_from(self.slots.len() / self.width).expect("fewer than 2^32 live blocks");
+                self.slots.resize(self.slots.len() + self.width, 0);
+                index
+            }
+        };
+        layout.init(self.get_mut(index));
+        index
+    }
+
+    /// Returns a block to the free list.
+    pub fn free(&mut self, index: u32) {
+        self.free.push(index);
+    }
+
+    /// The slots of block `index`.
+    pub fn get(&self, index: u32) -> &[u64] {
+        let start = index as usize * self.width;
+        &self.slots[start..start + self.width]
+    }
+
+    /// The slots of block `index`, mutable.
+    pub fn get_mut(&mut self, index: u32) -> &mut [u64] {
+        let start = index as usize * self.width;
+        &mut self.slots[start..start + self.width]
+    }
+
+    /// Blocks in use.
+    pub fn live(&self) -> usize {
+        self.slots.len() / self.width - self.free.len()
+    }
+
+    /// Bytes held by the arena.
+    pub fn bytes(&self) -> usize {
+        self.slots.capacity() * 8 + self.free.capacity() * 4
+    }
+}
