@@ -1,1 +1,26 @@
-//! placeholder
+//! Tidemark's Kubernetes operator: turns each `MarketingPipeline` into running workers.
+//!
+//! A reconcile runs in steps, each a module: [`dereference`] (reads the cluster, the only I/O
+//! before writing), [`validate`] (pure), [`build`] (pure, one file per Kubernetes kind),
+//! [`apply`] (server-side apply, ordered, orphans deleted) and [`status`] (pure). [`controller`]
+//! wires the steps into kube-runtime; [`leader`], [`metrics`] and [`http`] are the process
+//! around it. The binary's `main` only parses flags and calls [`run`].
+
+pub mod apply;
+pub mod autoscale;
+pub mod build;
+pub mod call;
+pub mod controller;
+pub mod crd;
+pub mod dereference;
+pub mod events;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod names;
+pub mod reconcile;
+pub mod run;
+pub mod status;
+pub mod validate;
+
+pub use run::{run, RunConfig};

@@ -1,0 +1,264 @@
+//! Reconcile: one pass of dereference → validate → build → apply → status for one pipeline.
+//!
+//! Contract: idempotent (a second pass over an unchanged pipeline writes nothing: apply is a
+//! no-op and an equal status is not written); safe to cancel at any await (each write is whole,
+//! the next pass completes a partial one). An invalid spec is reported in status and as an event
+//! and the pass ends with "wait for a change"; any other failure is returned for retry with
+//! backoff, after a best-effort Degraded status and a Warning event.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tidemark_api::{
+    MarketingPipeline, MarketingPipelineStatus, CONDITION_DEGRADED, CONDITION_READY,
+};
+
+use crate::apply::{apply, ApplyError};
+use crate::autoscale;
+use crate::build::{desired, selector_string, BuildError, BuildParams};
+use crate::call::{call, CallError};
+use crate::controller::Context;
+use crate::dereference::{dereference, DereferenceError};
+use crate::events::{self, publish};
+use crate::metrics::ReconcileResult;
+use crate::names::FIELD_MANAGER;
+use crate::status::{self, condition, Inputs, Outcome, Workers};
+use crate::validate::{summary, validate};
+
+/// Time between reconciles of a pipeline with no change: a safety net, changes come by watch.
+pub const RESYNC: Duration = Duration::from_secs(300);
+
+/// A failed reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// Reading the cluster failed.
+    #[error("failed to read the cluster")]
+    Dereference(#[from] DereferenceError),
+    /// Building owned objects failed.
+    #[error("failed to build owned objects")]
+    Build(#[from] BuildError),
+    /// Writing owned objects failed.
+    #[error("failed to write owned objects")]
+    Apply(#[from] ApplyError),
+    /// Writing the status failed.
+    #[error("failed to write status")]
+    Status(#[source] CallError),
+}
+
+/// Reconciles `pipeline`; see the module doc for the contract.
+pub async fn reconcile(
+    pipeline: Arc<MarketingPipeline>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let started = Instant::now();
+    let result = reconcile_steps(&pipeline, &ctx).await;
+    let label = match &result {
+        Ok((label, _)) => *label,
+        Err(_) => ReconcileResult::Error,
+    };
+    ctx.metrics
+        .reconciled(label, started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.forget_failures(&pipeline);
+    }
+    result.map(|(_, action)| action)
+}
+
+async fn reconcile_steps(
+    pipeline: &MarketingPipeline,
+    ctx: &Context,
+) -> Result<(ReconcileResult, Action), ReconcileError> {
+    if pipeline.meta().deletion_timestamp.is_some() {
+        // Owner references hand the owned objects to the garbage collector.
+        return Ok((ReconcileResult::Success, Action::await_change()));
+    }
+    let name = pipeline.name_any();
+    let observed = dereference(&ctx.client, pipeline).await?;
+    let previous = pipeline.status.as_ref();
+    let reference = pipeline.object_ref(&());
+    let inputs = Inputs {
+        generation: pipeline.meta().generation,
+        previous,
+        selector: selector_string(&name),
+        autoscaling: autoscale::condition(&pipeline.spec),
+        now: Time(Timestamp::now()),
+    };
+
+    let problems = validate(pipeline);
+    if !problems.is_empty() {
+        let message = summary(&problems);
+        let workers = observed
+            .stateful_set
+            .as_ref()
+            .map(Workers::from_stateful_set);
+        let status = status::compute(
+            &inputs,
+            &Outcome::InvalidSpec {
+                message: message.clone(),
+                workers,
+            },
+        );
+        let already_reported = condition(previous, CONDITION_DEGRADED)
+            .is_some_and(|c| c.reason == status::REASON_INVALID_SPEC && c.message == message)
+            && previous.and_then(|s| s.observed_generation) == inputs.generation;
+        write_status(ctx, pipeline, previous, &status).await?;
+        if !already_reported {
+            tracing::info!(pipeline = %name, %message, "invalid spec; waiting for a change");
+            publish(
+                &ctx.recorder,
+                &reference,
+                EventType::Warning,
+                events::REASON_INVALID_SPEC,
+                "Validate",
+                message,
+            )
+            .await;
+        }
+        return Ok((ReconcileResult::InvalidSpec, Action::await_change()));
+    }
+
+    let scale = autoscale::plan(&pipeline.spec, previous);
+    let params = BuildParams {
+        default_image: ctx.worker_image.clone(),
+        parallelism: scale.parallelism,
+        assignment_epoch: scale.assignment_epoch,
+        service_monitor: observed.service_monitor_api,
+    };
+    let desired = desired(pipeline, &params)?;
+    let namespace = pipeline.namespace().unwrap_or_default();
+    let uid = pipeline.uid().unwrap_or_default();
+    let applied = match apply(&ctx.client, &namespace, &name, &uid, &desired).await {
+        Ok(applied) => applied,
+        Err(err) => {
+            let message = error_chain(&err);
+            let status = status::compute(
+                &inputs,
+                &Outcome::ReconcileError {
+                    message: message.clone(),
+                },
+            );
+            // Best effort: the API server may be what failed.
+            if let Err(status_err) = write_status(ctx, pipeline, previous, &status).await {
+                tracing::debug!(error = %error_chain(&status_err), "status not written");
+            }
+            publish(
+                &ctx.recorder,
+                &reference,
+                EventType::Warning,
+                events::REASON_RECONCILE_FAILED,
+                "Apply",
+                message,
+            )
+            .await;
+            return Err(err.into());
+        }
+    };
+
+    let new_hash = desired
+        .stateful_set
+        .spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(crate::names::ANNOTATION_CONFIG_HASH))
+        .cloned()
+        .unwrap_or_default();
+    let mut notes = Vec::new();
+    match observed.config_hash() {
+        None if observed.stateful_set.is_none() => notes.push((
+            events::REASON_CREATED,
+            format!("created {} workers (config {new_hash})", scale.parallelism),
+        )),
+        Some(old) if old != new_hash => notes.push((
+            events::REASON_CONFIG_CHANGED,
+            format!("worker config changed ({old} → {new_hash}); rolling the workers"),
+        )),
+        _ => {}
+    }
+    if let Some(from) = scale.rescaled_from {
+        notes.push((
+            events::REASON_RESCALED,
+            format!(
+                "parallelism {from} → {} (spec.parallelism); assignment epoch {}",
+                scale.parallelism, scale.assignment_epoch
+            ),
+        ));
+    }
+    if !applied.deleted.is_empty() {
+        notes.push((
+            events::REASON_ORPHANS_DELETED,
+            format!("deleted {}", applied.deleted.join(", ")),
+        ));
+    }
+
+    let workers = Workers::from_stateful_set(&applied.stateful_set);
+    let status = status::compute(&inputs, &Outcome::Applied { scale, workers });
+    write_status(ctx, pipeline, previous, &status).await?;
+    let was_ready = condition(previous, CONDITION_READY).is_some_and(|c| c.status == "True");
+    let is_ready = condition(Some(&status), CONDITION_READY).is_some_and(|c| c.status == "True");
+    if is_ready && !was_ready {
+        notes.push((
+            events::REASON_WORKERS_READY,
+            format!("{} workers ready", scale.parallelism),
+        ));
+    }
+    for (reason, note) in notes {
+        tracing::info!(pipeline = %name, reason, %note);
+        publish(
+            &ctx.recorder,
+            &reference,
+            EventType::Normal,
+            reason,
+            "Reconcile",
+            note,
+        )
+        .await;
+    }
+    Ok((ReconcileResult::Success, Action::requeue(RESYNC)))
+}
+
+/// Writes `status` with server-side apply, unless it equals `previous`.
+async fn write_status(
+    ctx: &Context,
+    pipeline: &MarketingPipeline,
+    previous: Option<&MarketingPipelineStatus>,
+    status: &MarketingPipelineStatus,
+) -> Result<(), ReconcileError> {
+    if previous == Some(status) {
+        return Ok(());
+    }
+    let api: Api<MarketingPipeline> = Api::namespaced(
+        ctx.client.clone(),
+        &pipeline.namespace().unwrap_or_default(),
+    );
+    let patch = json!({
+        "apiVersion": MarketingPipeline::api_version(&()),
+        "kind": MarketingPipeline::kind(&()),
+        "status": status,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    call(api.patch_status(&pipeline.name_any(), &params, &Patch::Apply(&patch)))
+        .await
+        .map(drop)
+        .map_err(ReconcileError::Status)
+}
+
+/// `err` and its sources as one line ("failed to X: failed to Y: cause").
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

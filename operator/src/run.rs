@@ -1,0 +1,183 @@
+//! The operator process: HTTP endpoint, leader election, controllers and graceful shutdown.
+//!
+//! Shutdown: SIGTERM or Ctrl-C flips one watch channel that every task listens to; controllers
+//! let in-flight reconciles finish, the Lease is released, the HTTP server drains. Losing the
+//! Lease ends the process with an error, so Kubernetes restarts it as a fresh candidate and two
+//! replicas never reconcile at once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::runtime::events::{Recorder, Reporter};
+use kube::Client;
+use tokio::sync::watch;
+
+use crate::controller::{self, Context};
+use crate::http;
+use crate::leader::{Elector, LeaseConfig};
+use crate::metrics::Metrics;
+use crate::names::CONTROLLER_NAME;
+
+/// Settings of a running operator.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// Namespaces to watch; empty means all.
+    pub namespaces: Vec<String>,
+    /// Default worker image.
+    pub worker_image: String,
+    /// Address of `/metrics` and `/healthz`.
+    pub metrics_addr: SocketAddr,
+    /// Whether to elect a leader.
+    pub leader_election: bool,
+    /// Lease name.
+    pub lease_name: String,
+    /// Lease namespace; `None` means the client's default namespace.
+    pub lease_namespace: Option<String>,
+    /// Identity in the Lease and in events.
+    pub identity: String,
+    /// Lease duration.
+    pub lease_duration: Duration,
+}
+
+/// Why the operator stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// No usable kubeconfig or in-cluster config.
+    #[error("failed to create a Kubernetes client")]
+    Client(#[source] kube::Error),
+    /// Metrics could not be registered.
+    #[error("failed to register metrics")]
+    Metrics(#[source] prometheus::Error),
+    /// The HTTP endpoint failed.
+    #[error("failed to serve /metrics and /healthz")]
+    Http(#[from] http::HttpError),
+    /// Another replica took the Lease, or it could not be renewed.
+    #[error("failed to keep the leader Lease")]
+    LeadershipLost,
+}
+
+/// Runs the operator until SIGTERM/Ctrl-C (`Ok`) or a fatal error.
+pub async fn run(config: RunConfig) -> Result<(), RunError> {
+    let client = Client::try_default().await.map_err(RunError::Client)?;
+    let metrics = Arc::new(Metrics::new().map_err(RunError::Metrics)?);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(stop_on_signal(stop_tx.clone()));
+
+    let (addr, server) = http::serve(
+        config.metrics_addr,
+        metrics.clone(),
+        stopped(stop_rx.clone()),
+    )
+    .await?;
+    tracing::info!(%addr, "serving /metrics and /healthz");
+    let server = tokio::spawn(server);
+
+    let mut elector = config.leader_election.then(|| {
+        let namespace = config
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_owned());
+        Elector::new(
+            client.clone(),
+            LeaseConfig {
+                name: config.lease_name.clone(),
+                namespace,
+                identity: config.identity.clone(),
+                lease_duration: config.lease_duration,
+            },
+        )
+    });
+    let mut lost = false;
+    if let Some(elector) = elector.as_mut() {
+        tracing::info!(identity = %config.identity, lease = %elector.config().name, "waiting for the leader Lease");
+        let mut stop = stop_rx.clone();
+        if elector.acquire(&mut stop).await {
+            tracing::info!(identity = %config.identity, "became leader");
+            metrics.set_leader(true);
+        }
+    }
+    if !*stop_rx.borrow() {
+        let reporter = Reporter {
+            controller: CONTROLLER_NAME.into(),
+            instance: Some(config.identity.clone()),
+        };
+        let recorder = Recorder::new(client.clone(), reporter);
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            recorder,
+            metrics.clone(),
+            config.worker_image.clone(),
+        ));
+        let (controller_stop_tx, controller_stop_rx) = watch::channel(false);
+        let controllers = {
+            let namespaces = config.namespaces.clone();
+            let stop = stopped(controller_stop_rx);
+            tokio::spawn(async move { controller::run(ctx, &namespaces, stop).await })
+        };
+        match elector.as_mut() {
+            Some(elector) => {
+                let mut stop = stop_rx.clone();
+                lost = !elector.hold(&mut stop).await;
+            }
+            None => {
+                let mut stop = stop_rx.clone();
+                let _ = stop.wait_for(|s| *s).await;
+            }
+        }
+        let _ = controller_stop_tx.send(true);
+        if lost {
+            // Stop at once: another replica may already be reconciling.
+            controllers.abort();
+        } else if let Err(err) = controllers.await {
+            tracing::warn!(error = %err, "controller task ended abnormally");
+        }
+    }
+    if let Some(elector) = elector.as_ref().filter(|_| !lost) {
+        if let Err(err) = elector.release().await {
+            tracing::warn!(error = %crate::reconcile::error_chain(&err), "Lease not released");
+        }
+        metrics.set_leader(false);
+    }
+    let _ = stop_tx.send(true);
+    match server.await {
+        Ok(result) => result?,
+        Err(err) => tracing::warn!(error = %err, "HTTP task ended abnormally"),
+    }
+    if lost {
+        return Err(RunError::LeadershipLost);
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// A future that completes when `rx` turns true (or its sender is gone).
+fn stopped(
+    mut rx: watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static {
+    let (done_tx, done_rx) = futures::channel::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = rx.wait_for(|s| *s).await;
+        let _ = done_tx.send(());
+    });
+    futures::FutureExt::shared(async move {
+        let _ = done_rx.await;
+    })
+}
+
+async fn stop_on_signal(stop: watch::Sender<bool>) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+    tracing::info!("shutting down");
+    let _ = stop.send(true);
+}

@@ -1,0 +1,249 @@
+//! Status: what a reconcile reports in `MarketingPipeline.status`. Pure: the previous status, what
+//! the reconcile decided and what the StatefulSet reports go in, the new status comes out.
+//!
+//! Conditions keep their `lastTransitionTime` unless their `status` changes, and the result is
+//! equal to the previous status when nothing changed, so the caller can skip the write and a
+//! status update never triggers another one.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use tidemark_api::{
+    MarketingPipelineStatus, Phase, CONDITION_AUTOSCALING, CONDITION_DEGRADED,
+    CONDITION_PROGRESSING, CONDITION_READY,
+};
+
+use crate::autoscale::Scale;
+
+/// Condition reason: the spec cannot run.
+pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
+/// Condition reason: writing the owned objects failed; retried with backoff.
+pub const REASON_RECONCILE_ERROR: &str = "ReconcileError";
+/// Condition reason: nothing wrong.
+pub const REASON_AS_EXPECTED: &str = "AsExpected";
+/// Condition reason: every worker runs the current config and is ready.
+pub const REASON_WORKERS_READY: &str = "WorkersReady";
+/// Condition reason: some workers are not ready (starting, restoring or failing).
+pub const REASON_WORKERS_NOT_READY: &str = "WorkersNotReady";
+/// Condition reason: the StatefulSet rolls pods to a new config.
+pub const REASON_ROLLING_UPDATE: &str = "RollingUpdate";
+/// Condition reason: workers are being added or removed.
+pub const REASON_SCALING: &str = "Scaling";
+/// Condition reason: the desired state is reached.
+pub const REASON_RECONCILED: &str = "Reconciled";
+
+/// How far the workers are, read from the StatefulSet status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Workers {
+    /// Pods that exist.
+    pub replicas: i32,
+    /// Pods ready.
+    pub ready: i32,
+    /// Pods on the newest template.
+    pub updated: i32,
+    /// The StatefulSet controller has seen the newest StatefulSet spec and finished its rollout.
+    pub rolled_out: bool,
+}
+
+impl Workers {
+    /// Reads the StatefulSet status; a StatefulSet without status has nothing running yet.
+    pub fn from_stateful_set(sts: &StatefulSet) -> Self {
+        let Some(status) = &sts.status else {
+            return Self::default();
+        };
+        let generation_seen = match (sts.metadata.generation, status.observed_generation) {
+            (Some(generation), Some(observed)) => observed >= generation,
+            _ => false,
+        };
+        let same_revision =
+            status.update_revision.is_none() || status.current_revision == status.update_revision;
+        Self {
+            replicas: status.replicas,
+            ready: status.ready_replicas.unwrap_or(0),
+            updated: status.updated_replicas.unwrap_or(0),
+            rolled_out: generation_seen && same_revision,
+        }
+    }
+}
+
+/// What the reconcile did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Owned objects applied with this scale decision; `workers` as the StatefulSet reports.
+    Applied {
+        /// Parallelism and epoch in effect.
+        scale: Scale,
+        /// The StatefulSet's progress.
+        workers: Workers,
+    },
+    /// The spec cannot run; nothing was written. `workers` tells whether an older config runs.
+    InvalidSpec {
+        /// What is wrong.
+        message: String,
+        /// Workers of an earlier valid spec, if any.
+        workers: Option<Workers>,
+    },
+    /// Writing the owned objects failed.
+    ReconcileError {
+        /// What failed.
+        message: String,
+    },
+}
+
+/// Everything [`compute`] needs besides the outcome.
+#[derive(Clone, Debug)]
+pub struct Inputs<'a> {
+    /// `metadata.generation` of the pipeline.
+    pub generation: Option<i64>,
+    /// The current status.
+    pub previous: Option<&'a MarketingPipelineStatus>,
+    /// Selector of the worker pods.
+    pub selector: String,
+    /// Reason and message of the Autoscaling condition.
+    pub autoscaling: (&'a str, String),
+    /// Time of transitions made now.
+    pub now: Time,
+}
+
+/// The new status.
+pub fn compute(inputs: &Inputs<'_>, outcome: &Outcome) -> MarketingPipelineStatus {
+    let previous = inputs.previous.cloned().unwrap_or_default();
+    let mut status = MarketingPipelineStatus {
+        observed_generation: inputs.generation,
+        selector: Some(inputs.selector.clone()),
+        ..previous.clone()
+    };
+    let mut set = |type_: &str, ok: bool, reason: &str, message: String| {
+        let condition = Condition {
+            type_: type_.into(),
+            status: if ok { "True" } else { "False" }.into(),
+            reason: reason.into(),
+            message,
+            observed_generation: inputs.generation,
+            last_transition_time: inputs.now.clone(),
+        };
+        set_condition(&mut status.conditions, condition);
+    };
+    match outcome {
+        Outcome::Applied { scale, workers } => {
+            let desired = scale.parallelism;
+            let ready =
+                workers.ready >= desired && workers.updated >= desired && workers.rolled_out;
+            // A StatefulSet with no pods yet is being created, not scaled.
+            let scaling = scale.rescaled_from.is_some()
+                || (workers.replicas != desired && workers.replicas > 0);
+            let counts = format!("{}/{} workers ready", workers.ready.min(desired), desired);
+            set(
+                CONDITION_READY,
+                ready,
+                if ready {
+                    REASON_WORKERS_READY
+                } else {
+                    REASON_WORKERS_NOT_READY
+                },
+                counts.clone(),
+            );
+            let (progress_reason, progress_message) = if ready {
+                (
+                    REASON_RECONCILED,
+                    format!(
+                        "{desired} workers run generation {}",
+                        inputs.generation.unwrap_or(0)
+                    ),
+                )
+            } else if scaling {
+                (
+                    REASON_SCALING,
+                    format!("scaling to {desired} workers; {counts}"),
+                )
+            } else {
+                (
+                    REASON_ROLLING_UPDATE,
+                    format!(
+                        "{}/{desired} workers updated; {counts}",
+                        workers.updated.min(desired)
+                    ),
+                )
+            };
+            set(
+                CONDITION_PROGRESSING,
+                !ready,
+                progress_reason,
+                progress_message,
+            );
+            set(CONDITION_DEGRADED, false, REASON_AS_EXPECTED, String::new());
+            status.parallelism = Some(desired);
+            status.assignment_epoch = Some(scale.assignment_epoch);
+            status.phase = Some(if scaling && !ready {
+                Phase::Scaling
+            } else if workers.ready >= desired {
+                Phase::Running
+            } else {
+                Phase::Pending
+            });
+        }
+        Outcome::InvalidSpec { message, workers } => {
+            let running = workers.is_some_and(|w| w.replicas > 0);
+            set(
+                CONDITION_READY,
+                false,
+                REASON_INVALID_SPEC,
+                "the spec cannot run; see Degraded".into(),
+            );
+            set(
+                CONDITION_PROGRESSING,
+                false,
+                REASON_INVALID_SPEC,
+                "waiting for a spec change".into(),
+            );
+            set(
+                CONDITION_DEGRADED,
+                true,
+                REASON_INVALID_SPEC,
+                message.clone(),
+            );
+            status.phase = Some(if running {
+                Phase::Degraded
+            } else {
+                Phase::Failed
+            });
+        }
+        Outcome::ReconcileError { message } => {
+            set(
+                CONDITION_DEGRADED,
+                true,
+                REASON_RECONCILE_ERROR,
+                message.clone(),
+            );
+            status.phase = Some(Phase::Degraded);
+        }
+    }
+    let (reason, message) = &inputs.autoscaling;
+    set(CONDITION_AUTOSCALING, false, reason, message.clone());
+    status
+}
+
+/// Puts `condition` into `conditions`, keeping the old `lastTransitionTime` when its status is
+/// unchanged, and keeping the order `Ready, Progressing, Degraded, Autoscaling` of first insertion.
+pub fn set_condition(conditions: &mut Vec<Condition>, mut condition: Condition) {
+    match conditions.iter_mut().find(|c| c.type_ == condition.type_) {
+        Some(existing) => {
+            if existing.status == condition.status {
+                condition.last_transition_time = existing.last_transition_time.clone();
+            }
+            *existing = condition;
+        }
+        None => conditions.push(condition),
+    }
+}
+
+/// The condition of type `type_`, if set.
+pub fn condition<'a>(
+    status: Option<&'a MarketingPipelineStatus>,
+    type_: &str,
+) -> Option<&'a Condition> {
+    status?.conditions.iter().find(|c| c.type_ == type_)
+}
+
+#[cfg(test)]
+#[path = "status_tests.rs"]
+mod tests;
