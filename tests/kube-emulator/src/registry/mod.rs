@@ -16,7 +16,7 @@ mod patch;
 use serde_json::{json, Value};
 
 pub use delete::{DeleteOptions, Propagation};
-pub use patch::PatchKind;
+pub use patch::{decode_body, PatchKind};
 
 use crate::error::ApiError;
 use crate::fieldpath::ListPolicy;
