@@ -117,12 +117,37 @@ fn schema_name(def: &ResourceDef) -> String {
     format!("{}.{}.{}", reversed.join("."), def.version, def.kind)
 }
 
-/// `/openapi/v3/apis/{g}/{v}`: the CRD schemas of that group-version (built-ins have none).
+/// The PATCH operation of one resource path. kubectl looks for it (by the operation's
+/// `x-kubernetes-group-version-kind`) to learn that the server validates fields itself
+/// (`fieldValidation`); without it kubectl falls back to client-side validation with the
+/// protobuf `/openapi/v2` document, which the emulator does not serve.
+fn path_item(def: &ResourceDef) -> (String, Value) {
+    let prefix = if def.group.is_empty() { "/api/v1".to_string() } else { format!("/apis/{}/{}", def.group, def.version) };
+    let path = if def.namespaced {
+        format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", def.plural)
+    } else {
+        format!("{prefix}/{}/{{name}}", def.plural)
+    };
+    let param = |name: &str| json!({"name": name, "in": "query", "schema": {"type": "string", "uniqueItems": true}});
+    let op = json!({
+        "operationId": format!("patch{}", def.kind),
+        "x-kubernetes-action": "patch",
+        "x-kubernetes-group-version-kind": {"group": def.group, "version": def.version, "kind": def.kind},
+        "parameters": [param("dryRun"), param("fieldManager"), param("fieldValidation"), param("force")],
+        "responses": {"200": {"description": "OK"}},
+    });
+    (path, json!({"patch": op}))
+}
+
+/// `/openapi/v3/api/v1` or `/openapi/v3/apis/{g}/{v}`: PATCH paths for every resource (see
+/// [`path_item`]) and the CRD schemas of that group-version (built-ins have none), enough for
+/// `kubectl explain` of custom resources.
 pub fn openapi_v3_group(catalog: &Catalog, group: &str, version: &str) -> Option<Value> {
     let defs: Vec<&ResourceDef> = catalog.all().filter(|d| d.group == group && d.version == version).collect();
     if defs.is_empty() {
         return None;
     }
+    let paths: serde_json::Map<String, Value> = defs.iter().map(|d| path_item(d)).collect();
     let mut schemas = serde_json::Map::new();
     for def in defs {
         let Some(schema) = &def.schema else { continue };
@@ -138,7 +163,7 @@ pub fn openapi_v3_group(catalog: &Catalog, group: &str, version: &str) -> Option
     Some(json!({
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": "v1.35.0"},
-        "paths": {},
+        "paths": paths,
         "components": {"schemas": schemas},
     }))
 }
