@@ -1,5 +1,13 @@
 //! Tidemark's worker: the windowed streaming engine, its sources and sinks, and the local runner.
 
 pub mod decode;
+pub mod engine;
 pub mod event;
+pub mod expr;
+pub mod local;
+pub mod operators;
+pub mod result;
+pub mod sink;
+pub mod source;
+pub mod watermark;
 pub mod window;

@@ -1,2 +1,226 @@
-//! bin placeholder
-fn main() {}
+//! `tidemark`: run a MarketingPipeline manifest locally, generate events, validate manifests.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tidemark_api::{parse_manifest, Duration, GeneratorSpec, ManifestError, MarketingPipeline};
+use tidemark_worker::local::{run_local, LocalOptions};
+use tidemark_worker::source::generator::Generator;
+
+/// Tidemark: real-time marketing analytics.
+#[derive(Parser)]
+#[command(name = "tidemark", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline manifest.
+    Run(RunArgs),
+    /// Write generated clickstream events as JSON lines.
+    Generate(GenerateArgs),
+    /// Check a pipeline manifest; prints one line per problem.
+    Validate {
+        /// The manifest.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The MarketingPipeline manifest.
+    #[arg(short = 'f', long = "file")]
+    file: PathBuf,
+    /// Replace every source by this JSON-lines file; records are routed by event type.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Replace every sink by this file (JSON lines).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Write dead letters to this file (default: the manifest's, else standard error).
+    #[arg(long)]
+    dead_letter: Option<PathBuf>,
+    /// Run on the embedded default: the built-in generator in place of Kafka sources, standard
+    /// output in place of Kafka sinks.
+    #[arg(long)]
+    embedded: bool,
+    /// No progress line.
+    #[arg(short, long)]
+    quiet: bool,
+    #[command(flatten)]
+    generator: GeneratorArgs,
+}
+
+/// Settings of the built-in generator.
+#[derive(Args)]
+struct GeneratorArgs {
+    /// Events per second (0: as fast as possible).
+    #[arg(long, default_value_t = 20_000)]
+    rate: u64,
+    /// Stop after this many events.
+    #[arg(long)]
+    events: Option<u64>,
+    /// Distinct users.
+    #[arg(long, default_value_t = 1_000)]
+    users: u64,
+    /// Distinct products.
+    #[arg(long, default_value_t = 200)]
+    products: u64,
+    /// Share of events with an older timestamp (0 to 1).
+    #[arg(long, default_value_t = 0.05)]
+    out_of_order: f64,
+    /// Most an out-of-order event lags behind (e.g. 5s).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    max_delay: Duration,
+    /// Event time advanced per event (e.g. 50ms): with --rate, how fast event time runs.
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    time_step: Duration,
+    /// Seed of the pseudo-random sequence.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// Output file.
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    generator: GeneratorArgs,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    Duration::parse(text).map_err(|e| e.to_string())
+}
+
+impl GeneratorArgs {
+    fn spec(&self) -> anyhow::Result<GeneratorSpec> {
+        anyhow::ensure!((0.0..=1.0).contains(&self.out_of_order), "--out-of-order must be between 0 and 1");
+        anyhow::ensure!(self.users > 0 && self.products > 0, "--users and --products must be at least 1");
+        anyhow::ensure!(self.time_step.millis() > 0, "--time-step must be positive");
+        Ok(GeneratorSpec {
+            rate: self.rate,
+            events: self.events,
+            users: self.users,
+            products: self.products,
+            out_of_order_fraction: self.out_of_order,
+            max_delay: self.max_delay.clone(),
+            time_step: self.time_step.clone(),
+            seed: self.seed,
+            ..GeneratorSpec::default()
+        })
+    }
+}
+
+/// Exit code of an invalid manifest or usage.
+const EXIT_INVALID: u8 = 2;
+
+fn load(path: &Path) -> Result<MarketingPipeline, ExitCode> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) => {
+            eprintln!("error: failed to read {}: {err}", path.display());
+            return Err(ExitCode::from(EXIT_INVALID));
+        }
+    };
+    parse_manifest(&text).map_err(|err| {
+        match err {
+            ManifestError::Parse(message) => {
+                let first = message.lines().next().unwrap_or_default();
+                eprintln!("error: {}: failed to parse manifest: {first}", path.display());
+            }
+            ManifestError::Invalid(problems) => {
+                for problem in problems {
+                    eprintln!("error: {}: {problem}", path.display());
+                }
+            }
+        }
+        ExitCode::from(EXIT_INVALID)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Validate { file } => match load(&file) {
+            Ok(pipeline) => {
+                println!("{}: valid MarketingPipeline {:?}", file.display(), pipeline.metadata.name.unwrap_or_default());
+                Ok(())
+            }
+            Err(code) => return code,
+        },
+        Command::Generate(args) => generate(&args),
+        Command::Run(args) => {
+            let pipeline = match load(&args.file) {
+                Ok(pipeline) => pipeline,
+                Err(code) => return code,
+            };
+            run(&pipeline, &args)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", format!("{err:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut spec = args.generator.spec()?;
+    spec.events = Some(spec.events.unwrap_or(1_000_000));
+    let file = std::fs::File::create(&args.out).with_context(|| format!("failed to create {}", args.out.display()))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut generator = Generator::new(&spec);
+    let mut line = Vec::with_capacity(160);
+    while generator.next_into(&mut line).is_some() {
+        line.push(b'\n');
+        out.write_all(&line).with_context(|| format!("failed to write {}", args.out.display()))?;
+        line.clear();
+    }
+    out.flush().with_context(|| format!("failed to write {}", args.out.display()))?;
+    Ok(())
+}
+
+fn run(pipeline: &MarketingPipeline, args: &RunArgs) -> anyhow::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)).context("failed to install the interrupt handler")?;
+    let opts = LocalOptions {
+        input: args.input.clone(),
+        output: args.output.clone(),
+        dead_letter: args.dead_letter.clone(),
+        embedded: args.embedded,
+        generator: args.generator.spec()?,
+        progress: !args.quiet,
+    };
+    let summary = run_local(pipeline, &opts, stop)?;
+    if !args.quiet {
+        let secs = summary.elapsed.as_secs_f64().max(1e-9);
+        eprintln!(
+            "tidemark: {} {} events in {:.2}s ({:.0}/s), {} results, {} dead letters, peak {} open windows ({} bytes of state)",
+            if summary.interrupted { "interrupted after" } else { "done:" },
+            summary.records,
+            secs,
+            summary.records as f64 / secs,
+            summary.results,
+            summary.dead_letters,
+            summary.peak_windows,
+            summary.peak_state_bytes
+        );
+    }
+    Ok(())
+}

@@ -35,6 +35,8 @@ pub struct KeyTable {
     table: HashTable<u32>,
     entries: Vec<KeyEntry>,
     free: Vec<u32>,
+    /// Bytes of key strings too long to be stored inline.
+    heap_bytes: usize,
 }
 
 impl KeyTable {
@@ -47,6 +49,9 @@ impl KeyTable {
         }
         let entry =
             KeyEntry { name: CompactString::new(key), next_fire: NONE, max_pane: i64::MIN, live: 0, pending: 0 };
+        if entry.name.is_heap_allocated() {
+            self.heap_bytes += entry.name.capacity();
+        }
         let id = match self.free.pop() {
             Some(id) => {
                 self.entries[id as usize] = entry;
@@ -83,6 +88,9 @@ impl KeyTable {
             found.remove();
         }
         let entry = &mut self.entries[id as usize];
+        if entry.name.is_heap_allocated() {
+            self.heap_bytes -= entry.name.capacity();
+        }
         entry.name = CompactString::default();
         entry.pending = FREED;
         self.free.push(id);
@@ -101,11 +109,10 @@ impl KeyTable {
 
     /// Bytes held, including key strings too long to be stored inline.
     pub fn bytes(&self) -> usize {
-        let heap: usize = self.entries.iter().filter(|e| e.name.is_heap_allocated()).map(|e| e.name.capacity()).sum();
         self.entries.capacity() * std::mem::size_of::<KeyEntry>()
             + self.table.capacity() * (std::mem::size_of::<u32>() + 1)
             + self.free.capacity() * 4
-            + heap
+            + self.heap_bytes
     }
 }
 

@@ -1,0 +1,260 @@
+//! A task: one partition index of the pipeline's inputs, processed single-threaded.
+//!
+//! The task decodes records, routes them to sources, applies filters and derived fields, keys
+//! them per analytic and feeds the window state; it tracks the watermark and emits results as
+//! windows close. It owns no I/O: callers hand it records and drain its [`Output`].
+//!
+//! Order of effects per event (the window oracles assume it): the event is added at the
+//! watermark before it, then the watermark moves and due windows fire.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use crate::event::{Event, FieldValue, Reason, Rejection};
+use crate::operators::{AnalyticPlan, Plan};
+use crate::result::{DeadLetter, Encoder, Output};
+use crate::watermark::Watermarks;
+use crate::window::{Emission, WindowStats, Windows};
+
+/// Counts of what a task did, by source, analytic and reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Records received per source.
+    pub records_in: Vec<u64>,
+    /// Events dropped by a source or analytic filter, per source.
+    pub filtered: Vec<u64>,
+    /// Dead-lettered records per (source name or "", reason).
+    pub dead_letters: BTreeMap<(String, Reason), u64>,
+    /// Results emitted per analytic.
+    pub results: Vec<u64>,
+    /// Late events past lateness per analytic.
+    pub late: Vec<u64>,
+}
+
+/// One task of a pipeline.
+#[derive(Debug)]
+pub struct Task {
+    plan: Plan,
+    windows: Vec<Windows>,
+    watermarks: Watermarks,
+    encoder: Encoder,
+    counters: Counters,
+    key_buf: String,
+}
+
+impl Task {
+    /// A task running `plan`, started at processing time `now` (ms).
+    pub fn new(plan: Plan, now: i64) -> Self {
+        let windows = plan
+            .analytics
+            .iter()
+            .map(|a| Windows::new(a.window, a.lateness, a.layout.clone(), a.require.clone()))
+            .collect();
+        let counters = Counters {
+            records_in: vec![0; plan.sources.len()],
+            filtered: vec![0; plan.sources.len()],
+            dead_letters: BTreeMap::new(),
+            results: vec![0; plan.analytics.len()],
+            late: vec![0; plan.analytics.len()],
+        };
+        Self {
+            watermarks: Watermarks::new(plan.sources.len(), plan.max_out_of_orderness, plan.idle_timeout, now),
+            encoder: Encoder::new(&plan.pipeline),
+            windows,
+            plan,
+            counters,
+            key_buf: String::new(),
+        }
+    }
+
+    /// The compiled plan.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// What the task has counted so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The task's watermark (epoch ms; `i64::MIN` before any, `i64::MAX` at the end).
+    pub fn watermark(&self) -> i64 {
+        self.watermarks.current()
+    }
+
+    /// Sets the wall-clock time written as `emitted_at` into results from now on.
+    pub fn set_wall_clock(&mut self, now_ms: i64) {
+        self.encoder.set_now(now_ms);
+    }
+
+    /// The `emitted_at` text in use, for dead letters.
+    pub fn now_text(&self) -> &str {
+        self.encoder.now_text()
+    }
+
+    /// State held by all analytics.
+    pub fn stats(&self) -> WindowStats {
+        self.windows.iter().map(Windows::stats).fold(WindowStats::default(), |a, b| WindowStats {
+            keys: a.keys + b.keys,
+            windows: a.windows + b.windows,
+            bytes: a.bytes + b.bytes,
+        })
+    }
+
+    /// Processes one record of source `source` received at processing time `now`.
+    pub fn process(&mut self, source: usize, raw: &[u8], now: i64, out: &mut Output) {
+        self.counters.records_in[source] += 1;
+        match self.plan.sources[source].decoder.decode(raw) {
+            Ok(event) => self.process_event(source, event, raw, now, out),
+            Err(rejection) => self.dead_letter(Some(source), rejection, raw, out),
+        }
+    }
+
+    /// Processes one record whose source is chosen by its event type: the first source (in spec
+    /// order) whose `eventTypes` include it. Records of no source's type are dead-lettered.
+    pub fn route(&mut self, raw: &[u8], now: i64, out: &mut Output) {
+        let mut decoded: Vec<Option<Result<Event<'_>, Rejection>>> = (0..self.plan.sources.len()).map(|_| None).collect();
+        let mut first_error = None;
+        for source in 0..self.plan.sources.len() {
+            let group = self.plan.sources[source].decode_group;
+            let slot = decoded[group].get_or_insert_with(|| self.plan.sources[group].decoder.decode(raw));
+            match slot {
+                Ok(event) if accepts(&self.plan.sources[source].event_types, event) => {
+                    let event = match decoded[group].take() {
+                        Some(Ok(event)) => event,
+                        _ => unreachable!("matched Ok above"),
+                    };
+                    self.counters.records_in[source] += 1;
+                    return self.process_event(source, event, raw, now, out);
+                }
+                Ok(_) => {}
+                Err(rejection) => {
+                    first_error.get_or_insert_with(|| rejection.clone());
+                }
+            }
+        }
+        let rejection = first_error
+            .unwrap_or_else(|| Rejection::new(Reason::UnexpectedType, "no source carries this event type"));
+        self.dead_letter(None, rejection, raw, out);
+    }
+
+    fn dead_letter(&mut self, source: Option<usize>, rejection: Rejection, raw: &[u8], out: &mut Output) {
+        let name = source.map(|s| self.plan.sources[s].name.clone());
+        *self.counters.dead_letters.entry((name.clone().unwrap_or_default(), rejection.reason)).or_default() += 1;
+        out.dead_letters.push(DeadLetter { source: name, reason: rejection.reason, detail: rejection.detail, raw: raw.to_vec() });
+    }
+
+    fn process_event(&mut self, source: usize, mut event: Event<'_>, raw: &[u8], now: i64, out: &mut Output) {
+        let plan = &self.plan.sources[source];
+        if !accepts(&plan.event_types, &event) {
+            let rejection = Rejection::new(Reason::UnexpectedType, format!("source {:?} does not carry this event type", plan.name));
+            return self.dead_letter(Some(source), rejection, raw, out);
+        }
+        for expr in &plan.derive {
+            match expr.derive(&event) {
+                Ok(value) => event.extra.push(value),
+                Err(err) => return self.dead_letter(Some(source), Rejection::new(Reason::ExpressionError, err.to_string()), raw, out),
+            }
+        }
+        if let Some(filter) = &plan.filter {
+            match filter.matches(&event) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.counters.filtered[source] += 1;
+                    return;
+                }
+                Err(err) => return self.dead_letter(Some(source), Rejection::new(Reason::ExpressionError, err.to_string()), raw, out),
+            }
+        }
+        let wm = self.watermarks.current();
+        for c in 0..self.plan.sources[source].consumers.len() {
+            let (a, local) = self.plan.sources[source].consumers[c];
+            let analytic = &self.plan.analytics[a];
+            if let Some(filter) = &analytic.filter {
+                match filter.matches(&event) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        self.counters.filtered[source] += 1;
+                        continue;
+                    }
+                    Err(err) => {
+                        self.dead_letter(Some(source), Rejection::new(Reason::ExpressionError, err.to_string()), raw, out);
+                        continue;
+                    }
+                }
+            }
+            let key_value = analytic.key[local].read(&event);
+            let key: &str = match &key_value {
+                FieldValue::Str(Cow::Borrowed(s)) => s,
+                FieldValue::Str(Cow::Owned(s)) => s,
+                other => {
+                    self.key_buf.clear();
+                    if !other.write_key(&mut self.key_buf) {
+                        let detail = format!("key field {:?} of analytic {:?} is missing", analytic.key_field, analytic.name);
+                        self.dead_letter(Some(source), Rejection::new(Reason::MissingField, detail), raw, out);
+                        continue;
+                    }
+                    &self.key_buf
+                }
+            };
+            let accepted = {
+                let mut emit = emitter(a, analytic, &mut self.encoder, &mut self.counters.results, out);
+                self.windows[a].add(key, local, &event, wm, &mut emit)
+            };
+            if !accepted {
+                self.counters.late[a] += 1;
+                let detail = format!("later than the allowed lateness of analytic {:?}", analytic.name);
+                self.dead_letter(Some(source), Rejection::new(Reason::Late, detail), raw, out);
+            }
+        }
+        if let Some(wm) = self.watermarks.observe(source, event.time, now) {
+            self.advance(wm, out);
+        }
+    }
+
+    fn advance(&mut self, wm: i64, out: &mut Output) {
+        for (a, windows) in self.windows.iter_mut().enumerate() {
+            let analytic = &self.plan.analytics[a];
+            windows.advance(wm, &mut emitter(a, analytic, &mut self.encoder, &mut self.counters.results, out));
+        }
+    }
+
+    /// Re-evaluates idle inputs at processing time `now`, emitting what a moved watermark makes due.
+    pub fn tick(&mut self, now: i64, out: &mut Output) {
+        if let Some(wm) = self.watermarks.tick(now) {
+            self.advance(wm, out);
+        }
+    }
+
+    /// Marks source `source` as ended (end of a file).
+    pub fn finish_source(&mut self, source: usize, now: i64, out: &mut Output) {
+        if let Some(wm) = self.watermarks.finish(source, now) {
+            self.advance(wm, out);
+        }
+    }
+
+    /// Ends every source: the watermark goes to the end of time and every window closes.
+    pub fn finish(&mut self, now: i64, out: &mut Output) {
+        for source in 0..self.plan.sources.len() {
+            self.finish_source(source, now, out);
+        }
+    }
+}
+
+/// Whether a source with `types` carries `event`.
+fn accepts(types: &[String], event: &Event<'_>) -> bool {
+    types.is_empty() || event.event_type.as_deref().is_some_and(|t| types.iter().any(|x| x == t))
+}
+
+fn emitter<'a>(
+    a: usize,
+    analytic: &'a AnalyticPlan,
+    encoder: &'a mut Encoder,
+    results: &'a mut [u64],
+    out: &'a mut Output,
+) -> impl FnMut(&Emission<'_>) + 'a {
+    move |emission| {
+        results[a] += 1;
+        out.results.push(encoder.encode(a, &analytic.name, &analytic.value_names, emission));
+    }
+}

@@ -1,0 +1,257 @@
+//! Compiling a pipeline spec into the plan a task executes: decoders, expressions, key and value
+//! accessors resolved to indices, so that nothing is looked up by name per event.
+
+use std::sync::Arc;
+
+use tidemark_api::{GroupSpec, JoinType, MarketingPipelineSpec, WindowKind as SpecWindowKind};
+
+use crate::decode::Decoder;
+use crate::expr::{Expr, ExprError};
+use crate::window::accumulate::{AccLayout, Input};
+use crate::window::WindowKind;
+
+/// Why a spec cannot be compiled (validation normally catches these first).
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// A CEL expression does not compile.
+    #[error("failed to compile {path}")]
+    Expr {
+        /// Field path of the expression.
+        path: String,
+        /// The compiler's error.
+        #[source]
+        source: ExprError,
+    },
+    /// A name refers to nothing.
+    #[error("failed to resolve {path}: {message}")]
+    Reference {
+        /// Field path.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// One source as a task runs it.
+#[derive(Debug)]
+pub struct SourcePlan {
+    /// Source name.
+    pub name: String,
+    /// Record decoder.
+    pub decoder: Decoder,
+    /// Event types the source carries; empty means all.
+    pub event_types: Vec<String>,
+    /// Filter over events.
+    pub filter: Option<Expr>,
+    /// Derived fields, appended to `Event::extra` after the mapped extra fields.
+    pub derive: Vec<Expr>,
+    /// Names of `Event::extra` entries.
+    pub extra_names: Arc<[String]>,
+    /// (analytic index, the source's index among that analytic's inputs).
+    pub consumers: Vec<(usize, usize)>,
+    /// Index of the first source with the same field mapping (decode once for all of them).
+    pub decode_group: usize,
+}
+
+/// One analytic as a task runs it.
+#[derive(Debug)]
+pub struct AnalyticPlan {
+    /// Analytic name.
+    pub name: String,
+    /// Pipeline source index of each input.
+    pub inputs: Vec<usize>,
+    /// Key accessor per input.
+    pub key: Vec<Input>,
+    /// Name of the key field.
+    pub key_field: String,
+    /// Filter over events (aggregate analytics).
+    pub filter: Option<Expr>,
+    /// Window kind.
+    pub window: WindowKind,
+    /// Allowed lateness, ms.
+    pub lateness: i64,
+    /// Accumulator layout.
+    pub layout: AccLayout,
+    /// Inputs that must have events in a window for a result (inner/left joins).
+    pub require: Vec<usize>,
+    /// Value names: aggregates then ratios.
+    pub value_names: Vec<String>,
+}
+
+/// A compiled pipeline.
+#[derive(Debug)]
+pub struct Plan {
+    /// Pipeline name (metadata.name).
+    pub pipeline: String,
+    /// Sources in spec order.
+    pub sources: Vec<SourcePlan>,
+    /// Analytics in spec order.
+    pub analytics: Vec<AnalyticPlan>,
+    /// Maximum out-of-orderness, ms.
+    pub max_out_of_orderness: i64,
+    /// Idle timeout, ms.
+    pub idle_timeout: i64,
+}
+
+fn input_for(field: &str, extra_names: &[String]) -> Option<Input> {
+    Some(match field {
+        "user" => Input::User,
+        "product" => Input::Product,
+        "type" => Input::Type,
+        "category" => Input::Category,
+        "price" => Input::Price,
+        "time" => Input::Time,
+        other => Input::Extra(extra_names.iter().position(|n| n == other)?),
+    })
+}
+
+impl Plan {
+    /// Compiles `spec` of pipeline `pipeline`.
+    pub fn compile(pipeline: &str, spec: &MarketingPipelineSpec) -> Result<Self, PlanError> {
+        let mut sources = Vec::with_capacity(spec.sources.len());
+        for (i, source) in spec.sources.iter().enumerate() {
+            let mut extra_names: Vec<String> = source.fields.extra.clone();
+            extra_names.extend(source.derive.iter().map(|d| d.name.clone()));
+            let extra_names: Arc<[String]> = Arc::from(extra_names);
+            let expr = |path: String, text: &str| {
+                Expr::compile(text, extra_names.clone()).map_err(|source| PlanError::Expr { path, source })
+            };
+            let filter = source.filter.as_deref().map(|f| expr(format!("spec.sources[{i}].filter"), f)).transpose()?;
+            let derive = source
+                .derive
+                .iter()
+                .enumerate()
+                .map(|(j, d)| expr(format!("spec.sources[{i}].derive[{j}].expr"), &d.expr))
+                .collect::<Result<_, _>>()?;
+            let decode_group = spec.sources[..i].iter().position(|s| s.fields == source.fields).unwrap_or(i);
+            sources.push(SourcePlan {
+                name: source.name.clone(),
+                decoder: Decoder::new(&source.fields),
+                event_types: source.event_types.clone(),
+                filter,
+                derive,
+                extra_names,
+                consumers: Vec::new(),
+                decode_group,
+            });
+        }
+        let mut analytics = Vec::with_capacity(spec.analytics.len());
+        for (a, analytic) in spec.analytics.iter().enumerate() {
+            let path = format!("spec.analytics[{a}]");
+            let (input_names, group, filter_text, join_type): (Vec<&String>, &GroupSpec, Option<&str>, Option<JoinType>) =
+                match (&analytic.aggregate, &analytic.join) {
+                    (Some(agg), None) => (agg.sources.iter().collect(), &agg.group, agg.filter.as_deref(), None),
+                    (None, Some(join)) => (vec![&join.left, &join.right], &join.group, None, Some(join.join_type)),
+                    _ => {
+                        return Err(PlanError::Reference { path, message: "exactly one of aggregate or join must be set".into() })
+                    }
+                };
+            let inputs: Vec<usize> = input_names
+                .iter()
+                .map(|name| {
+                    sources.iter().position(|s| &&s.name == name).ok_or_else(|| PlanError::Reference {
+                        path: path.clone(),
+                        message: format!("unknown source {name:?}"),
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            let key = inputs
+                .iter()
+                .map(|&s| {
+                    input_for(&group.key_by, &sources[s].extra_names).ok_or_else(|| PlanError::Reference {
+                        path: format!("{path}.keyBy"),
+                        message: format!("source {:?} has no field {:?}", sources[s].name, group.key_by),
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            let mut aggs = Vec::new();
+            for (j, agg) in group.aggregates.iter().enumerate() {
+                let per_input = inputs
+                    .iter()
+                    .map(|&s| {
+                        if agg.source.as_ref().is_some_and(|only| only != &sources[s].name) {
+                            return None;
+                        }
+                        match &agg.field {
+                            None => Some(Input::Time),
+                            Some(field) => input_for(field, &sources[s].extra_names),
+                        }
+                    })
+                    .collect::<Vec<_>>();
+                if per_input.iter().all(Option::is_none) {
+                    return Err(PlanError::Reference {
+                        path: format!("{path}.aggregates[{j}]"),
+                        message: "no input of the analytic provides this aggregate's field".into(),
+                    });
+                }
+                aggs.push((agg.op, per_input));
+            }
+            let position = |name: &str, part: &str, j: usize| {
+                group.aggregates.iter().position(|x| x.name == name).ok_or_else(|| PlanError::Reference {
+                    path: format!("{path}.ratios[{j}].{part}"),
+                    message: format!("unknown aggregate {name:?}"),
+                })
+            };
+            let ratios = group
+                .ratios
+                .iter()
+                .enumerate()
+                .map(|(j, r)| Ok((position(&r.numerator, "numerator", j)?, position(&r.denominator, "denominator", j)?)))
+                .collect::<Result<Vec<_>, PlanError>>()?;
+            let require = match join_type {
+                Some(JoinType::Inner) => vec![0, 1],
+                Some(JoinType::Left) => vec![0],
+                _ => Vec::new(),
+            };
+            let layout = AccLayout::new(aggs, ratios, inputs.len(), !require.is_empty());
+            let filter = match filter_text {
+                Some(text) => {
+                    // An aggregate's filter sees the fields of its first input's mapping.
+                    let names = sources[inputs[0]].extra_names.clone();
+                    Some(Expr::compile(text, names).map_err(|source| PlanError::Expr { path: format!("{path}.aggregate.filter"), source })?)
+                }
+                None => None,
+            };
+            let window = window_kind(group, &path)?;
+            for (local, &s) in inputs.iter().enumerate() {
+                sources[s].consumers.push((a, local));
+            }
+            let mut value_names: Vec<String> = group.aggregates.iter().map(|x| x.name.clone()).collect();
+            value_names.extend(group.ratios.iter().map(|r| r.name.clone()));
+            analytics.push(AnalyticPlan {
+                name: analytic.name.clone(),
+                inputs,
+                key,
+                key_field: group.key_by.clone(),
+                filter,
+                window,
+                lateness: group.allowed_lateness.millis_i64(),
+                layout,
+                require,
+                value_names,
+            });
+        }
+        Ok(Plan {
+            pipeline: pipeline.to_owned(),
+            sources,
+            analytics,
+            max_out_of_orderness: spec.watermark.max_out_of_orderness.millis_i64(),
+            idle_timeout: spec.watermark.idle_timeout.millis_i64(),
+        })
+    }
+}
+
+fn window_kind(group: &GroupSpec, path: &str) -> Result<WindowKind, PlanError> {
+    let missing = |field: &str| PlanError::Reference { path: format!("{path}.window.{field}"), message: "missing".into() };
+    let positive = |d: &Option<tidemark_api::Duration>, field: &str| {
+        d.as_ref().map(|d| d.millis_i64()).filter(|ms| *ms > 0).ok_or_else(|| missing(field))
+    };
+    Ok(match group.window.kind {
+        SpecWindowKind::Tumbling => WindowKind::Tumbling { size: positive(&group.window.size, "size")? },
+        SpecWindowKind::Sliding => WindowKind::Sliding {
+            size: positive(&group.window.size, "size")?,
+            slide: positive(&group.window.slide, "slide")?,
+        },
+        SpecWindowKind::Session => WindowKind::Session { gap: positive(&group.window.gap, "gap")? },
+    })
+}

@@ -1,0 +1,188 @@
+//! Encoding of results and dead letters as JSON records (DESIGN.md §3).
+//!
+//! A result's Kafka key is `<analytic>/<key>/<window_start>`; its value holds `pipeline`,
+//! `analytic`, `key`, `window: {start, end}` (RFC 3339), the analytic's values by name,
+//! `revision` and `emitted_at`. Everything but `emitted_at` is a function of the input, so a
+//! consumer can deduplicate by key and revision.
+
+use std::io::Write;
+
+use chrono::{DateTime, SecondsFormat};
+
+use crate::event::Reason;
+use crate::window::accumulate::Value;
+use crate::window::Emission;
+
+/// A result ready for a sink.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResultRecord {
+    /// Index of the analytic that produced it.
+    pub analytic: usize,
+    /// Kafka key.
+    pub key: String,
+    /// JSON value.
+    pub value: Vec<u8>,
+}
+
+/// A rejected input record with its reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Source it came from, if it was routed to one.
+    pub source: Option<String>,
+    /// Why it was rejected.
+    pub reason: Reason,
+    /// What went wrong, without the record's data.
+    pub detail: String,
+    /// The record as it arrived.
+    pub raw: Vec<u8>,
+}
+
+impl DeadLetter {
+    /// The JSON value written to dead-letter outputs.
+    pub fn to_json(&self, pipeline: &str, at: &str) -> Vec<u8> {
+        let raw = String::from_utf8_lossy(&self.raw);
+        let value = serde_json::json!({
+            "pipeline": pipeline,
+            "source": self.source,
+            "reason": self.reason.as_str(),
+            "detail": self.detail,
+            "raw": raw,
+            "at": at,
+        });
+        serde_json::to_vec(&value).expect("a JSON value always serializes")
+    }
+}
+
+/// What a task produced since it was last drained.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Results in emission order.
+    pub results: Vec<ResultRecord>,
+    /// Rejected records in arrival order.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+impl Output {
+    /// Whether nothing was produced.
+    pub fn is_empty(&self) -> bool {
+        self.results.is_empty() && self.dead_letters.is_empty()
+    }
+}
+
+/// RFC 3339 text of epoch milliseconds, UTC, fractional seconds only when non-zero.
+pub fn rfc3339(ms: i64) -> String {
+    match DateTime::from_timestamp_millis(ms) {
+        Some(t) => t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        None if ms < 0 => "-infinity".to_owned(),
+        None => "+infinity".to_owned(),
+    }
+}
+
+/// Encodes results, caching the formatted window bounds (results of one window share them).
+#[derive(Debug)]
+pub struct Encoder {
+    pipeline: String,
+    emitted_at: String,
+    start: (i64, String),
+    end: (i64, String),
+}
+
+impl Encoder {
+    /// An encoder for pipeline `pipeline`.
+    pub fn new(pipeline: &str) -> Self {
+        Self {
+            pipeline: json_string(pipeline),
+            emitted_at: json_string(&rfc3339(0)),
+            start: (i64::MIN, String::new()),
+            end: (i64::MIN, String::new()),
+        }
+    }
+
+    /// Sets `emitted_at` of the results encoded from now on (epoch ms, wall clock).
+    pub fn set_now(&mut self, now_ms: i64) {
+        self.emitted_at = json_string(&rfc3339(now_ms));
+    }
+
+    /// The current `emitted_at` text.
+    pub fn now_text(&self) -> &str {
+        self.emitted_at.trim_matches('"')
+    }
+
+    fn cached(cache: &mut (i64, String), ms: i64) -> &str {
+        if cache.0 != ms {
+            *cache = (ms, rfc3339(ms));
+        }
+        &cache.1
+    }
+
+    /// Encodes `emission` of analytic `analytic` named `name` with value names `names`.
+    pub fn encode(&mut self, analytic: usize, name: &str, names: &[String], emission: &Emission<'_>) -> ResultRecord {
+        let start = Self::cached(&mut self.start, emission.start).to_owned();
+        let end = Self::cached(&mut self.end, emission.end);
+        let mut key = String::with_capacity(name.len() + emission.key.len() + start.len() + 2);
+        key.push_str(name);
+        key.push('/');
+        key.push_str(emission.key);
+        key.push('/');
+        key.push_str(&start);
+        let mut v = Vec::with_capacity(256);
+        let _ = write!(v, "{{\"pipeline\":{},\"analytic\":", self.pipeline);
+        write_json_str(&mut v, name);
+        v.extend_from_slice(b",\"key\":");
+        write_json_str(&mut v, emission.key);
+        let _ = write!(v, ",\"window\":{{\"start\":\"{start}\",\"end\":\"{end}\"}}");
+        for (value_name, value) in names.iter().zip(emission.values) {
+            v.push(b',');
+            write_json_str(&mut v, value_name);
+            v.push(b':');
+            match value {
+                Value::Int(i) => v.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
+                Value::Float(f) if f.is_finite() => v.extend_from_slice(ryu::Buffer::new().format_finite(*f).as_bytes()),
+                Value::Float(_) | Value::Null => v.extend_from_slice(b"null"),
+            }
+        }
+        let _ = write!(v, ",\"revision\":{},\"emitted_at\":{}}}", emission.revision, self.emitted_at);
+        ResultRecord { analytic, key, value: v }
+    }
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).expect("a string always serializes")
+}
+
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(out, s).expect("writing to a Vec cannot fail");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_result_has_the_design_shape() {
+        let mut encoder = Encoder::new("quickstart");
+        encoder.set_now(1_767_229_300_000);
+        let names: Vec<String> = ["clicks", "revenue", "conversion_rate"].map(String::from).to_vec();
+        let values = [Value::Int(3), Value::Float(12.5), Value::Float(1.0 / 3.0)];
+        let emission =
+            Emission { key: "u\"1", start: 1_767_225_600_000, end: 1_767_229_200_000, revision: 2, values: &values };
+        let record = encoder.encode(0, "marketing_report", &names, &emission);
+        assert_eq!(record.key, "marketing_report/u\"1/2026-01-01T00:00:00Z");
+        let json: serde_json::Value = serde_json::from_slice(&record.value).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "pipeline": "quickstart", "analytic": "marketing_report", "key": "u\"1",
+                "window": {"start": "2026-01-01T00:00:00Z", "end": "2026-01-01T01:00:00Z"},
+                "clicks": 3, "revenue": 12.5, "conversion_rate": 1.0 / 3.0,
+                "revision": 2, "emitted_at": "2026-01-01T01:01:40Z"
+            })
+        );
+    }
+}
