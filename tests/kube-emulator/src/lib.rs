@@ -35,4 +35,4 @@ pub mod store;
 pub mod table;
 
 pub use error::ApiError;
-pub use server::{kubeconfig_yaml, Emulator, EmulatorHandle, StartError};
+pub use server::{kubeconfig_yaml, Emulator, EmulatorHandle, Options, StartError};

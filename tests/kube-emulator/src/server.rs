@@ -30,17 +30,39 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Emulator;
 
+/// Settings of [`Emulator::start_with`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where to listen; port 0 picks a free port.
+    pub addr: SocketAddr,
+    /// Watch events kept for `resourceVersion` resumes (see [`crate::store::EVENT_LOG_CAPACITY`]);
+    /// small values let tests provoke 410 Gone relists.
+    pub event_log_capacity: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { addr: SocketAddr::from(([127, 0, 0, 1], 0)), event_log_capacity: crate::store::EVENT_LOG_CAPACITY }
+    }
+}
+
 impl Emulator {
     /// Serves on `127.0.0.1` with an ephemeral port.
     pub async fn start() -> Result<EmulatorHandle, StartError> {
-        Emulator::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+        Emulator::start_with(Options::default()).await
     }
 
     /// Serves on `addr` (use port 0 for an ephemeral port).
     pub async fn start_on(addr: SocketAddr) -> Result<EmulatorHandle, StartError> {
+        Emulator::start_with(Options { addr, ..Options::default() }).await
+    }
+
+    /// Serves with explicit [`Options`].
+    pub async fn start_with(options: Options) -> Result<EmulatorHandle, StartError> {
+        let addr = options.addr;
         let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
-        let app = App::new(addr.to_string());
+        let app = App::new(addr.to_string(), options.event_log_capacity);
         let (stop, stopped) = oneshot::channel::<()>();
         let router = http::router(app.clone());
         let task = tokio::spawn(async move {

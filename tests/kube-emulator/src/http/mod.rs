@@ -44,11 +44,11 @@ pub struct App {
 }
 
 impl App {
-    /// A fresh cluster state reachable at `address`.
-    pub fn new(address: String) -> Arc<Self> {
+    /// A fresh cluster state reachable at `address`, keeping `log_capacity` watch events.
+    pub fn new(address: String, log_capacity: usize) -> Arc<Self> {
         let (events, _) = broadcast::channel(WATCH_BUFFER);
         let (unavailable, _) = signal::channel(false);
-        Arc::new(App { state: Mutex::new(State::default()), events, unavailable, latency_ms: AtomicU64::new(0), address })
+        Arc::new(App { state: Mutex::new(State::new(log_capacity)), events, unavailable, latency_ms: AtomicU64::new(0), address })
     }
 
     /// Locks the cluster state. A panic in another request cannot leave the store half-written

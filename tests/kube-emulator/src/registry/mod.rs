@@ -78,7 +78,15 @@ pub struct State {
 
 impl Default for State {
     fn default() -> Self {
-        let mut state = State { store: Store::default(), catalog: Catalog::default(), uids: meta::UidSource::default() };
+        State::new(crate::store::EVENT_LOG_CAPACITY)
+    }
+}
+
+impl State {
+    /// A fresh cluster with the four standard namespaces and an event log of `log_capacity`.
+    pub fn new(log_capacity: usize) -> Self {
+        let store = Store::with_capacity(log_capacity);
+        let mut state = State { store, catalog: Catalog::default(), uids: meta::UidSource::default() };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
             if let Some(def) = state.catalog.find("", "v1", "namespaces").cloned() {

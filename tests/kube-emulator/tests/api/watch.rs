@@ -98,3 +98,32 @@ async fn a_streaming_list_watcher_gets_initial_events_then_changes() {
     let next = tokio::time::timeout(Duration::from_secs(5), events.next()).await.expect("in time").expect("item").expect("ok");
     assert!(matches!(next, watcher::Event::Apply(o) if o.metadata.name.as_deref() == Some("new")));
 }
+
+#[tokio::test]
+async fn a_watch_from_a_compacted_resource_version_gets_410_and_the_watcher_relists() {
+    let options = tidemark_kube_emulator::Options { event_log_capacity: 3, ..Default::default() };
+    let emulator = Emulator::start_with(options).await.expect("start");
+    let cms: Api<ConfigMap> = Api::default_namespaced(emulator.client());
+    let first = cms.create(&PostParams::default(), &cm("c0")).await.expect("create");
+    for i in 1..6 {
+        cms.create(&PostParams::default(), &cm(&format!("c{i}"))).await.expect("create");
+    }
+    let old_rv = first.metadata.resource_version.expect("rv");
+    let mut stream = cms.watch(&WatchParams::default().timeout(5), &old_rv).await.expect("watch").boxed();
+    match stream.next().await {
+        Some(Ok(WatchEvent::Error(e))) => {
+            assert_eq!(e.code, 410);
+            assert_eq!(e.reason, "Expired");
+        }
+        other => panic!("expected a 410 ERROR event, got {other:?}"),
+    }
+
+    // kube-runtime recovers by relisting: it still sees every object.
+    let mut objects = std::pin::pin!(watcher::watcher(cms.clone(), watcher::Config::default()).touched_objects());
+    let mut names = Vec::new();
+    while names.len() < 6 {
+        let o = tokio::time::timeout(Duration::from_secs(5), objects.next()).await.expect("in time").expect("item").expect("ok");
+        names.push(o.metadata.name.unwrap_or_default());
+    }
+    assert_eq!(names, ["c0", "c1", "c2", "c3", "c4", "c5"]);
+}
