@@ -25,6 +25,7 @@ pub mod fieldpath;
 mod http;
 pub mod jsonpath;
 pub mod merge;
+pub mod protobuf;
 pub mod registry;
 pub mod resource;
 pub mod schema;

@@ -35,12 +35,15 @@ fn flag(schema: &Value, name: &str) -> bool {
 }
 
 /// Removes fields the schema does not declare (unless preserved) and nulls of non-nullable
-/// fields, then fills in `default`s. Call before [`validate`].
-pub fn prune_and_default(object: &mut Value, schema: &Value) {
-    normalize(object, schema, true);
+/// fields, then fills in `default`s. Call before [`validate`]. Returns the paths of the unknown
+/// fields it removed (what `fieldValidation=Strict` rejects).
+pub fn prune_and_default(object: &mut Value, schema: &Value) -> Vec<String> {
+    let mut pruned = Vec::new();
+    normalize(object, schema, true, "", &mut pruned);
+    pruned
 }
 
-fn normalize(value: &mut Value, schema: &Value, root: bool) {
+fn normalize(value: &mut Value, schema: &Value, root: bool, path: &str, pruned: &mut Vec<String>) {
     match value {
         Value::Object(map) => {
             let props = schema.get("properties").and_then(Value::as_object);
@@ -54,7 +57,11 @@ fn normalize(value: &mut Value, schema: &Value, root: bool) {
                 if let (Value::Null, Some(child)) = (&v, child) {
                     return flag(child, "nullable");
                 }
-                known || child.is_some() || preserve
+                let keep = known || child.is_some() || preserve;
+                if !keep {
+                    pruned.push(join(path, k));
+                }
+                keep
             });
             if let Some(props) = props {
                 for (k, child_schema) in props {
@@ -69,14 +76,14 @@ fn normalize(value: &mut Value, schema: &Value, root: bool) {
                 }
                 let child = props.and_then(|p| p.get(k)).or(additional.filter(|a| a.is_object()));
                 if let Some(child) = child {
-                    normalize(v, child, false);
+                    normalize(v, child, false, &join(path, k), pruned);
                 }
             }
         }
         Value::Array(items) => {
             if let Some(item_schema) = schema.get("items") {
-                for item in items.iter_mut() {
-                    normalize(item, item_schema, false);
+                for (i, item) in items.iter_mut().enumerate() {
+                    normalize(item, item_schema, false, &format!("{path}[{i}]"), pruned);
                 }
             }
         }

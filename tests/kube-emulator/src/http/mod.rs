@@ -148,7 +148,7 @@ async fn dispatch(
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
     let query = Query::<HashMap<String, String>>::try_from_uri(&uri).map(|q| q.0).unwrap_or_default();
-    tracing::debug!(%method, %uri, accept = ?headers.get(header::ACCEPT), "request");
+    tracing::debug!(%method, %uri, accept = ?headers.get(header::ACCEPT), content_type = ?headers.get(header::CONTENT_TYPE), "request");
     let req = Request { method, headers, query, body };
     let path = uri.path().trim_end_matches('/');
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();

@@ -40,7 +40,12 @@ fn write_options(req: &Request) -> WriteOptions {
         let prefix = agent.split('/').next().unwrap_or_default();
         if prefix.is_empty() { "unknown".to_string() } else { prefix.to_string() }
     });
-    WriteOptions { dry_run: req.param("dryRun") == Some("All"), manager, force: req.flag("force") }
+    WriteOptions {
+        dry_run: req.param("dryRun") == Some("All"),
+        manager,
+        force: req.flag("force"),
+        strict: req.param("fieldValidation") == Some("Strict"),
+    }
 }
 
 fn selectors(req: &Request) -> Result<(Selector, Selector), ApiError> {
@@ -57,6 +62,9 @@ fn wants_table(req: &Request) -> bool {
 fn body_json(req: &Request) -> Result<Value, ApiError> {
     if req.body.is_empty() {
         return Ok(json!({}));
+    }
+    if req.header(header::CONTENT_TYPE).starts_with("application/vnd.kubernetes.protobuf") {
+        return crate::protobuf::decode(&req.body).map_err(|e| ApiError::UnsupportedMediaType(e.to_string()));
     }
     crate::registry::decode_body(&req.body)
 }

@@ -55,6 +55,8 @@ pub struct WriteOptions {
     pub manager: String,
     /// `force=true` for server-side apply.
     pub force: bool,
+    /// `fieldValidation=Strict`: unknown fields of custom resources are an error, not pruned.
+    pub strict: bool,
 }
 
 /// How managedFields change on a write.
@@ -90,7 +92,7 @@ impl State {
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
             if let Some(def) = state.catalog.find("", "v1", "namespaces").cloned() {
-                let opts = WriteOptions { dry_run: false, manager: "kube-apiserver".into(), force: false };
+                let opts = WriteOptions { dry_run: false, manager: "kube-apiserver".into(), force: false, strict: false };
                 // Creating a fixed, valid namespace in an empty store cannot fail.
                 let _ = state.create(&def, None, body, &opts);
             }
@@ -204,7 +206,7 @@ impl State {
         if def.schema.is_none() {
             meta::strip_nulls(&mut new);
         }
-        self.validate(def, &k.name, old.as_ref(), &mut new)?;
+        self.validate(def, &k.name, old.as_ref(), &mut new, opts.strict)?;
         meta::bump_generation(old.as_ref(), &mut new, def.status);
         let policy = ListPolicy::new(def.schema.clone());
         let now = meta::now();
@@ -239,10 +241,14 @@ impl State {
         Ok(present(def, &result))
     }
 
-    fn validate(&self, def: &ResourceDef, name: &str, old: Option<&Value>, new: &mut Value) -> Result<(), ApiError> {
+    fn validate(&self, def: &ResourceDef, name: &str, old: Option<&Value>, new: &mut Value, strict: bool) -> Result<(), ApiError> {
         let mut causes: Vec<(String, String)> = meta::validate_name(def, new);
         if let Some(schema) = &def.schema {
-            crate::schema::prune_and_default(new, schema);
+            let unknown = crate::schema::prune_and_default(new, schema);
+            if strict && !unknown.is_empty() {
+                let fields: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+                return Err(ApiError::BadRequest(format!("strict decoding error: {}", fields.join(", "))));
+            }
             let violations = crate::schema::validate(new, old, schema);
             causes.extend(violations.into_iter().map(|v| (v.field, v.message)));
         }

@@ -4,7 +4,7 @@ use super::*;
 use serde_json::json;
 
 fn opts(manager: &str) -> WriteOptions {
-    WriteOptions { dry_run: false, manager: manager.into(), force: false }
+    WriteOptions { dry_run: false, manager: manager.into(), force: false, strict: false }
 }
 
 fn def(state: &State, group: &str, version: &str, plural: &str) -> ResourceDef {
@@ -137,4 +137,15 @@ fn deleting_a_namespace_deletes_its_contents() {
     state.create(&cms, Some("team"), json!({"metadata": {"name": "c"}}), &opts("t")).expect("cm");
     state.delete(&nss, None, "team", &DeleteOptions::default()).expect("delete ns");
     assert!(state.get(&cms, Some("team"), "c").is_err());
+}
+
+#[test]
+fn strict_field_validation_rejects_unknown_fields_of_custom_resources() {
+    let (mut state, widgets) = with_widgets();
+    let strict = WriteOptions { strict: true, ..opts("t") };
+    let err = state
+        .create(&widgets, Some("default"), json!({"metadata": {"name": "w"}, "spec": {"colour": "red"}}), &strict)
+        .expect_err("unknown field");
+    assert_eq!(err.code(), 400);
+    assert_eq!(err.to_string(), "strict decoding error: unknown field \"spec.colour\"");
 }
