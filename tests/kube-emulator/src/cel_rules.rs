@@ -10,19 +10,29 @@ use serde_json::Value;
 
 /// Failed rules of `schema`'s node as `(fieldPath suffix, message)`; an empty suffix means the node.
 pub fn evaluate(value: &Value, old: Option<&Value>, schema: &Value) -> Vec<(String, String)> {
-    let Some(rules) = schema.get("x-kubernetes-validations").and_then(Value::as_array) else {
+    let Some(rules) = schema
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+    else {
         return Vec::new();
     };
     let mut failures = Vec::new();
     for rule in rules {
-        let Some(source) = rule.get("rule").and_then(Value::as_str) else { continue };
+        let Some(source) = rule.get("rule").and_then(Value::as_str) else {
+            continue;
+        };
         let field = rule
             .get("fieldPath")
             .and_then(Value::as_str)
             .map(|p| p.trim_start_matches('.').to_string())
             .unwrap_or_default();
         let type_shown = shown_type(value, schema);
-        let failure = |reason: String| (field.clone(), format!("Invalid value: \"{type_shown}\": {reason}"));
+        let failure = |reason: String| {
+            (
+                field.clone(),
+                format!("Invalid value: \"{type_shown}\": {reason}"),
+            )
+        };
         let program = match cel::Program::compile(source) {
             Ok(p) => p,
             Err(e) => {
@@ -66,17 +76,21 @@ fn run(program: &cel::Program, value: &Value, old: Option<&Value>) -> Result<boo
 
 /// kube-apiserver shows the schema type of the node in CEL failures: `Invalid value: "object"`.
 fn shown_type(value: &Value, schema: &Value) -> String {
-    schema.get("type").and_then(Value::as_str).map(String::from).unwrap_or_else(|| {
-        match value {
-            Value::Object(_) => "object",
-            Value::Array(_) => "array",
-            Value::String(_) => "string",
-            Value::Number(_) => "number",
-            Value::Bool(_) => "boolean",
-            Value::Null => "null",
-        }
-        .to_string()
-    })
+    schema
+        .get("type")
+        .and_then(Value::as_str)
+        .map(String::from)
+        .unwrap_or_else(|| {
+            match value {
+                Value::Object(_) => "object",
+                Value::Array(_) => "array",
+                Value::String(_) => "string",
+                Value::Number(_) => "number",
+                Value::Bool(_) => "boolean",
+                Value::Null => "null",
+            }
+            .to_string()
+        })
 }
 
 #[cfg(test)]
@@ -96,13 +110,22 @@ mod tests {
     fn a_false_rule_reports_its_message() {
         let s = schema("self.min <= self.max", Some("min must not exceed max"));
         let failures = evaluate(&json!({"min": 5, "max": 2}), None, &s);
-        assert_eq!(failures, [(String::new(), "Invalid value: \"object\": min must not exceed max".into())]);
+        assert_eq!(
+            failures,
+            [(
+                String::new(),
+                "Invalid value: \"object\": min must not exceed max".into()
+            )]
+        );
         assert!(evaluate(&json!({"min": 1, "max": 2}), None, &s).is_empty());
     }
 
     #[test]
     fn has_size_and_exists_macros_work() {
-        let s = schema("has(self.items) && size(self.items) > 0 && self.items.exists(i, i == 'a')", None);
+        let s = schema(
+            "has(self.items) && size(self.items) > 0 && self.items.exists(i, i == 'a')",
+            None,
+        );
         assert!(evaluate(&json!({"items": ["b", "a"]}), None, &s).is_empty());
         let failures = evaluate(&json!({"items": ["b"]}), None, &s);
         assert_eq!(failures.len(), 1);
@@ -114,6 +137,9 @@ mod tests {
         let s = schema("self.mode == oldSelf.mode", Some("mode is immutable"));
         assert!(evaluate(&json!({"mode": "a"}), None, &s).is_empty());
         let failures = evaluate(&json!({"mode": "b"}), Some(&json!({"mode": "a"})), &s);
-        assert_eq!(failures[0].1, "Invalid value: \"object\": mode is immutable");
+        assert_eq!(
+            failures[0].1,
+            "Invalid value: \"object\": mode is immutable"
+        );
     }
 }

@@ -33,14 +33,20 @@ pub fn core_versions(server_address: &str) -> Value {
 }
 
 fn group_doc(name: &str, versions: &[String]) -> Value {
-    let versions: Vec<Value> =
-        versions.iter().map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v})).collect();
+    let versions: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v}))
+        .collect();
     json!({"name": name, "versions": versions, "preferredVersion": versions.first().cloned().unwrap_or(json!({}))})
 }
 
 /// `/apis`.
 pub fn groups(catalog: &Catalog) -> Value {
-    let groups: Vec<Value> = catalog.groups().iter().map(|(g, vs)| group_doc(g, vs)).collect();
+    let groups: Vec<Value> = catalog
+        .groups()
+        .iter()
+        .map(|(g, vs)| group_doc(g, vs))
+        .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
@@ -53,7 +59,16 @@ pub fn group(catalog: &Catalog, name: &str) -> Option<Value> {
     Some(doc)
 }
 
-const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const VERBS: [&str; 8] = [
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 fn resource_entries(def: &ResourceDef) -> Vec<Value> {
     let mut main = json!({
@@ -84,13 +99,22 @@ fn resource_entries(def: &ResourceDef) -> Vec<Value> {
 
 /// `/api/v1` or `/apis/{group}/{version}`, if served.
 pub fn resources(catalog: &Catalog, group: &str, version: &str) -> Option<Value> {
-    let defs: Vec<&ResourceDef> = catalog.all().filter(|d| d.group == group && d.version == version).collect();
+    let defs: Vec<&ResourceDef> = catalog
+        .all()
+        .filter(|d| d.group == group && d.version == version)
+        .collect();
     if defs.is_empty() {
         return None;
     }
     let resources: Vec<Value> = defs.into_iter().flat_map(resource_entries).collect();
-    let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}))
+    let group_version = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}),
+    )
 }
 
 /// `/openapi/v2`: an empty but well-formed Swagger document.
@@ -101,7 +125,10 @@ pub fn openapi_v2() -> Value {
 /// `/openapi/v3`: one entry per served group-version.
 pub fn openapi_v3_index(catalog: &Catalog) -> Value {
     let mut paths = serde_json::Map::new();
-    paths.insert("api/v1".into(), json!({"serverRelativeURL": "/openapi/v3/api/v1?hash=emulator"}));
+    paths.insert(
+        "api/v1".into(),
+        json!({"serverRelativeURL": "/openapi/v3/api/v1?hash=emulator"}),
+    );
     for (g, vs) in catalog.groups() {
         for v in vs {
             let path = format!("apis/{g}/{v}");
@@ -122,7 +149,11 @@ fn schema_name(def: &ResourceDef) -> String {
 /// (`fieldValidation`); without it kubectl falls back to client-side validation with the
 /// protobuf `/openapi/v2` document, which the emulator does not serve.
 fn path_item(def: &ResourceDef) -> (String, Value) {
-    let prefix = if def.group.is_empty() { "/api/v1".to_string() } else { format!("/apis/{}/{}", def.group, def.version) };
+    let prefix = if def.group.is_empty() {
+        "/api/v1".to_string()
+    } else {
+        format!("/apis/{}/{}", def.group, def.version)
+    };
     let path = if def.namespaced {
         format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", def.plural)
     } else {
@@ -143,7 +174,10 @@ fn path_item(def: &ResourceDef) -> (String, Value) {
 /// [`path_item`]) and the CRD schemas of that group-version (built-ins have none), enough for
 /// `kubectl explain` of custom resources.
 pub fn openapi_v3_group(catalog: &Catalog, group: &str, version: &str) -> Option<Value> {
-    let defs: Vec<&ResourceDef> = catalog.all().filter(|d| d.group == group && d.version == version).collect();
+    let defs: Vec<&ResourceDef> = catalog
+        .all()
+        .filter(|d| d.group == group && d.version == version)
+        .collect();
     if defs.is_empty() {
         return None;
     }
@@ -155,9 +189,12 @@ pub fn openapi_v3_group(catalog: &Catalog, group: &str, version: &str) -> Option
         if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
             props.entry("apiVersion").or_insert(json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."}));
             props.entry("kind").or_insert(json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents."}));
-            props.entry("metadata").or_insert(json!({"type": "object", "description": "Standard object's metadata."}));
+            props
+                .entry("metadata")
+                .or_insert(json!({"type": "object", "description": "Standard object's metadata."}));
         }
-        schema["x-kubernetes-group-version-kind"] = json!([{"group": def.group, "version": def.version, "kind": def.kind}]);
+        schema["x-kubernetes-group-version-kind"] =
+            json!([{"group": def.group, "version": def.version, "kind": def.kind}]);
         schemas.insert(schema_name(def), schema);
     }
     Some(json!({

@@ -104,12 +104,18 @@ impl ApiError {
 
     /// `"<resource>.<group> \"<name>\" not found"`, kube-apiserver's NotFound wording.
     pub fn not_found(resource: &str, group: &str, name: &str) -> Self {
-        ApiError::NotFound(format!("{} \"{name}\" not found", qualified(resource, group)))
+        ApiError::NotFound(format!(
+            "{} \"{name}\" not found",
+            qualified(resource, group)
+        ))
     }
 
     /// `"<resource>.<group> \"<name>\" already exists"`.
     pub fn already_exists(resource: &str, group: &str, name: &str) -> Self {
-        ApiError::AlreadyExists(format!("{} \"{name}\" already exists", qualified(resource, group)))
+        ApiError::AlreadyExists(format!(
+            "{} \"{name}\" already exists",
+            qualified(resource, group)
+        ))
     }
 
     /// The optimistic-concurrency conflict message kubectl and kube-rs users know.
@@ -124,14 +130,21 @@ impl ApiError {
     /// A 422 listing every `(field, reason)` like kube-apiserver:
     /// `Kind.group "name" is invalid: [a: reason, b: reason]`.
     pub fn invalid(kind: &str, group: &str, name: &str, causes: Vec<(String, String)>) -> Self {
-        let what = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+        let what = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
         let details: Vec<String> = causes.iter().map(|(f, m)| format!("{f}: {m}")).collect();
         let joined = if details.len() == 1 {
             details.join("")
         } else {
             format!("[{}]", details.join(", "))
         };
-        ApiError::Invalid { message: format!("{what} \"{name}\" is invalid: {joined}"), causes }
+        ApiError::Invalid {
+            message: format!("{what} \"{name}\" is invalid: {joined}"),
+            causes,
+        }
     }
 }
 
@@ -156,7 +169,10 @@ mod tests {
             "x",
             vec![
                 ("spec.a".into(), "Required value".into()),
-                ("spec.b".into(), "Invalid value: 3: must be less than 2".into()),
+                (
+                    "spec.b".into(),
+                    "Invalid value: 3: must be less than 2".into(),
+                ),
             ],
         );
         let status = err.to_status();

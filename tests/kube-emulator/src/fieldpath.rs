@@ -81,7 +81,11 @@ impl ListPolicy {
                     Some("map") => ListType::Map(
                         node.get("x-kubernetes-list-map-keys")
                             .and_then(Value::as_array)
-                            .map(|k| k.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+                            .map(|k| {
+                                k.iter()
+                                    .filter_map(|s| s.as_str().map(String::from))
+                                    .collect()
+                            })
                             .unwrap_or_default(),
                     ),
                     Some("set") => ListType::Set,
@@ -100,7 +104,9 @@ impl ListPolicy {
                 None => return ListType::Atomic,
             },
         };
-        let keyed = items.iter().all(|i| keys.iter().all(|k| i.get(k).is_some()));
+        let keyed = items
+            .iter()
+            .all(|i| keys.iter().all(|k| i.get(k).is_some()));
         if keyed {
             ListType::Map(keys)
         } else {
@@ -126,8 +132,10 @@ pub fn schema_at<'a>(schema: &'a Value, path: &[PathElem]) -> Option<&'a Value> 
 
 /// The identity of a list item: its key fields as canonical JSON (sorted keys).
 pub fn item_key(item: &Value, keys: &[String]) -> String {
-    let map: BTreeMap<&str, &Value> =
-        keys.iter().filter_map(|k| item.get(k).map(|v| (k.as_str(), v))).collect();
+    let map: BTreeMap<&str, &Value> = keys
+        .iter()
+        .filter_map(|k| item.get(k).map(|v| (k.as_str(), v)))
+        .collect();
     serde_json::to_string(&map).unwrap_or_default()
 }
 
@@ -187,7 +195,9 @@ pub fn value_at<'a>(value: &'a Value, path: &[PathElem]) -> Option<&'a Value> {
             PathElem::Index(i) => node.get(*i)?,
             PathElem::Key(k) => {
                 let wanted: Map<String, Value> = serde_json::from_str(k).ok()?;
-                node.as_array()?.iter().find(|item| wanted.iter().all(|(f, v)| item.get(f) == Some(v)))?
+                node.as_array()?
+                    .iter()
+                    .find(|item| wanted.iter().all(|(f, v)| item.get(f) == Some(v)))?
             }
             PathElem::Value(v) => {
                 let wanted: Value = serde_json::from_str(v).ok()?;
@@ -200,8 +210,12 @@ pub fn value_at<'a>(value: &'a Value, path: &[PathElem]) -> Option<&'a Value> {
 
 /// Removes the field or list item at `path`; returns whether something was removed.
 pub fn remove_at(value: &mut Value, path: &[PathElem]) -> bool {
-    let Some((last, parent_path)) = path.split_last() else { return false };
-    let Some(parent) = value_at_mut(value, parent_path) else { return false };
+    let Some((last, parent_path)) = path.split_last() else {
+        return false;
+    };
+    let Some(parent) = value_at_mut(value, parent_path) else {
+        return false;
+    };
     match (last, parent) {
         (PathElem::Field(f), Value::Object(map)) => map.remove(f).is_some(),
         (PathElem::Index(i), Value::Array(items)) if *i < items.len() => {
@@ -211,7 +225,9 @@ pub fn remove_at(value: &mut Value, path: &[PathElem]) -> bool {
         (elem @ (PathElem::Key(_) | PathElem::Value(_)), Value::Array(items)) => {
             let before = items.len();
             let probe = Value::Array(items.clone());
-            let Some(found) = value_at(&probe, std::slice::from_ref(elem)) else { return false };
+            let Some(found) = value_at(&probe, std::slice::from_ref(elem)) else {
+                return false;
+            };
             let found = found.clone();
             items.retain(|item| *item != found);
             items.len() != before
@@ -229,7 +245,9 @@ fn value_at_mut<'a>(value: &'a mut Value, path: &[PathElem]) -> Option<&'a mut V
             PathElem::Key(_) | PathElem::Value(_) => {
                 let probe = Value::Array(node.as_array()?.clone());
                 let found = value_at(&probe, std::slice::from_ref(elem))?.clone();
-                node.as_array_mut()?.iter_mut().find(|item| **item == found)?
+                node.as_array_mut()?
+                    .iter_mut()
+                    .find(|item| **item == found)?
             }
         };
     }
@@ -263,14 +281,20 @@ pub fn to_fields_v1(set: &FieldSet) -> Value {
     for path in set {
         let mut node = &mut root;
         for elem in path {
-            let entry = node.entry(encode(elem)).or_insert_with(|| Value::Object(Map::new()));
+            let entry = node
+                .entry(encode(elem))
+                .or_insert_with(|| Value::Object(Map::new()));
             node = match entry {
                 Value::Object(map) => map,
                 _ => unreachable!("fieldsV1 nodes are always objects"),
             };
         }
         // A member that also has children is marked with ".", like kube-apiserver does.
-        if !node.is_empty() || set.iter().any(|p| p.len() > path.len() && p.starts_with(path)) {
+        if !node.is_empty()
+            || set
+                .iter()
+                .any(|p| p.len() > path.len() && p.starts_with(path))
+        {
             node.insert(".".into(), Value::Object(Map::new()));
         }
     }
@@ -342,7 +366,10 @@ mod tests {
     #[test]
     fn removing_a_keyed_item_drops_it_from_the_list() {
         let mut obj = json!({"env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]});
-        let path = vec![PathElem::Field("env".into()), PathElem::Key("{\"name\":\"A\"}".into())];
+        let path = vec![
+            PathElem::Field("env".into()),
+            PathElem::Key("{\"name\":\"A\"}".into()),
+        ];
         assert!(remove_at(&mut obj, &path));
         assert_eq!(obj, json!({"env": [{"name": "B", "value": "2"}]}));
     }

@@ -68,9 +68,10 @@ pub fn get<'a>(object: &'a Value, path: &str) -> Option<&'a Value> {
         node = match step {
             Step::Field(f) => node.get(&f)?,
             Step::Index(i) => node.get(i)?,
-            Step::Filter(field, wanted) => {
-                node.as_array()?.iter().find(|item| item.get(&field) == Some(&wanted))?
-            }
+            Step::Filter(field, wanted) => node
+                .as_array()?
+                .iter()
+                .find(|item| item.get(&field) == Some(&wanted))?,
         };
     }
     Some(node)
@@ -79,13 +80,21 @@ pub fn get<'a>(object: &'a Value, path: &str) -> Option<&'a Value> {
 /// Sets the value at a plain field path (`.spec.replicas`), creating intermediate maps.
 /// Returns false when the path has filters or indexes, or crosses a non-object.
 pub fn set(object: &mut Value, path: &str, value: Value) -> bool {
-    let Some(steps) = parse(path) else { return false };
-    let Some((last, parents)) = steps.split_last() else { return false };
+    let Some(steps) = parse(path) else {
+        return false;
+    };
+    let Some((last, parents)) = steps.split_last() else {
+        return false;
+    };
     let mut node = object;
     for step in parents {
         let Step::Field(f) = step else { return false };
-        let Some(map) = node.as_object_mut() else { return false };
-        node = map.entry(f.clone()).or_insert_with(|| Value::Object(Map::new()));
+        let Some(map) = node.as_object_mut() else {
+            return false;
+        };
+        node = map
+            .entry(f.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
     }
     match (last, node.as_object_mut()) {
         (Step::Field(f), Some(map)) => {
@@ -108,14 +117,20 @@ mod tests {
         ]}});
         let path = r#".status.conditions[?(@.type=="Ready")].status"#;
         assert_eq!(get(&obj, path), Some(&json!("True")));
-        assert_eq!(get(&obj, ".status.conditions[0].type"), Some(&json!("Progressing")));
+        assert_eq!(
+            get(&obj, ".status.conditions[0].type"),
+            Some(&json!("Progressing"))
+        );
         assert_eq!(get(&obj, ".status.missing"), None);
     }
 
     #[test]
     fn quoted_keys_and_setting_nested_fields_work() {
         let mut obj = json!({"metadata": {"labels": {"app.kubernetes.io/name": "x"}}});
-        assert_eq!(get(&obj, ".metadata.labels['app.kubernetes.io/name']"), Some(&json!("x")));
+        assert_eq!(
+            get(&obj, ".metadata.labels['app.kubernetes.io/name']"),
+            Some(&json!("x"))
+        );
         assert!(set(&mut obj, ".spec.replicas", json!(3)));
         assert_eq!(obj["spec"]["replicas"], 3);
     }

@@ -13,7 +13,10 @@ use clap::Parser;
 
 /// Command-line options.
 #[derive(Debug, Parser)]
-#[command(name = "kube-emulator", about = "Kubernetes API emulator for Tidemark tests")]
+#[command(
+    name = "kube-emulator",
+    about = "Kubernetes API emulator for Tidemark tests"
+)]
 struct Args {
     /// Port to listen on; 0 picks a free one.
     #[arg(long, default_value_t = 0)]
@@ -28,16 +31,24 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let args = Args::parse();
-    let emulator = tidemark_kube_emulator::Emulator::start_on(SocketAddr::new(args.address, args.port)).await?;
+    let emulator =
+        tidemark_kube_emulator::Emulator::start_on(SocketAddr::new(args.address, args.port))
+            .await?;
     if let Some(path) = &args.kubeconfig {
-        std::fs::write(path, emulator.kubeconfig_yaml()).with_context(|| format!("failed to write kubeconfig {}", path.display()))?;
+        std::fs::write(path, emulator.kubeconfig_yaml())
+            .with_context(|| format!("failed to write kubeconfig {}", path.display()))?;
     }
     let mut stdout = std::io::stdout();
     writeln!(stdout, "listening on {}", emulator.url())?;
     stdout.flush()?;
-    tokio::signal::ctrl_c().await.context("failed to wait for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("failed to wait for Ctrl-C")?;
     emulator.shutdown().await;
     Ok(())
 }

@@ -87,7 +87,11 @@ fn smp(target: &mut Value, patch: &Value, path: &mut Vec<PathElem>, policy: &Lis
 }
 
 fn merge_list(target: &mut Value, items: &[Value], path: &mut Vec<PathElem>, policy: &ListPolicy) {
-    let plain: Vec<Value> = items.iter().filter(|i| i.get("$patch").is_none()).cloned().collect();
+    let plain: Vec<Value> = items
+        .iter()
+        .filter(|i| i.get("$patch").is_none())
+        .cloned()
+        .collect();
     let keys = match policy.list_type(path, &plain) {
         ListType::Map(keys) if target.is_array() => keys,
         _ => {
@@ -139,10 +143,14 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), PatchError> {
             .and_then(Value::as_str)
             .ok_or_else(|| PatchError::Malformed(format!("operation {name:?} has no path")))?;
         let value = || {
-            op.get("value").cloned().ok_or_else(|| PatchError::Malformed(format!("{name} {path}: missing value")))
+            op.get("value")
+                .cloned()
+                .ok_or_else(|| PatchError::Malformed(format!("{name} {path}: missing value")))
         };
         let from = || {
-            op.get("from").and_then(Value::as_str).ok_or_else(|| PatchError::Malformed(format!("{name}: missing from")))
+            op.get("from")
+                .and_then(Value::as_str)
+                .ok_or_else(|| PatchError::Malformed(format!("{name}: missing from")))
         };
         match name {
             "add" => add(target, path, value()?)?,
@@ -169,7 +177,11 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), PatchError> {
                     return Err(PatchError::Operation(format!("test failed at {path}")));
                 }
             }
-            other => return Err(PatchError::Malformed(format!("unknown operation {other:?}"))),
+            other => {
+                return Err(PatchError::Malformed(format!(
+                    "unknown operation {other:?}"
+                )))
+            }
         }
     }
     Ok(())
@@ -179,7 +191,10 @@ fn split_pointer(path: &str) -> Result<(String, String), PatchError> {
     let (parent, last) = path
         .rsplit_once('/')
         .ok_or_else(|| PatchError::Malformed(format!("invalid JSON pointer {path:?}")))?;
-    Ok((parent.to_string(), last.replace("~1", "/").replace("~0", "~")))
+    Ok((
+        parent.to_string(),
+        last.replace("~1", "/").replace("~0", "~"),
+    ))
 }
 
 fn add(target: &mut Value, path: &str, value: Value) -> Result<(), PatchError> {
@@ -188,7 +203,11 @@ fn add(target: &mut Value, path: &str, value: Value) -> Result<(), PatchError> {
         return Ok(());
     }
     let (parent, last) = split_pointer(path)?;
-    let missing = || PatchError::Operation(format!("add operation does not apply: doc is missing path: {path:?}"));
+    let missing = || {
+        PatchError::Operation(format!(
+            "add operation does not apply: doc is missing path: {path:?}"
+        ))
+    };
     match target.pointer_mut(&parent).ok_or_else(missing)? {
         Value::Object(map) => {
             map.insert(last, value);
@@ -208,7 +227,11 @@ fn add(target: &mut Value, path: &str, value: Value) -> Result<(), PatchError> {
 
 fn remove(target: &mut Value, path: &str) -> Result<Value, PatchError> {
     let (parent, last) = split_pointer(path)?;
-    let missing = || PatchError::Operation(format!("remove operation does not apply: doc is missing path: {path:?}"));
+    let missing = || {
+        PatchError::Operation(format!(
+            "remove operation does not apply: doc is missing path: {path:?}"
+        ))
+    };
     match target.pointer_mut(&parent).ok_or_else(missing)? {
         Value::Object(map) => map.remove(&last).ok_or_else(missing),
         Value::Array(items) => {
@@ -246,8 +269,14 @@ mod tests {
             ]),
         )
         .expect("valid patch");
-        assert_eq!(doc, json!({"spec": {"items": ["z", "b"], "copy": ["z", "b"]}}));
-        let err = json_patch(&mut doc, &json!([{"op": "test", "path": "/spec/items/0", "value": "a"}]));
+        assert_eq!(
+            doc,
+            json!({"spec": {"items": ["z", "b"], "copy": ["z", "b"]}})
+        );
+        let err = json_patch(
+            &mut doc,
+            &json!([{"op": "test", "path": "/spec/items/0", "value": "a"}]),
+        );
         assert!(matches!(err, Err(PatchError::Operation(_))));
     }
 
@@ -261,6 +290,9 @@ mod tests {
             "containers": [{"name": "a", "image": "2"}, {"name": "b", "$patch": "delete"}]
         }});
         strategic_merge_patch(&mut doc, &patch, &ListPolicy::default());
-        assert_eq!(doc, json!({"spec": {"containers": [{"name": "a", "image": "2"}]}}));
+        assert_eq!(
+            doc,
+            json!({"spec": {"containers": [{"name": "a", "image": "2"}]}})
+        );
     }
 }

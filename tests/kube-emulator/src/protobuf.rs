@@ -48,8 +48,12 @@ fn fields(buf: &[u8]) -> Result<Vec<(u64, Field<'_>)>, ProtobufError> {
         let field = match wire {
             0 => Field::Varint(varint(buf, &mut pos)?),
             2 => {
-                let len = usize::try_from(varint(buf, &mut pos)?).map_err(|_| err("length overflow"))?;
-                let end = pos.checked_add(len).filter(|e| *e <= buf.len()).ok_or_else(|| err("truncated field"))?;
+                let len =
+                    usize::try_from(varint(buf, &mut pos)?).map_err(|_| err("length overflow"))?;
+                let end = pos
+                    .checked_add(len)
+                    .filter(|e| *e <= buf.len())
+                    .ok_or_else(|| err("truncated field"))?;
                 let bytes = &buf[pos..end];
                 pos = end;
                 Field::Bytes(bytes)
@@ -89,7 +93,8 @@ fn map_entry(bytes: &[u8], binary: bool) -> Result<(String, Value), ProtobufErro
 
 fn object_meta(bytes: &[u8]) -> Result<Value, ProtobufError> {
     let mut meta = Map::new();
-    let (mut labels, mut annotations, mut finalizers, mut owners) = (Map::new(), Map::new(), Vec::new(), Vec::new());
+    let (mut labels, mut annotations, mut finalizers, mut owners) =
+        (Map::new(), Map::new(), Vec::new(), Vec::new());
     for (n, f) in fields(bytes)? {
         match (n, f) {
             (1, Field::Bytes(b)) => _ = meta.insert("name".into(), json!(text(b)?)),
@@ -112,9 +117,21 @@ fn object_meta(bytes: &[u8]) -> Result<Value, ProtobufError> {
     }
     for (name, value, present) in [
         ("labels", Value::Object(labels.clone()), !labels.is_empty()),
-        ("annotations", Value::Object(annotations.clone()), !annotations.is_empty()),
-        ("finalizers", Value::Array(finalizers.clone()), !finalizers.is_empty()),
-        ("ownerReferences", Value::Array(owners.clone()), !owners.is_empty()),
+        (
+            "annotations",
+            Value::Object(annotations.clone()),
+            !annotations.is_empty(),
+        ),
+        (
+            "finalizers",
+            Value::Array(finalizers.clone()),
+            !finalizers.is_empty(),
+        ),
+        (
+            "ownerReferences",
+            Value::Array(owners.clone()),
+            !owners.is_empty(),
+        ),
     ] {
         if present {
             meta.insert(name.into(), value);
@@ -157,7 +174,9 @@ fn object(kind: &str, api_version: &str, bytes: &[u8]) -> Result<Value, Protobuf
                 let (k, v) = map_entry(b, kind == "ConfigMap")?;
                 extra.insert(k, v);
             }
-            ("Secret", 5, Field::Varint(v)) | ("ConfigMap", 4, Field::Varint(v)) => object["immutable"] = json!(v != 0),
+            ("Secret", 5, Field::Varint(v)) | ("ConfigMap", 4, Field::Varint(v)) => {
+                object["immutable"] = json!(v != 0)
+            }
             _ => {}
         }
     }
@@ -165,7 +184,11 @@ fn object(kind: &str, api_version: &str, bytes: &[u8]) -> Result<Value, Protobuf
         object["data"] = Value::Object(data);
     }
     if !extra.is_empty() {
-        let name = if kind == "Secret" { "stringData" } else { "binaryData" };
+        let name = if kind == "Secret" {
+            "stringData"
+        } else {
+            "binaryData"
+        };
         object[name] = Value::Object(extra);
     }
     Ok(object)
@@ -173,7 +196,9 @@ fn object(kind: &str, api_version: &str, bytes: &[u8]) -> Result<Value, Protobuf
 
 /// Decodes a `k8s\0`-prefixed `runtime.Unknown` envelope holding a Secret or ConfigMap.
 pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
-    let envelope = body.strip_prefix(MAGIC).ok_or_else(|| err("missing k8s magic prefix"))?;
+    let envelope = body
+        .strip_prefix(MAGIC)
+        .ok_or_else(|| err("missing k8s magic prefix"))?;
     let (mut api_version, mut kind, mut raw) = (String::new(), String::new(), &[][..]);
     for (n, f) in fields(envelope)? {
         match (n, f) {
@@ -192,7 +217,9 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
     }
     match (api_version.as_str(), kind.as_str()) {
         ("v1", "Secret" | "ConfigMap") => object(&kind, &api_version, raw),
-        _ => Err(ProtobufError(format!("protobuf is only emulated for v1 Secret and ConfigMap, not {api_version} {kind}"))),
+        _ => Err(ProtobufError(format!(
+            "protobuf is only emulated for v1 Secret and ConfigMap, not {api_version} {kind}"
+        ))),
     }
 }
 
@@ -200,7 +227,11 @@ fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -228,7 +259,12 @@ mod tests {
         let label = [field(1, b"owner"), field(2, b"helm")].concat();
         let meta = [field(1, b"rel"), field(11, &label)].concat();
         let data = [field(1, b"release"), field(2, b"hi!")].concat();
-        let secret = [field(1, &meta), field(2, &data), field(3, b"helm.sh/release.v1")].concat();
+        let secret = [
+            field(1, &meta),
+            field(2, &data),
+            field(3, b"helm.sh/release.v1"),
+        ]
+        .concat();
         let type_meta = [field(1, b"v1"), field(2, b"Secret")].concat();
         let body = [MAGIC.to_vec(), field(1, &type_meta), field(2, &secret)].concat();
         assert_eq!(

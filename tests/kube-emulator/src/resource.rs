@@ -122,15 +122,27 @@ pub fn builtins() -> Vec<ResourceDef> {
     let b = ResourceDef::builtin;
     vec![
         b("", "v1", "ConfigMap", "configmaps", true).short(&["cm"]),
-        b("", "v1", "Service", "services", true).short(&["svc"]).with_status(),
-        b("", "v1", "Pod", "pods", true).short(&["po"]).with_status(),
+        b("", "v1", "Service", "services", true)
+            .short(&["svc"])
+            .with_status(),
+        b("", "v1", "Pod", "pods", true)
+            .short(&["po"])
+            .with_status(),
         b("", "v1", "Secret", "secrets", true),
         b("", "v1", "Event", "events", true).short(&["ev"]),
-        b("", "v1", "Namespace", "namespaces", false).short(&["ns"]).with_status(),
-        b("", "v1", "ServiceAccount", "serviceaccounts", true).short(&["sa"]),
-        b("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", true)
-            .short(&["pvc"])
+        b("", "v1", "Namespace", "namespaces", false)
+            .short(&["ns"])
             .with_status(),
+        b("", "v1", "ServiceAccount", "serviceaccounts", true).short(&["sa"]),
+        b(
+            "",
+            "v1",
+            "PersistentVolumeClaim",
+            "persistentvolumeclaims",
+            true,
+        )
+        .short(&["pvc"])
+        .with_status(),
         b("apps", "v1", "StatefulSet", "statefulsets", true)
             .short(&["sts"])
             .with_status()
@@ -139,19 +151,56 @@ pub fn builtins() -> Vec<ResourceDef> {
             .short(&["deploy"])
             .with_status()
             .with_replicas_scale(),
-        b("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", true)
-            .short(&["pdb"])
-            .with_status(),
+        b(
+            "policy",
+            "v1",
+            "PodDisruptionBudget",
+            "poddisruptionbudgets",
+            true,
+        )
+        .short(&["pdb"])
+        .with_status(),
         b("coordination.k8s.io", "v1", "Lease", "leases", true),
         b("events.k8s.io", "v1", "Event", "events", true).short(&["ev"]),
         b("rbac.authorization.k8s.io", "v1", "Role", "roles", true),
-        b("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", true),
-        b("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false),
-        b("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", false),
-        b("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", true).short(&["netpol"]),
-        b("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", false)
-            .short(&["crd", "crds"])
-            .with_status(),
+        b(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "RoleBinding",
+            "rolebindings",
+            true,
+        ),
+        b(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRole",
+            "clusterroles",
+            false,
+        ),
+        b(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRoleBinding",
+            "clusterrolebindings",
+            false,
+        ),
+        b(
+            "networking.k8s.io",
+            "v1",
+            "NetworkPolicy",
+            "networkpolicies",
+            true,
+        )
+        .short(&["netpol"]),
+        b(
+            "apiextensions.k8s.io",
+            "v1",
+            "CustomResourceDefinition",
+            "customresourcedefinitions",
+            false,
+        )
+        .short(&["crd", "crds"])
+        .with_status(),
     ]
 }
 
@@ -172,15 +221,21 @@ fn text(v: &Value, path: &str) -> Option<String> {
 fn strings(v: &Value, path: &str) -> Vec<String> {
     v.pointer(path)
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 fn required(v: &Value, path: &str) -> Result<String, CrdError> {
-    text(v, path).filter(|s| !s.is_empty()).ok_or_else(|| CrdError {
-        field: path.trim_start_matches('/').replace('/', "."),
-        reason: "Required value".into(),
-    })
+    text(v, path)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| CrdError {
+            field: path.trim_start_matches('/').replace('/', "."),
+            reason: "Required value".into(),
+        })
 }
 
 /// Builds one [`ResourceDef`] per served version of a CRD object.
@@ -199,10 +254,13 @@ pub fn from_crd(crd: &Value) -> Result<Vec<ResourceDef>, CrdError> {
             })
         }
     };
-    let versions = crd.pointer("/spec/versions").and_then(Value::as_array).ok_or(CrdError {
-        field: "spec.versions".into(),
-        reason: "Required value".into(),
-    })?;
+    let versions = crd
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .ok_or(CrdError {
+            field: "spec.versions".into(),
+            reason: "Required value".into(),
+        })?;
     let mut defs = Vec::new();
     for (i, v) in versions.iter().enumerate() {
         let name = required(v, "/name").map_err(|e| CrdError {
@@ -260,7 +318,10 @@ pub struct Catalog {
 
 impl Default for Catalog {
     fn default() -> Self {
-        Catalog { builtin: builtins(), crds: BTreeMap::new() }
+        Catalog {
+            builtin: builtins(),
+            crds: BTreeMap::new(),
+        }
     }
 }
 
@@ -272,7 +333,8 @@ impl Catalog {
 
     /// The resource served at `group/version/plural`.
     pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<&ResourceDef> {
-        self.all().find(|d| d.group == group && d.version == version && d.plural == plural)
+        self.all()
+            .find(|d| d.group == group && d.version == version && d.plural == plural)
     }
 
     /// Any served version of `group/plural` (used when a stored object is read back).

@@ -53,7 +53,9 @@ fn normalize(value: &mut Value, schema: &Value, root: bool, path: &str, pruned: 
             let embedded = flag(schema, "x-kubernetes-embedded-resource");
             map.retain(|k, v| {
                 let known = (root || embedded) && ROOT_META.contains(&k.as_str());
-                let child = props.and_then(|p| p.get(k)).or(additional.filter(|a| a.is_object()));
+                let child = props
+                    .and_then(|p| p.get(k))
+                    .or(additional.filter(|a| a.is_object()));
                 if let (Value::Null, Some(child)) = (&v, child) {
                     return flag(child, "nullable");
                 }
@@ -74,7 +76,9 @@ fn normalize(value: &mut Value, schema: &Value, root: bool, path: &str, pruned: 
                 if (root || embedded) && ROOT_META.contains(&k.as_str()) {
                     continue;
                 }
-                let child = props.and_then(|p| p.get(k)).or(additional.filter(|a| a.is_object()));
+                let child = props
+                    .and_then(|p| p.get(k))
+                    .or(additional.filter(|a| a.is_object()));
                 if let Some(child) = child {
                     normalize(v, child, false, &join(path, k), pruned);
                 }
@@ -113,7 +117,9 @@ fn type_name(value: &Value) -> &'static str {
 
 fn type_matches(value: &Value, wanted: &str) -> bool {
     match (wanted, value) {
-        ("integer", Value::Number(n)) => n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0),
+        ("integer", Value::Number(n)) => {
+            n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0)
+        }
         ("number", Value::Number(_)) => true,
         ("string", Value::String(_)) => true,
         ("boolean", Value::Bool(_)) => true,
@@ -128,18 +134,41 @@ pub fn show(value: &Value) -> String {
     value.to_string()
 }
 
-fn check(value: &Value, old: Option<&Value>, schema: &Value, path: &str, root: bool, out: &mut Vec<Violation>) {
-    let mut bad = |message: String| out.push(Violation { field: path.to_string(), message });
-    let shown = if path.is_empty() { "body".to_string() } else { path.to_string() };
+fn check(
+    value: &Value,
+    old: Option<&Value>,
+    schema: &Value,
+    path: &str,
+    root: bool,
+    out: &mut Vec<Violation>,
+) {
+    let mut bad = |message: String| {
+        out.push(Violation {
+            field: path.to_string(),
+            message,
+        })
+    };
+    let shown = if path.is_empty() {
+        "body".to_string()
+    } else {
+        path.to_string()
+    };
     if value.is_null() {
         if !flag(schema, "nullable") {
-            bad(format!("Invalid value: \"null\": {shown} in body must be of type {}: \"null\"", schema_type(schema)));
+            bad(format!(
+                "Invalid value: \"null\": {shown} in body must be of type {}: \"null\"",
+                schema_type(schema)
+            ));
         }
         return;
     }
     let int_or_string = flag(schema, "x-kubernetes-int-or-string");
     if let Some(wanted) = schema.get("type").and_then(Value::as_str) {
-        let ok = if int_or_string { matches!(value, Value::String(_)) || type_matches(value, "integer") } else { type_matches(value, wanted) };
+        let ok = if int_or_string {
+            matches!(value, Value::String(_)) || type_matches(value, "integer")
+        } else {
+            type_matches(value, wanted)
+        };
         if !ok {
             let actual = type_name(value);
             bad(format!("Invalid value: \"{actual}\": {shown} in body must be of type {wanted}: \"{actual}\""));
@@ -149,7 +178,11 @@ fn check(value: &Value, old: Option<&Value>, schema: &Value, path: &str, root: b
     if let Some(options) = schema.get("enum").and_then(Value::as_array) {
         if !options.contains(value) {
             let supported: Vec<String> = options.iter().map(show).collect();
-            bad(format!("Unsupported value: {}: supported values: {}", show(value), supported.join(", ")));
+            bad(format!(
+                "Unsupported value: {}: supported values: {}",
+                show(value),
+                supported.join(", ")
+            ));
         }
     }
     check_scalar(value, schema, &shown, &mut bad);
@@ -160,13 +193,20 @@ fn check(value: &Value, old: Option<&Value>, schema: &Value, path: &str, root: b
     }
     check_combinators(value, old, schema, path, out);
     for (field, message) in cel_rules::evaluate(value, old, schema) {
-        let field = if field.is_empty() { path.to_string() } else { join(path, &field) };
+        let field = if field.is_empty() {
+            path.to_string()
+        } else {
+            join(path, &field)
+        };
         out.push(Violation { field, message });
     }
 }
 
 fn schema_type(schema: &Value) -> &str {
-    schema.get("type").and_then(Value::as_str).unwrap_or("object")
+    schema
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("object")
 }
 
 fn check_scalar(value: &Value, schema: &Value, shown: &str, bad: &mut impl FnMut(String)) {
@@ -175,14 +215,30 @@ fn check_scalar(value: &Value, schema: &Value, shown: &str, bad: &mut impl FnMut
         let exclusive_max = flag(schema, "exclusiveMaximum");
         if let Some(min) = schema.get("minimum").and_then(Value::as_f64) {
             if n < min || (exclusive_min && n == min) {
-                let op = if exclusive_min { "greater than" } else { "greater than or equal to" };
-                bad(format!("Invalid value: {}: {shown} in body should be {op} {}", show(value), num(min)));
+                let op = if exclusive_min {
+                    "greater than"
+                } else {
+                    "greater than or equal to"
+                };
+                bad(format!(
+                    "Invalid value: {}: {shown} in body should be {op} {}",
+                    show(value),
+                    num(min)
+                ));
             }
         }
         if let Some(max) = schema.get("maximum").and_then(Value::as_f64) {
             if n > max || (exclusive_max && n == max) {
-                let op = if exclusive_max { "less than" } else { "less than or equal to" };
-                bad(format!("Invalid value: {}: {shown} in body should be {op} {}", show(value), num(max)));
+                let op = if exclusive_max {
+                    "less than"
+                } else {
+                    "less than or equal to"
+                };
+                bad(format!(
+                    "Invalid value: {}: {shown} in body should be {op} {}",
+                    show(value),
+                    num(max)
+                ));
             }
         }
         let range = match schema.get("format").and_then(Value::as_str) {
@@ -193,7 +249,10 @@ fn check_scalar(value: &Value, schema: &Value, shown: &str, bad: &mut impl FnMut
         if let Some((lo, hi)) = range {
             if n < lo || n > hi {
                 let format = schema.get("format").and_then(Value::as_str).unwrap_or("");
-                bad(format!("Invalid value: {}: {shown} in body must be of type {format}", show(value)));
+                bad(format!(
+                    "Invalid value: {}: {shown} in body must be of type {format}",
+                    show(value)
+                ));
             }
         }
     }
@@ -201,7 +260,10 @@ fn check_scalar(value: &Value, schema: &Value, shown: &str, bad: &mut impl FnMut
         let len = s.chars().count() as u64;
         if let Some(min) = schema.get("minLength").and_then(Value::as_u64) {
             if len < min {
-                bad(format!("Invalid value: {}: {shown} in body should be at least {min} chars long", show(value)));
+                bad(format!(
+                    "Invalid value: {}: {shown} in body should be at least {min} chars long",
+                    show(value)
+                ));
             }
         }
         if let Some(max) = schema.get("maxLength").and_then(Value::as_u64) {
@@ -211,9 +273,10 @@ fn check_scalar(value: &Value, schema: &Value, shown: &str, bad: &mut impl FnMut
         }
         if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
             match regex::Regex::new(pattern) {
-                Ok(re) if !re.is_match(s) => {
-                    bad(format!("Invalid value: {}: {shown} in body should match '{pattern}'", show(value)))
-                }
+                Ok(re) if !re.is_match(s) => bad(format!(
+                    "Invalid value: {}: {shown} in body should match '{pattern}'",
+                    show(value)
+                )),
                 Ok(_) => {}
                 Err(e) => bad(format!("Invalid value: {pattern:?}: invalid pattern: {e}")),
             }
@@ -229,23 +292,41 @@ fn num(f: f64) -> String {
     }
 }
 
-fn check_object(map: &Map<String, Value>, old: Option<&Value>, schema: &Value, path: &str, root: bool, out: &mut Vec<Violation>) {
+fn check_object(
+    map: &Map<String, Value>,
+    old: Option<&Value>,
+    schema: &Value,
+    path: &str,
+    root: bool,
+    out: &mut Vec<Violation>,
+) {
     if let Some(required) = schema.get("required").and_then(Value::as_array) {
         for field in required.iter().filter_map(Value::as_str) {
             if !map.contains_key(field) {
-                out.push(Violation { field: join(path, field), message: "Required value".into() });
+                out.push(Violation {
+                    field: join(path, field),
+                    message: "Required value".into(),
+                });
             }
         }
     }
     let count = map.len() as u64;
     if let Some(min) = schema.get("minProperties").and_then(Value::as_u64) {
         if count < min {
-            out.push(Violation { field: path.into(), message: format!("Invalid value: {count}: {path} in body should have at least {min} properties") });
+            out.push(Violation {
+                field: path.into(),
+                message: format!(
+                    "Invalid value: {count}: {path} in body should have at least {min} properties"
+                ),
+            });
         }
     }
     if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64) {
         if count > max {
-            out.push(Violation { field: path.into(), message: format!("Too many: {count}: must have at most {max} items") });
+            out.push(Violation {
+                field: path.into(),
+                message: format!("Too many: {count}: must have at most {max} items"),
+            });
         }
     }
     let props = schema.get("properties").and_then(Value::as_object);
@@ -262,28 +343,55 @@ fn check_object(map: &Map<String, Value>, old: Option<&Value>, schema: &Value, p
     }
 }
 
-fn check_array(items: &[Value], old: Option<&Value>, schema: &Value, path: &str, out: &mut Vec<Violation>) {
+fn check_array(
+    items: &[Value],
+    old: Option<&Value>,
+    schema: &Value,
+    path: &str,
+    out: &mut Vec<Violation>,
+) {
     let count = items.len() as u64;
     if let Some(min) = schema.get("minItems").and_then(Value::as_u64) {
         if count < min {
-            out.push(Violation { field: path.into(), message: format!("Invalid value: {count}: {path} in body should have at least {min} items") });
+            out.push(Violation {
+                field: path.into(),
+                message: format!(
+                    "Invalid value: {count}: {path} in body should have at least {min} items"
+                ),
+            });
         }
     }
     if let Some(max) = schema.get("maxItems").and_then(Value::as_u64) {
         if count > max {
-            out.push(Violation { field: path.into(), message: format!("Too many: {count}: must have at most {max} items") });
+            out.push(Violation {
+                field: path.into(),
+                message: format!("Too many: {count}: must have at most {max} items"),
+            });
         }
     }
     if let Some(item_schema) = schema.get("items") {
         for (i, item) in items.iter().enumerate() {
             // Transition rules on list items need identity; only positional old items are offered.
             let old_item = old.and_then(|o| o.get(i));
-            check(item, old_item, item_schema, &format!("{path}[{i}]"), false, out);
+            check(
+                item,
+                old_item,
+                item_schema,
+                &format!("{path}[{i}]"),
+                false,
+                out,
+            );
         }
     }
 }
 
-fn check_combinators(value: &Value, old: Option<&Value>, schema: &Value, path: &str, out: &mut Vec<Violation>) {
+fn check_combinators(
+    value: &Value,
+    old: Option<&Value>,
+    schema: &Value,
+    path: &str,
+    out: &mut Vec<Violation>,
+) {
     let passes = |s: &Value| {
         let mut v = Vec::new();
         check(value, old, s, path, false, &mut v);
@@ -296,17 +404,35 @@ fn check_combinators(value: &Value, old: Option<&Value>, schema: &Value, path: &
     }
     if let Some(any) = schema.get("anyOf").and_then(Value::as_array) {
         if !any.iter().any(passes) {
-            out.push(Violation { field: path.into(), message: format!("Invalid value: {}: must validate at least one schema (anyOf)", show(value)) });
+            out.push(Violation {
+                field: path.into(),
+                message: format!(
+                    "Invalid value: {}: must validate at least one schema (anyOf)",
+                    show(value)
+                ),
+            });
         }
     }
     if let Some(one) = schema.get("oneOf").and_then(Value::as_array) {
         if one.iter().filter(|s| passes(s)).count() != 1 {
-            out.push(Violation { field: path.into(), message: format!("Invalid value: {}: must validate one and only one schema (oneOf)", show(value)) });
+            out.push(Violation {
+                field: path.into(),
+                message: format!(
+                    "Invalid value: {}: must validate one and only one schema (oneOf)",
+                    show(value)
+                ),
+            });
         }
     }
     if let Some(not) = schema.get("not") {
         if passes(not) {
-            out.push(Violation { field: path.into(), message: format!("Invalid value: {}: must not validate the schema (not)", show(value)) });
+            out.push(Violation {
+                field: path.into(),
+                message: format!(
+                    "Invalid value: {}: must not validate the schema (not)",
+                    show(value)
+                ),
+            });
         }
     }
 }

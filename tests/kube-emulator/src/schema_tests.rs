@@ -48,7 +48,11 @@ fn defaults_fill_missing_fields_and_nulls_of_non_nullable_fields_are_dropped() {
     let object = prepared(json!({"spec": {"topic": "clicks", "delivery": null}, "status": null}));
     assert_eq!(object["spec"]["parallelism"], 1);
     assert_eq!(object["spec"]["delivery"], "exactlyOnce");
-    assert_eq!(object["status"], Value::Null, "status is nullable and stays");
+    assert_eq!(
+        object["status"],
+        Value::Null,
+        "status is nullable and stays"
+    );
 }
 
 #[test]
@@ -74,15 +78,24 @@ fn every_violation_is_reported_with_its_path_and_apiserver_wording() {
 #[test]
 fn wrong_types_patterns_and_int32_overflow_are_rejected() {
     let object = prepared(json!({"spec": {"topic": "Bad-Topic", "parallelism": "many"}}));
-    let messages: Vec<String> =
-        validate(&object, None, &pipeline_schema()).into_iter().map(|v| v.message).collect();
-    assert!(messages.contains(&"Invalid value: \"Bad-Topic\": spec.topic in body should match '^[a-z_]+$'".to_string()));
+    let messages: Vec<String> = validate(&object, None, &pipeline_schema())
+        .into_iter()
+        .map(|v| v.message)
+        .collect();
     assert!(messages.contains(
-        &"Invalid value: \"string\": spec.parallelism in body must be of type integer: \"string\"".to_string()
+        &"Invalid value: \"Bad-Topic\": spec.topic in body should match '^[a-z_]+$'".to_string()
     ));
-    let schema = json!({"type": "object", "properties": {"n": {"type": "integer", "format": "int32"}}});
+    assert!(messages.contains(
+        &"Invalid value: \"string\": spec.parallelism in body must be of type integer: \"string\""
+            .to_string()
+    ));
+    let schema =
+        json!({"type": "object", "properties": {"n": {"type": "integer", "format": "int32"}}});
     let v = validate(&json!({"n": 3_000_000_000_i64}), None, &schema);
-    assert_eq!(v[0].message, "Invalid value: 3000000000: n in body must be of type int32");
+    assert_eq!(
+        v[0].message,
+        "Invalid value: 3000000000: n in body must be of type int32"
+    );
 }
 
 #[test]
@@ -93,5 +106,11 @@ fn cel_rule_failures_carry_the_node_path() {
         "x-kubernetes-validations": [{"rule": "self.min <= self.max", "message": "min must be <= max"}]
     }}});
     let v = validate(&json!({"spec": {"min": 3, "max": 1}}), None, &schema);
-    assert_eq!(v, [Violation { field: "spec".into(), message: "Invalid value: \"object\": min must be <= max".into() }]);
+    assert_eq!(
+        v,
+        [Violation {
+            field: "spec".into(),
+            message: "Invalid value: \"object\": min must be <= max".into()
+        }]
+    );
 }

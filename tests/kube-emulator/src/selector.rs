@@ -44,7 +44,10 @@ fn split_terms(s: &str) -> Vec<&str> {
         }
     }
     out.push(&s[start..]);
-    out.into_iter().map(str::trim).filter(|t| !t.is_empty()).collect()
+    out.into_iter()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect()
 }
 
 fn set_values(s: &str) -> Result<Vec<String>, SelectorError> {
@@ -53,7 +56,11 @@ fn set_values(s: &str) -> Result<Vec<String>, SelectorError> {
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
         .ok_or_else(|| SelectorError(s.into()))?;
-    Ok(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+    Ok(inner
+        .split(',')
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect())
 }
 
 impl Selector {
@@ -71,7 +78,10 @@ impl Selector {
                 Requirement::In(k.trim().into(), set_values(v)?)
             } else if let Some(k) = term.strip_prefix('!') {
                 Requirement::NotExists(k.trim().into())
-            } else if term.chars().all(|c| c.is_alphanumeric() || "-_./".contains(c)) {
+            } else if term
+                .chars()
+                .all(|c| c.is_alphanumeric() || "-_./".contains(c))
+            {
                 Requirement::Exists(term.into())
             } else {
                 return Err(SelectorError(term.into()));
@@ -96,7 +106,12 @@ impl Selector {
     /// Label selector semantics against `metadata.labels`.
     pub fn matches_labels(&self, object: &Value) -> bool {
         let labels = object.pointer("/metadata/labels");
-        self.matches_with(|k| labels.and_then(|l| l.get(k)).and_then(Value::as_str).map(String::from))
+        self.matches_with(|k| {
+            labels
+                .and_then(|l| l.get(k))
+                .and_then(Value::as_str)
+                .map(String::from)
+        })
     }
 
     /// Field selector semantics: keys are dotted paths; a missing field compares as `""`.
@@ -126,9 +141,18 @@ pub fn label_selector_string(selector: &Value) -> String {
     let mut terms: Vec<String> = selector
         .get("matchLabels")
         .and_then(Value::as_object)
-        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect()
+        })
         .unwrap_or_default();
-    for expr in selector.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
+    for expr in selector
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let key = expr.get("key").and_then(Value::as_str).unwrap_or_default();
         let values: Vec<&str> = expr
             .get("values")
@@ -172,9 +196,15 @@ mod tests {
     #[test]
     fn field_selectors_compare_dotted_paths() {
         let obj = json!({"metadata": {"name": "a", "namespace": "ns"}});
-        assert!(Selector::parse("metadata.name=a").expect("ok").matches_fields(&obj));
-        assert!(!Selector::parse("metadata.name=b").expect("ok").matches_fields(&obj));
-        assert!(Selector::parse("metadata.namespace!=x").expect("ok").matches_fields(&obj));
+        assert!(Selector::parse("metadata.name=a")
+            .expect("ok")
+            .matches_fields(&obj));
+        assert!(!Selector::parse("metadata.name=b")
+            .expect("ok")
+            .matches_fields(&obj));
+        assert!(Selector::parse("metadata.namespace!=x")
+            .expect("ok")
+            .matches_fields(&obj));
     }
 
     #[test]

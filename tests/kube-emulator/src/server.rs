@@ -42,7 +42,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { addr: SocketAddr::from(([127, 0, 0, 1], 0)), event_log_capacity: crate::store::EVENT_LOG_CAPACITY }
+        Options {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            event_log_capacity: crate::store::EVENT_LOG_CAPACITY,
+        }
     }
 }
 
@@ -54,14 +57,22 @@ impl Emulator {
 
     /// Serves on `addr` (use port 0 for an ephemeral port).
     pub async fn start_on(addr: SocketAddr) -> Result<EmulatorHandle, StartError> {
-        Emulator::start_with(Options { addr, ..Options::default() }).await
+        Emulator::start_with(Options {
+            addr,
+            ..Options::default()
+        })
+        .await
     }
 
     /// Serves with explicit [`Options`].
     pub async fn start_with(options: Options) -> Result<EmulatorHandle, StartError> {
         let addr = options.addr;
-        let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
         let app = App::new(addr.to_string(), options.event_log_capacity);
         let (stop, stopped) = oneshot::channel::<()>();
         let router = http::router(app.clone());
@@ -73,7 +84,12 @@ impl Emulator {
                 tracing::error!(error = %e, "kube emulator server failed");
             }
         });
-        Ok(EmulatorHandle { addr, app, stop: Some(stop), task: Some(task) })
+        Ok(EmulatorHandle {
+            addr,
+            app,
+            stop: Some(stop),
+            task: Some(task),
+        })
     }
 }
 
@@ -106,13 +122,17 @@ impl EmulatorHandle {
     /// A `kube::Config` pointing at the emulator, with kube's defaults (including its retry of
     /// 503 responses). Adjust it (e.g. `default_retry = false`) before building a client.
     pub fn config(&self) -> kube::Config {
-        let uri = self.url().parse().expect("a socket address always forms a valid URI");
+        let uri = self
+            .url()
+            .parse()
+            .expect("a socket address always forms a valid URI");
         kube::Config::new(uri)
     }
 
     /// A `kube::Client` for the emulator, as the operator would build one.
     pub fn client(&self) -> kube::Client {
-        kube::Client::try_from(self.config()).expect("a plain-HTTP config without credentials always builds")
+        kube::Client::try_from(self.config())
+            .expect("a plain-HTTP config without credentials always builds")
     }
 
     /// While `true`, every request answers 503 ServiceUnavailable and open watches are closed.

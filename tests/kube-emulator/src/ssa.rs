@@ -70,7 +70,10 @@ pub struct Writer<'a> {
 
 /// The entries of `object.metadata.managedFields`.
 pub fn read_managed(object: &Value) -> Vec<ManagedEntry> {
-    let Some(entries) = object.pointer("/metadata/managedFields").and_then(Value::as_array) else {
+    let Some(entries) = object
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+    else {
         return Vec::new();
     };
     entries
@@ -82,10 +85,21 @@ pub fn read_managed(object: &Value) -> Vec<ManagedEntry> {
                     Some("Apply") => Operation::Apply,
                     _ => Operation::Update,
                 },
-                subresource: e.get("subresource").and_then(Value::as_str).unwrap_or("").into(),
-                api_version: e.get("apiVersion").and_then(Value::as_str).unwrap_or("").into(),
+                subresource: e
+                    .get("subresource")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .into(),
+                api_version: e
+                    .get("apiVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .into(),
                 time: e.get("time").and_then(Value::as_str).unwrap_or("").into(),
-                fields: e.get("fieldsV1").map(fieldpath::from_fields_v1).unwrap_or_default(),
+                fields: e
+                    .get("fieldsV1")
+                    .map(fieldpath::from_fields_v1)
+                    .unwrap_or_default(),
             })
         })
         .collect()
@@ -93,7 +107,9 @@ pub fn read_managed(object: &Value) -> Vec<ManagedEntry> {
 
 /// Writes `entries` into `object.metadata.managedFields` (removing the field when empty).
 pub fn write_managed(object: &mut Value, entries: &[ManagedEntry]) {
-    let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) else { return };
+    let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
     let rendered: Vec<Value> = entries
         .iter()
         .filter(|e| !e.fields.is_empty())
@@ -128,7 +144,10 @@ pub fn owned_view(object: &Value) -> Value {
         map.remove("kind");
         if let Some(Value::Object(meta)) = map.get_mut("metadata") {
             meta.retain(|k, _| {
-                matches!(k.as_str(), "labels" | "annotations" | "ownerReferences" | "finalizers")
+                matches!(
+                    k.as_str(),
+                    "labels" | "annotations" | "ownerReferences" | "finalizers"
+                )
             });
             if meta.is_empty() {
                 map.remove("metadata");
@@ -144,7 +163,9 @@ fn entry_mut<'e>(
     operation: Operation,
 ) -> &'e mut ManagedEntry {
     let pos = entries.iter().position(|e| {
-        e.manager == writer.manager && e.operation == operation && e.subresource == writer.subresource
+        e.manager == writer.manager
+            && e.operation == operation
+            && e.subresource == writer.subresource
     });
     let pos = pos.unwrap_or_else(|| {
         entries.push(ManagedEntry {
@@ -203,13 +224,19 @@ pub fn apply(
             entry.fields.retain(|p| !applied_set.contains(p));
         }
     }
-    let previous = entries.iter().find(|e| is_mine(e)).map(|e| e.fields.clone()).unwrap_or_default();
+    let previous = entries
+        .iter()
+        .find(|e| is_mine(e))
+        .map(|e| e.fields.clone())
+        .unwrap_or_default();
     let mut merged = live.clone();
     merge(&mut merged, applied, &mut Vec::new(), policy);
     // Fields this manager applied before and dropped now go, unless someone else owns them.
     let dropped: Vec<_> = previous.difference(&applied_set).cloned().collect();
     for path in dropped.iter().rev() {
-        let owned_elsewhere = entries.iter().any(|e| !is_mine(e) && e.fields.contains(path));
+        let owned_elsewhere = entries
+            .iter()
+            .any(|e| !is_mine(e) && e.fields.contains(path));
         if !owned_elsewhere && fieldpath::remove_at(&mut merged, path) {
             prune_empty_parents(&mut merged, path);
         }
@@ -225,10 +252,15 @@ pub fn apply(
 fn conflict_error(conflicts: &[(String, String)]) -> ApplyConflict {
     let n = conflicts.len();
     let message = if n == 1 {
-        format!("Apply failed with 1 conflict: conflict with \"{}\": {}", conflicts[0].0, conflicts[0].1)
+        format!(
+            "Apply failed with 1 conflict: conflict with \"{}\": {}",
+            conflicts[0].0, conflicts[0].1
+        )
     } else {
-        let lines: Vec<String> =
-            conflicts.iter().map(|(m, p)| format!("- conflict with \"{m}\": {p}")).collect();
+        let lines: Vec<String> = conflicts
+            .iter()
+            .map(|(m, p)| format!("- conflict with \"{m}\": {p}"))
+            .collect();
         format!("Apply failed with {n} conflicts:\n{}", lines.join("\n"))
     };
     ApplyConflict { message }
@@ -238,7 +270,8 @@ fn conflict_error(conflicts: &[(String, String)]) -> ApplyConflict {
 fn prune_empty_parents(object: &mut Value, path: &[PathElem]) {
     for len in (2..path.len()).rev() {
         let parent = &path[..len];
-        let empty = fieldpath::value_at(object, parent).is_some_and(|v| v.as_object().is_some_and(Map::is_empty));
+        let empty = fieldpath::value_at(object, parent)
+            .is_some_and(|v| v.as_object().is_some_and(Map::is_empty));
         if empty {
             fieldpath::remove_at(object, parent);
         } else {
@@ -318,7 +351,9 @@ pub fn record_update(
         return;
     }
     for entry in entries.iter_mut() {
-        entry.fields.retain(|p| !changed.contains(p) && !removed.contains(p));
+        entry
+            .fields
+            .retain(|p| !changed.contains(p) && !removed.contains(p));
     }
     if !changed.is_empty() {
         let mine = entry_mut(entries, writer, Operation::Update);

@@ -4,7 +4,12 @@ use super::*;
 use serde_json::json;
 
 fn writer(manager: &str) -> Writer<'_> {
-    Writer { manager, subresource: "", api_version: "v1", now: "2024-01-01T00:00:00Z" }
+    Writer {
+        manager,
+        subresource: "",
+        api_version: "v1",
+        now: "2024-01-01T00:00:00Z",
+    }
 }
 
 fn cm(data: Value) -> Value {
@@ -15,14 +20,38 @@ fn cm(data: Value) -> Value {
 fn second_manager_setting_a_different_value_conflicts_unless_forced() {
     let policy = ListPolicy::default();
     let mut entries = Vec::new();
-    let live = apply(None, &cm(json!({"a": "1"})), &mut entries, &writer("alice"), false, &policy)
-        .expect("create");
-    let err = apply(Some(&live), &cm(json!({"a": "2"})), &mut entries, &writer("bob"), false, &policy)
-        .expect_err("conflict");
-    assert_eq!(err.message, "Apply failed with 1 conflict: conflict with \"alice\": .data.a");
+    let live = apply(
+        None,
+        &cm(json!({"a": "1"})),
+        &mut entries,
+        &writer("alice"),
+        false,
+        &policy,
+    )
+    .expect("create");
+    let err = apply(
+        Some(&live),
+        &cm(json!({"a": "2"})),
+        &mut entries,
+        &writer("bob"),
+        false,
+        &policy,
+    )
+    .expect_err("conflict");
+    assert_eq!(
+        err.message,
+        "Apply failed with 1 conflict: conflict with \"alice\": .data.a"
+    );
 
-    let forced = apply(Some(&live), &cm(json!({"a": "2"})), &mut entries, &writer("bob"), true, &policy)
-        .expect("forced");
+    let forced = apply(
+        Some(&live),
+        &cm(json!({"a": "2"})),
+        &mut entries,
+        &writer("bob"),
+        true,
+        &policy,
+    )
+    .expect("forced");
     assert_eq!(forced["data"]["a"], "2");
     let owners: Vec<&str> = entries.iter().map(|e| e.manager.as_str()).collect();
     assert_eq!(owners, ["bob"], "alice lost her only field");
@@ -32,10 +61,24 @@ fn second_manager_setting_a_different_value_conflicts_unless_forced() {
 fn same_value_from_two_managers_is_shared_not_a_conflict() {
     let policy = ListPolicy::default();
     let mut entries = Vec::new();
-    let live = apply(None, &cm(json!({"a": "1"})), &mut entries, &writer("alice"), false, &policy)
-        .expect("create");
-    apply(Some(&live), &cm(json!({"a": "1"})), &mut entries, &writer("bob"), false, &policy)
-        .expect("no conflict for an equal value");
+    let live = apply(
+        None,
+        &cm(json!({"a": "1"})),
+        &mut entries,
+        &writer("alice"),
+        false,
+        &policy,
+    )
+    .expect("create");
+    apply(
+        Some(&live),
+        &cm(json!({"a": "1"})),
+        &mut entries,
+        &writer("bob"),
+        false,
+        &policy,
+    )
+    .expect("no conflict for an equal value");
     assert_eq!(entries.len(), 2);
 }
 
@@ -43,10 +86,24 @@ fn same_value_from_two_managers_is_shared_not_a_conflict() {
 fn a_field_the_manager_stops_applying_is_removed() {
     let policy = ListPolicy::default();
     let mut entries = Vec::new();
-    let live = apply(None, &cm(json!({"a": "1", "b": "2"})), &mut entries, &writer("m"), false, &policy)
-        .expect("create");
-    let next = apply(Some(&live), &cm(json!({"a": "1"})), &mut entries, &writer("m"), false, &policy)
-        .expect("apply");
+    let live = apply(
+        None,
+        &cm(json!({"a": "1", "b": "2"})),
+        &mut entries,
+        &writer("m"),
+        false,
+        &policy,
+    )
+    .expect("create");
+    let next = apply(
+        Some(&live),
+        &cm(json!({"a": "1"})),
+        &mut entries,
+        &writer("m"),
+        false,
+        &policy,
+    )
+    .expect("apply");
     assert_eq!(next["data"], json!({"a": "1"}));
 }
 
@@ -54,12 +111,33 @@ fn a_field_the_manager_stops_applying_is_removed() {
 fn a_dropped_field_someone_else_owns_stays() {
     let policy = ListPolicy::default();
     let mut entries = Vec::new();
-    let live = apply(None, &cm(json!({"a": "1", "b": "2"})), &mut entries, &writer("m"), false, &policy)
-        .expect("create");
-    let live = apply(Some(&live), &cm(json!({"b": "2"})), &mut entries, &writer("other"), false, &policy)
-        .expect("shared");
-    let next = apply(Some(&live), &cm(json!({"a": "1"})), &mut entries, &writer("m"), false, &policy)
-        .expect("apply");
+    let live = apply(
+        None,
+        &cm(json!({"a": "1", "b": "2"})),
+        &mut entries,
+        &writer("m"),
+        false,
+        &policy,
+    )
+    .expect("create");
+    let live = apply(
+        Some(&live),
+        &cm(json!({"b": "2"})),
+        &mut entries,
+        &writer("other"),
+        false,
+        &policy,
+    )
+    .expect("shared");
+    let next = apply(
+        Some(&live),
+        &cm(json!({"a": "1"})),
+        &mut entries,
+        &writer("m"),
+        false,
+        &policy,
+    )
+    .expect("apply");
     assert_eq!(next["data"], json!({"a": "1", "b": "2"}));
 }
 
@@ -67,19 +145,35 @@ fn a_dropped_field_someone_else_owns_stays() {
 fn an_update_takes_ownership_of_the_fields_it_changes() {
     let policy = ListPolicy::default();
     let mut entries = Vec::new();
-    let live = apply(None, &cm(json!({"a": "1"})), &mut entries, &writer("applier"), false, &policy)
-        .expect("create");
+    let live = apply(
+        None,
+        &cm(json!({"a": "1"})),
+        &mut entries,
+        &writer("applier"),
+        false,
+        &policy,
+    )
+    .expect("create");
     let edited = cm(json!({"a": "changed"}));
-    record_update(Some(&live), &edited, &mut entries, &writer("kubectl-edit"), &policy);
-    let owners: Vec<(&str, Operation)> =
-        entries.iter().map(|e| (e.manager.as_str(), e.operation)).collect();
+    record_update(
+        Some(&live),
+        &edited,
+        &mut entries,
+        &writer("kubectl-edit"),
+        &policy,
+    );
+    let owners: Vec<(&str, Operation)> = entries
+        .iter()
+        .map(|e| (e.manager.as_str(), e.operation))
+        .collect();
     assert_eq!(owners, [("kubectl-edit", Operation::Update)]);
 }
 
 #[test]
 fn containers_merge_by_name() {
     let policy = ListPolicy::default();
-    let mut live = json!({"spec": {"containers": [{"name": "a", "image": "1"}, {"name": "b", "image": "1"}]}});
+    let mut live =
+        json!({"spec": {"containers": [{"name": "a", "image": "1"}, {"name": "b", "image": "1"}]}});
     merge(
         &mut live,
         &json!({"spec": {"containers": [{"name": "b", "image": "2"}]}}),
@@ -96,9 +190,19 @@ fn containers_merge_by_name() {
 fn managed_fields_round_trip_through_the_object() {
     let policy = ListPolicy::default();
     let mut entries = Vec::new();
-    let mut live = apply(None, &cm(json!({"a": "1"})), &mut entries, &writer("m"), false, &policy)
-        .expect("create");
+    let mut live = apply(
+        None,
+        &cm(json!({"a": "1"})),
+        &mut entries,
+        &writer("m"),
+        false,
+        &policy,
+    )
+    .expect("create");
     write_managed(&mut live, &entries);
-    assert_eq!(live["metadata"]["managedFields"][0]["fieldsV1"], json!({"f:data": {"f:a": {}}}));
+    assert_eq!(
+        live["metadata"]["managedFields"][0]["fieldsV1"],
+        json!({"f:data": {"f:a": {}}})
+    );
     assert_eq!(read_managed(&live), entries);
 }

@@ -141,7 +141,11 @@ impl Store {
         self.revision += 1;
         set_resource_version(&mut object, self.revision);
         let previous = self.objects.insert(key.clone(), object.clone());
-        let kind = if previous.is_some() { EventType::Modified } else { EventType::Added };
+        let kind = if previous.is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
         self.record(kind, key, object.clone(), previous);
         object
     }
@@ -152,7 +156,12 @@ impl Store {
         self.revision += 1;
         let mut object = previous.clone();
         set_resource_version(&mut object, self.revision);
-        self.record(EventType::Deleted, key.clone(), object.clone(), Some(previous));
+        self.record(
+            EventType::Deleted,
+            key.clone(),
+            object.clone(),
+            Some(previous),
+        );
         Some(object)
     }
 
@@ -176,7 +185,10 @@ impl Store {
     /// Logged events after revision `rv`, or [`TooOld`] when some of them were already dropped.
     pub fn events_since(&self, rv: u64) -> Result<Vec<Arc<Event>>, TooOld> {
         if rv < self.compacted {
-            return Err(TooOld { requested: rv, oldest: self.compacted });
+            return Err(TooOld {
+                requested: rv,
+                oldest: self.compacted,
+            });
         }
         Ok(self.log.iter().filter(|e| e.rv > rv).cloned().collect())
     }
@@ -216,8 +228,16 @@ mod tests {
         assert_eq!(a["metadata"]["resourceVersion"], "1");
         assert_eq!(b["metadata"]["resourceVersion"], "2");
         assert_eq!(gone["metadata"]["resourceVersion"], "3");
-        let kinds: Vec<_> = store.events_since(0).expect("log").iter().map(|e| e.kind).collect();
-        assert_eq!(kinds, [EventType::Added, EventType::Modified, EventType::Deleted]);
+        let kinds: Vec<_> = store
+            .events_since(0)
+            .expect("log")
+            .iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [EventType::Added, EventType::Modified, EventType::Deleted]
+        );
     }
 
     #[test]
@@ -226,8 +246,19 @@ mod tests {
         for i in 0..5 {
             store.put(key(&format!("o{i}")), json!({"metadata": {}}));
         }
-        assert_eq!(store.events_since(1).err(), Some(TooOld { requested: 1, oldest: 3 }));
-        let rvs: Vec<u64> = store.events_since(3).expect("kept").iter().map(|e| e.rv).collect();
+        assert_eq!(
+            store.events_since(1).err(),
+            Some(TooOld {
+                requested: 1,
+                oldest: 3
+            })
+        );
+        let rvs: Vec<u64> = store
+            .events_since(3)
+            .expect("kept")
+            .iter()
+            .map(|e| e.rv)
+            .collect();
         assert_eq!(rvs, [4, 5]);
     }
 }

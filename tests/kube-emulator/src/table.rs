@@ -49,7 +49,13 @@ fn columns(def: &ResourceDef) -> Vec<PrinterColumn> {
 }
 
 /// Renders `objects` as a Table.
-pub fn render(def: &ResourceDef, objects: &[Value], resource_version: &str, include: IncludeObject, now: DateTime<Utc>) -> Value {
+pub fn render(
+    def: &ResourceDef,
+    objects: &[Value],
+    resource_version: &str,
+    include: IncludeObject,
+    now: DateTime<Utc>,
+) -> Value {
     let cols = columns(def);
     let mut definitions = vec![json!({
         "name": "Name", "type": "string", "format": "name", "priority": 0,
@@ -61,7 +67,10 @@ pub fn render(def: &ResourceDef, objects: &[Value], resource_version: &str, incl
     let rows: Vec<Value> = objects
         .iter()
         .map(|object| {
-            let mut cells = vec![object.pointer("/metadata/name").cloned().unwrap_or(Value::Null)];
+            let mut cells = vec![object
+                .pointer("/metadata/name")
+                .cloned()
+                .unwrap_or(Value::Null)];
             cells.extend(cols.iter().map(|c| cell(object, c, now)));
             let mut row = json!({ "cells": cells });
             match include {
@@ -88,7 +97,9 @@ pub fn render(def: &ResourceDef, objects: &[Value], resource_version: &str, incl
 }
 
 fn cell(object: &Value, column: &PrinterColumn, now: DateTime<Utc>) -> Value {
-    let Some(value) = jsonpath::get(object, &column.json_path) else { return Value::Null };
+    let Some(value) = jsonpath::get(object, &column.json_path) else {
+        return Value::Null;
+    };
     match (column.type_.as_str(), value) {
         ("date", Value::String(ts)) => match DateTime::parse_from_rfc3339(ts) {
             Ok(t) => json!(human_duration((now - t.with_timezone(&Utc)).num_seconds())),
@@ -138,8 +149,20 @@ mod tests {
     fn printer_columns_become_cells() {
         let mut def = crate::resource::builtins().remove(0);
         def.printer_columns = vec![
-            PrinterColumn { name: "Ready".into(), type_: "string".into(), json_path: r#".status.conditions[?(@.type=="Ready")].status"#.into(), priority: 0, description: String::new() },
-            PrinterColumn { name: "Parallelism".into(), type_: "integer".into(), json_path: ".spec.parallelism".into(), priority: 0, description: String::new() },
+            PrinterColumn {
+                name: "Ready".into(),
+                type_: "string".into(),
+                json_path: r#".status.conditions[?(@.type=="Ready")].status"#.into(),
+                priority: 0,
+                description: String::new(),
+            },
+            PrinterColumn {
+                name: "Parallelism".into(),
+                type_: "integer".into(),
+                json_path: ".spec.parallelism".into(),
+                priority: 0,
+                description: String::new(),
+            },
         ];
         let obj = json!({"metadata": {"name": "p"}, "spec": {"parallelism": 4},
             "status": {"conditions": [{"type": "Ready", "status": "True"}]}});

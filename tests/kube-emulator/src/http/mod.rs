@@ -48,7 +48,13 @@ impl App {
     pub fn new(address: String, log_capacity: usize) -> Arc<Self> {
         let (events, _) = broadcast::channel(WATCH_BUFFER);
         let (unavailable, _) = signal::channel(false);
-        Arc::new(App { state: Mutex::new(State::new(log_capacity)), events, unavailable, latency_ms: AtomicU64::new(0), address })
+        Arc::new(App {
+            state: Mutex::new(State::new(log_capacity)),
+            events,
+            unavailable,
+            latency_ms: AtomicU64::new(0),
+            address,
+        })
     }
 
     /// Locks the cluster state. A panic in another request cannot leave the store half-written
@@ -85,7 +91,8 @@ impl App {
 
     /// Adds a delay before every response.
     pub fn set_latency(&self, latency: Duration) {
-        self.latency_ms.store(latency.as_millis() as u64, Ordering::Relaxed);
+        self.latency_ms
+            .store(latency.as_millis() as u64, Ordering::Relaxed);
     }
 }
 
@@ -107,7 +114,9 @@ pub fn error(err: &ApiError) -> Response {
 }
 
 fn not_found() -> Response {
-    error(&ApiError::NotFound("the server could not find the requested resource".into()))
+    error(&ApiError::NotFound(
+        "the server could not find the requested resource".into(),
+    ))
 }
 
 /// The parsed request every handler needs.
@@ -129,7 +138,10 @@ impl Request {
     }
 
     fn header(&self, name: header::HeaderName) -> &str {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
     }
 }
 
@@ -141,19 +153,31 @@ async fn dispatch(
     body: Bytes,
 ) -> Response {
     if app.is_unavailable() {
-        return error(&ApiError::Unavailable("the API server is unavailable (fault injected)".into()));
+        return error(&ApiError::Unavailable(
+            "the API server is unavailable (fault injected)".into(),
+        ));
     }
     let latency = app.latency_ms.load(Ordering::Relaxed);
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
-    let query = Query::<HashMap<String, String>>::try_from_uri(&uri).map(|q| q.0).unwrap_or_default();
+    let query = Query::<HashMap<String, String>>::try_from_uri(&uri)
+        .map(|q| q.0)
+        .unwrap_or_default();
     tracing::debug!(%method, %uri, accept = ?headers.get(header::ACCEPT), content_type = ?headers.get(header::CONTENT_TYPE), "request");
-    let req = Request { method, headers, query, body };
+    let req = Request {
+        method,
+        headers,
+        query,
+        body,
+    };
     let path = uri.path().trim_end_matches('/');
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     if req.method != Method::GET && !matches!(segments.first(), Some(&"api" | &"apis")) {
-        return error(&ApiError::MethodNotAllowed(format!("{} is not allowed on {path}", req.method)));
+        return error(&ApiError::MethodNotAllowed(format!(
+            "{} is not allowed on {path}",
+            req.method
+        )));
     }
     let catalog = app.lock().catalog.clone();
     match segments.as_slice() {
@@ -161,20 +185,31 @@ async fn dispatch(
         ["healthz" | "livez" | "readyz"] => (StatusCode::OK, "ok").into_response(),
         ["openapi", "v2"] => json(StatusCode::OK, &discovery::openapi_v2()),
         ["openapi", "v3"] => json(StatusCode::OK, &discovery::openapi_v3_index(&catalog)),
-        ["openapi", "v3", "api", "v1"] => {
-            json(StatusCode::OK, &discovery::openapi_v3_group(&catalog, "", "v1").unwrap_or_default())
-        }
+        ["openapi", "v3", "api", "v1"] => json(
+            StatusCode::OK,
+            &discovery::openapi_v3_group(&catalog, "", "v1").unwrap_or_default(),
+        ),
         ["openapi", "v3", "apis", g, v] => match discovery::openapi_v3_group(&catalog, g, v) {
             Some(doc) => json(StatusCode::OK, &doc),
             None => not_found(),
         },
-        ["api"] if req.method == Method::GET => json(StatusCode::OK, &discovery::core_versions(&app.address)),
+        ["api"] if req.method == Method::GET => {
+            json(StatusCode::OK, &discovery::core_versions(&app.address))
+        }
         ["apis"] if req.method == Method::GET => json(StatusCode::OK, &discovery::groups(&catalog)),
-        ["api", v] if req.method == Method::GET => discovery_or_404(discovery::resources(&catalog, "", v)),
+        ["api", v] if req.method == Method::GET => {
+            discovery_or_404(discovery::resources(&catalog, "", v))
+        }
         ["apis", g] if req.method == Method::GET => discovery_or_404(discovery::group(&catalog, g)),
-        ["apis", g, v] if req.method == Method::GET => discovery_or_404(discovery::resources(&catalog, g, v)),
-        ["api", v, rest @ ..] if !rest.is_empty() => objects::handle(&app, &catalog, "", v, rest, req).await,
-        ["apis", g, v, rest @ ..] if !rest.is_empty() => objects::handle(&app, &catalog, g, v, rest, req).await,
+        ["apis", g, v] if req.method == Method::GET => {
+            discovery_or_404(discovery::resources(&catalog, g, v))
+        }
+        ["api", v, rest @ ..] if !rest.is_empty() => {
+            objects::handle(&app, &catalog, "", v, rest, req).await
+        }
+        ["apis", g, v, rest @ ..] if !rest.is_empty() => {
+            objects::handle(&app, &catalog, g, v, rest, req).await
+        }
         _ => not_found(),
     }
 }
@@ -188,5 +223,13 @@ fn discovery_or_404(doc: Option<Value>) -> Response {
 
 /// Wraps a streaming body (watches).
 pub fn stream(body: Body) -> Response {
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }

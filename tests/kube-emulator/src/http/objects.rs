@@ -26,20 +26,36 @@ fn parse_target<'a>(rest: &[&'a str]) -> Option<Target<'a>> {
     let namespaced = rest.len() >= 3
         && rest[0] == "namespaces"
         && !(rest.len() == 3 && matches!(rest[2], "status" | "finalize"));
-    let (namespace, tail) = if namespaced { (Some(rest[1]), &rest[2..]) } else { (None, rest) };
+    let (namespace, tail) = if namespaced {
+        (Some(rest[1]), &rest[2..])
+    } else {
+        (None, rest)
+    };
     if tail.is_empty() || tail.len() > 3 {
         return None;
     }
-    Some(Target { namespace, plural: tail[0], name: tail.get(1).copied(), sub: tail.get(2).copied() })
+    Some(Target {
+        namespace,
+        plural: tail[0],
+        name: tail.get(1).copied(),
+        sub: tail.get(2).copied(),
+    })
 }
 
 fn write_options(req: &Request) -> WriteOptions {
-    let manager = req.param("fieldManager").map(String::from).unwrap_or_else(|| {
-        // kube-apiserver's default manager: the User-Agent up to the first '/'.
-        let agent = req.header(header::USER_AGENT);
-        let prefix = agent.split('/').next().unwrap_or_default();
-        if prefix.is_empty() { "unknown".to_string() } else { prefix.to_string() }
-    });
+    let manager = req
+        .param("fieldManager")
+        .map(String::from)
+        .unwrap_or_else(|| {
+            // kube-apiserver's default manager: the User-Agent up to the first '/'.
+            let agent = req.header(header::USER_AGENT);
+            let prefix = agent.split('/').next().unwrap_or_default();
+            if prefix.is_empty() {
+                "unknown".to_string()
+            } else {
+                prefix.to_string()
+            }
+        });
     WriteOptions {
         dry_run: req.param("dryRun") == Some("All"),
         manager,
@@ -50,21 +66,29 @@ fn write_options(req: &Request) -> WriteOptions {
 
 fn selectors(req: &Request) -> Result<(Selector, Selector), ApiError> {
     let parse = |name: &str| {
-        Selector::parse(req.param(name).unwrap_or_default()).map_err(|e| ApiError::BadRequest(e.to_string()))
+        Selector::parse(req.param(name).unwrap_or_default())
+            .map_err(|e| ApiError::BadRequest(e.to_string()))
     };
     Ok((parse("labelSelector")?, parse("fieldSelector")?))
 }
 
 fn wants_table(req: &Request) -> bool {
-    req.header(header::ACCEPT).split(',').next().is_some_and(|first| first.contains("as=Table"))
+    req.header(header::ACCEPT)
+        .split(',')
+        .next()
+        .is_some_and(|first| first.contains("as=Table"))
 }
 
 fn body_json(req: &Request) -> Result<Value, ApiError> {
     if req.body.is_empty() {
         return Ok(json!({}));
     }
-    if req.header(header::CONTENT_TYPE).starts_with("application/vnd.kubernetes.protobuf") {
-        return crate::protobuf::decode(&req.body).map_err(|e| ApiError::UnsupportedMediaType(e.to_string()));
+    if req
+        .header(header::CONTENT_TYPE)
+        .starts_with("application/vnd.kubernetes.protobuf")
+    {
+        return crate::protobuf::decode(&req.body)
+            .map_err(|e| ApiError::UnsupportedMediaType(e.to_string()));
     }
     crate::registry::decode_body(&req.body)
 }
@@ -77,9 +101,20 @@ fn respond(result: Result<Value, ApiError>, code: StatusCode) -> Response {
 }
 
 /// Handles one resource request.
-pub async fn handle(app: &Arc<App>, catalog: &Catalog, group: &str, version: &str, rest: &[&str], req: Request) -> Response {
-    let Some(target) = parse_target(rest) else { return not_found() };
-    let Some(def) = catalog.find(group, version, target.plural).cloned() else { return not_found() };
+pub async fn handle(
+    app: &Arc<App>,
+    catalog: &Catalog,
+    group: &str,
+    version: &str,
+    rest: &[&str],
+    req: Request,
+) -> Response {
+    let Some(target) = parse_target(rest) else {
+        return not_found();
+    };
+    let Some(def) = catalog.find(group, version, target.plural).cloned() else {
+        return not_found();
+    };
     if target.namespace.is_some() && !def.namespaced {
         return not_found();
     }
@@ -92,16 +127,22 @@ pub async fn handle(app: &Arc<App>, catalog: &Catalog, group: &str, version: &st
     };
     match (target.name, req.method.clone()) {
         (None, Method::GET) if req.flag("watch") => match selectors(&req) {
-            Ok((labels, fields)) => watch::watch(app.clone(), def, ns.map(String::from), labels, fields, &req),
+            Ok((labels, fields)) => {
+                watch::watch(app.clone(), def, ns.map(String::from), labels, fields, &req)
+            }
             Err(e) => error(&e),
         },
         (None, Method::GET) => list(app, &def, ns, &req),
         (None, Method::POST) if def.namespaced && ns.is_none() => {
-            error(&ApiError::MethodNotAllowed(format!("the server does not allow this method on {}", def.plural)))
+            error(&ApiError::MethodNotAllowed(format!(
+                "the server does not allow this method on {}",
+                def.plural
+            )))
         }
         (None, Method::POST) => {
             let opts = write_options(&req);
-            let result = body_json(&req).and_then(|body| app.mutate(|s| s.create(&def, ns, body, &opts)));
+            let result =
+                body_json(&req).and_then(|body| app.mutate(|s| s.create(&def, ns, body, &opts)));
             respond(result, StatusCode::CREATED)
         }
         (None, Method::DELETE) => delete_collection(app, &def, ns, &req),
@@ -109,7 +150,8 @@ pub async fn handle(app: &Arc<App>, catalog: &Catalog, group: &str, version: &st
         (Some(name), Method::GET) => get(app, &def, ns, name, sub, &req),
         (Some(name), Method::PUT) => {
             let opts = write_options(&req);
-            let result = body_json(&req).and_then(|body| app.mutate(|s| s.replace(&def, ns, name, body, sub, &opts)));
+            let result = body_json(&req)
+                .and_then(|body| app.mutate(|s| s.replace(&def, ns, name, body, sub, &opts)));
             respond(result, StatusCode::OK)
         }
         (Some(name), Method::PATCH) => {
@@ -122,19 +164,39 @@ pub async fn handle(app: &Arc<App>, catalog: &Catalog, group: &str, version: &st
             let opts = write_options(&req);
             let existed = app.lock().get(&def, ns, name).is_ok();
             let result = app.mutate(|s| s.patch(&def, ns, name, kind, &req.body, sub, &opts));
-            let code = if existed || kind != PatchKind::Apply { StatusCode::OK } else { StatusCode::CREATED };
+            let code = if existed || kind != PatchKind::Apply {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
             respond(result, code)
         }
         (Some(name), Method::DELETE) if sub == Sub::Main => {
             let body = body_json(&req).unwrap_or_else(|_| json!({}));
-            let opts = DeleteOptions::parse(&body, req.param("propagationPolicy"), req.param("dryRun") == Some("All"));
-            respond(app.mutate(|s| s.delete(&def, ns, name, &opts)), StatusCode::OK)
+            let opts = DeleteOptions::parse(
+                &body,
+                req.param("propagationPolicy"),
+                req.param("dryRun") == Some("All"),
+            );
+            respond(
+                app.mutate(|s| s.delete(&def, ns, name, &opts)),
+                StatusCode::OK,
+            )
         }
-        (_, method) => error(&ApiError::MethodNotAllowed(format!("{method} is not supported on this path"))),
+        (_, method) => error(&ApiError::MethodNotAllowed(format!(
+            "{method} is not supported on this path"
+        ))),
     }
 }
 
-fn get(app: &Arc<App>, def: &ResourceDef, ns: Option<&str>, name: &str, sub: Sub, req: &Request) -> Response {
+fn get(
+    app: &Arc<App>,
+    def: &ResourceDef,
+    ns: Option<&str>,
+    name: &str,
+    sub: Sub,
+    req: &Request,
+) -> Response {
     let state = app.lock();
     let result = match sub {
         Sub::Scale => state.get_scale(def, ns, name),
@@ -144,7 +206,10 @@ fn get(app: &Arc<App>, def: &ResourceDef, ns: Option<&str>, name: &str, sub: Sub
         Ok(object) if wants_table(req) && sub == Sub::Main => {
             let include = IncludeObject::parse(req.param("includeObject"));
             let rv = state.store.revision().to_string();
-            json(StatusCode::OK, &table::render(def, &[object], &rv, include, chrono::Utc::now()))
+            json(
+                StatusCode::OK,
+                &table::render(def, &[object], &rv, include, chrono::Utc::now()),
+            )
         }
         other => respond(other, StatusCode::OK),
     }
@@ -158,20 +223,34 @@ fn list(app: &Arc<App>, def: &ResourceDef, ns: Option<&str>, req: &Request) -> R
     let list = app.lock().list(def, ns, &labels, &fields);
     if wants_table(req) {
         let items = list["items"].as_array().cloned().unwrap_or_default();
-        let rv = list["metadata"]["resourceVersion"].as_str().unwrap_or_default();
+        let rv = list["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or_default();
         let include = IncludeObject::parse(req.param("includeObject"));
-        return json(StatusCode::OK, &table::render(def, &items, rv, include, chrono::Utc::now()));
+        return json(
+            StatusCode::OK,
+            &table::render(def, &items, rv, include, chrono::Utc::now()),
+        );
     }
     json(StatusCode::OK, &list)
 }
 
-fn delete_collection(app: &Arc<App>, def: &ResourceDef, ns: Option<&str>, req: &Request) -> Response {
+fn delete_collection(
+    app: &Arc<App>,
+    def: &ResourceDef,
+    ns: Option<&str>,
+    req: &Request,
+) -> Response {
     let (labels, fields) = match selectors(req) {
         Ok(s) => s,
         Err(e) => return error(&e),
     };
     let body = body_json(req).unwrap_or_else(|_| json!({}));
-    let opts = DeleteOptions::parse(&body, req.param("propagationPolicy"), req.param("dryRun") == Some("All"));
+    let opts = DeleteOptions::parse(
+        &body,
+        req.param("propagationPolicy"),
+        req.param("dryRun") == Some("All"),
+    );
     let result = app.mutate(|s| {
         let list = s.list(def, ns, &labels, &fields);
         let mut deleted = Vec::new();

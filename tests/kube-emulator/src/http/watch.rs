@@ -46,7 +46,11 @@ impl Filter {
         if event.key.group != self.def.group || event.key.plural != self.def.plural {
             return None;
         }
-        if self.namespace.as_ref().is_some_and(|ns| *ns != event.key.namespace) {
+        if self
+            .namespace
+            .as_ref()
+            .is_some_and(|ns| *ns != event.key.namespace)
+        {
             return None;
         }
         let now = self.selects(&event.object);
@@ -82,18 +86,37 @@ fn bookmark(def: &ResourceDef, rv: u64, initial_end: bool) -> Value {
 }
 
 /// Starts a watch response.
-pub fn watch(app: Arc<App>, def: ResourceDef, namespace: Option<String>, labels: Selector, fields: Selector, req: &Request) -> Response {
+pub fn watch(
+    app: Arc<App>,
+    def: ResourceDef,
+    namespace: Option<String>,
+    labels: Selector,
+    fields: Selector,
+    req: &Request,
+) -> Response {
     let rv_param = req.param("resourceVersion").unwrap_or_default().to_string();
     let send_initial = req.flag("sendInitialEvents");
-    let timeout = req.param("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).map(Duration::from_secs);
+    let timeout = req
+        .param("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Duration::from_secs);
     let rv = match rv_param.as_str() {
         "" | "0" => None,
         n => match n.parse::<u64>() {
             Ok(n) => Some(n),
-            Err(_) => return error(&ApiError::BadRequest(format!("invalid resource version {n:?}"))),
+            Err(_) => {
+                return error(&ApiError::BadRequest(format!(
+                    "invalid resource version {n:?}"
+                )))
+            }
         },
     };
-    let filter = Filter { def, namespace, labels, fields };
+    let filter = Filter {
+        def,
+        namespace,
+        labels,
+        fields,
+    };
 
     // Backlog and subscription are taken under one lock, so no event falls in between.
     let (backlog, start_rv, receiver) = {
@@ -107,7 +130,11 @@ pub fn watch(app: Arc<App>, def: ResourceDef, namespace: Option<String>, labels:
             },
             _ => Ok(state
                 .store
-                .list(&filter.def.group, &filter.def.plural, filter.namespace.as_deref())
+                .list(
+                    &filter.def.group,
+                    &filter.def.plural,
+                    filter.namespace.as_deref(),
+                )
                 .into_iter()
                 .filter(|o| filter.selects(o))
                 .map(|o| json!({"type": "ADDED", "object": present(&filter.def, o)}))
@@ -131,13 +158,20 @@ pub fn watch(app: Arc<App>, def: ResourceDef, namespace: Option<String>, labels:
                 return;
             }
         }
-        if send_initial && tx.send(line(&bookmark(&filter.def, start_rv, true))).await.is_err() {
+        if send_initial
+            && tx
+                .send(line(&bookmark(&filter.def, start_rv, true)))
+                .await
+                .is_err()
+        {
             return;
         }
         follow(filter, receiver, unavailable, tx, timeout).await;
     });
     let body = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|bytes| (Ok::<_, std::convert::Infallible>(bytes), rx))
+        rx.recv()
+            .await
+            .map(|bytes| (Ok::<_, std::convert::Infallible>(bytes), rx))
     });
     stream(Body::from_stream(body))
 }

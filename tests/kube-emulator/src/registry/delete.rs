@@ -53,31 +53,58 @@ impl DeleteOptions {
                 _ if orphan => Propagation::Orphan,
                 _ => Propagation::Background,
             },
-            uid: body.pointer("/preconditions/uid").and_then(Value::as_str).map(String::from),
-            resource_version: body.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(String::from),
-            dry_run: dry_run || body.get("dryRun").and_then(Value::as_array).is_some_and(|a| !a.is_empty()),
+            uid: body
+                .pointer("/preconditions/uid")
+                .and_then(Value::as_str)
+                .map(String::from),
+            resource_version: body
+                .pointer("/preconditions/resourceVersion")
+                .and_then(Value::as_str)
+                .map(String::from),
+            dry_run: dry_run
+                || body
+                    .get("dryRun")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| !a.is_empty()),
         }
     }
 }
 
 fn uid_of(object: &Value) -> &str {
-    object.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default()
+    object
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 fn owner_uids(object: &Value) -> Vec<String> {
     object
         .pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
-        .map(|refs| refs.iter().filter_map(|r| r.get("uid")?.as_str().map(String::from)).collect())
+        .map(|refs| {
+            refs.iter()
+                .filter_map(|r| r.get("uid")?.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 impl State {
     /// DELETE one object. Answers the object when it stays (finalizers) or is a custom resource,
     /// and a `Status` of `Success` for built-ins, like kube-apiserver.
-    pub fn delete(&mut self, def: &ResourceDef, namespace: Option<&str>, name: &str, opts: &DeleteOptions) -> Result<Value, ApiError> {
+    pub fn delete(
+        &mut self,
+        def: &ResourceDef,
+        namespace: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<Value, ApiError> {
         let k = key(def, namespace, name);
-        let object = self.store.get(&k).cloned().ok_or_else(|| ApiError::not_found(&def.plural, &def.group, name))?;
+        let object = self
+            .store
+            .get(&k)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&def.plural, &def.group, name))?;
         if let Some(uid) = &opts.uid {
             if uid != uid_of(&object) {
                 return Err(ApiError::Conflict(format!(
@@ -106,7 +133,9 @@ impl State {
         let result = self.mark_or_remove(&k);
         self.collect_garbage();
         let result = result.ok_or_else(|| ApiError::not_found(&def.plural, &def.group, name))?;
-        if result.pointer("/metadata/deletionTimestamp").is_some() && self.store.get(&k).is_some() || def.schema.is_some() {
+        if result.pointer("/metadata/deletionTimestamp").is_some() && self.store.get(&k).is_some()
+            || def.schema.is_some()
+        {
             return Ok(present(def, &result));
         }
         Ok(json!({
@@ -118,7 +147,10 @@ impl State {
     /// Sets deletionTimestamp when finalizers remain, otherwise removes the object.
     fn mark_or_remove(&mut self, k: &ObjectKey) -> Option<Value> {
         let mut object = self.store.get(k).cloned()?;
-        let has_finalizers = object.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+        let has_finalizers = object
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
         if !has_finalizers {
             return self.finish_delete(k);
         }
@@ -127,7 +159,10 @@ impl State {
         }
         object["metadata"]["deletionTimestamp"] = json!(meta::now());
         object["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-        let generation = object.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+        let generation = object
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         object["metadata"]["generation"] = json!(generation + 1);
         Some(self.store.put(k.clone(), object))
     }
@@ -150,7 +185,12 @@ impl State {
     }
 
     fn remove_all(&mut self, mut which: impl FnMut(&ObjectKey) -> bool) {
-        let keys: Vec<ObjectKey> = self.store.iter().map(|(k, _)| k.clone()).filter(|k| which(k)).collect();
+        let keys: Vec<ObjectKey> = self
+            .store
+            .iter()
+            .map(|(k, _)| k.clone())
+            .filter(|k| which(k))
+            .collect();
         for k in keys {
             self.finish_delete(&k);
         }
@@ -180,7 +220,9 @@ impl State {
     }
 
     fn drop_owner_refs(&mut self, k: &ObjectKey, gone: &dyn Fn(&str) -> bool) {
-        let Some(mut object) = self.store.get(k).cloned() else { return };
+        let Some(mut object) = self.store.get(k).cloned() else {
+            return;
+        };
         if let Some(Value::Array(refs)) = object.pointer_mut("/metadata/ownerReferences") {
             refs.retain(|r| !r.get("uid").and_then(Value::as_str).is_some_and(gone));
             if refs.is_empty() {
@@ -196,7 +238,11 @@ impl State {
     /// and drops references to gone owners from objects that still have a live owner.
     pub fn collect_garbage(&mut self) {
         loop {
-            let live: HashSet<String> = self.store.iter().map(|(_, o)| uid_of(o).to_string()).collect();
+            let live: HashSet<String> = self
+                .store
+                .iter()
+                .map(|(_, o)| uid_of(o).to_string())
+                .collect();
             let mut orphaned = None;
             let mut dangling = None;
             for (k, o) in self.store.iter() {

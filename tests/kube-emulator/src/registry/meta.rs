@@ -57,20 +57,32 @@ pub fn now() -> String {
 
 /// `metadata.resourceVersion`, empty when unset.
 pub fn resource_version(object: &Value) -> String {
-    object.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_string()
+    object
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn metadata(object: &mut Value) -> &mut serde_json::Map<String, Value> {
     if !object.get("metadata").is_some_and(Value::is_object) {
         object["metadata"] = json!({});
     }
-    object["metadata"].as_object_mut().expect("metadata was just made an object")
+    object["metadata"]
+        .as_object_mut()
+        .expect("metadata was just made an object")
 }
 
 /// Fills the body's namespace from the URL, or rejects a mismatch like kube-apiserver.
-pub fn check_body_namespace(def: &ResourceDef, namespace: Option<&str>, body: &mut Value) -> Result<(), ApiError> {
+pub fn check_body_namespace(
+    def: &ResourceDef,
+    namespace: Option<&str>,
+    body: &mut Value,
+) -> Result<(), ApiError> {
     if !body.is_object() {
-        return Err(ApiError::BadRequest("the request body must be a JSON object".into()));
+        return Err(ApiError::BadRequest(
+            "the request body must be a JSON object".into(),
+        ));
     }
     let meta = metadata(body);
     if !def.namespaced {
@@ -80,7 +92,8 @@ pub fn check_body_namespace(def: &ResourceDef, namespace: Option<&str>, body: &m
     let url_ns = namespace.unwrap_or_default();
     match meta.get("namespace").and_then(Value::as_str) {
         Some(ns) if !ns.is_empty() && ns != url_ns => Err(ApiError::BadRequest(
-            "the namespace of the provided object does not match the namespace sent on the request".into(),
+            "the namespace of the provided object does not match the namespace sent on the request"
+                .into(),
         )),
         _ => {
             meta.insert("namespace".into(), json!(url_ns));
@@ -90,27 +103,50 @@ pub fn check_body_namespace(def: &ResourceDef, namespace: Option<&str>, body: &m
 }
 
 /// The name a create will use: `metadata.name`, or `generateName` plus a random suffix.
-pub fn name_for_create(body: &mut Value, kind: &str, group: &str, uids: &mut UidSource) -> Result<String, ApiError> {
+pub fn name_for_create(
+    body: &mut Value,
+    kind: &str,
+    group: &str,
+    uids: &mut UidSource,
+) -> Result<String, ApiError> {
     let meta = metadata(body);
-    if let Some(name) = meta.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+    if let Some(name) = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    {
         return Ok(name.to_string());
     }
-    match meta.get("generateName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+    match meta
+        .get("generateName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    {
         Some(prefix) => {
             let name = format!("{prefix}{}", uids.suffix());
             meta.insert("name".into(), json!(name));
             Ok(name)
         }
-        None => Err(ApiError::invalid(kind, group, "", vec![(
-            "metadata.name".into(),
-            "Required value: name or generateName is required".into(),
-        )])),
+        None => Err(ApiError::invalid(
+            kind,
+            group,
+            "",
+            vec![(
+                "metadata.name".into(),
+                "Required value: name or generateName is required".into(),
+            )],
+        )),
     }
 }
 
 /// What an endpoint may change: the main endpoint never touches `.status` of a kind with a status
 /// subresource; `/status` changes nothing but `.status`.
-pub fn apply_endpoint_rules(def: &ResourceDef, old: Option<&Value>, mut new: Value, sub: Sub) -> Value {
+pub fn apply_endpoint_rules(
+    def: &ResourceDef,
+    old: Option<&Value>,
+    mut new: Value,
+    sub: Sub,
+) -> Value {
     match (sub, old) {
         (Sub::Status, Some(old)) => {
             let mut merged = old.clone();
@@ -146,17 +182,35 @@ pub fn apply_endpoint_rules(def: &ResourceDef, old: Option<&Value>, mut new: Val
 }
 
 /// uid, creationTimestamp, generation and deletion fields belong to the server.
-pub fn set_system_metadata(def: &ResourceDef, key: &ObjectKey, old: Option<&Value>, new: &mut Value, uids: &mut UidSource) {
+pub fn set_system_metadata(
+    def: &ResourceDef,
+    key: &ObjectKey,
+    old: Option<&Value>,
+    new: &mut Value,
+    uids: &mut UidSource,
+) {
     new["apiVersion"] = json!(def.api_version());
     new["kind"] = json!(def.kind);
-    let old_meta = old.and_then(|o| o.get("metadata")).cloned().unwrap_or(json!({}));
-    let uid = old_meta.get("uid").cloned().unwrap_or_else(|| json!(uids.uid()));
-    let created = old_meta.get("creationTimestamp").cloned().unwrap_or_else(|| json!(now()));
+    let old_meta = old
+        .and_then(|o| o.get("metadata"))
+        .cloned()
+        .unwrap_or(json!({}));
+    let uid = old_meta
+        .get("uid")
+        .cloned()
+        .unwrap_or_else(|| json!(uids.uid()));
+    let created = old_meta
+        .get("creationTimestamp")
+        .cloned()
+        .unwrap_or_else(|| json!(now()));
     let meta = metadata(new);
     meta.insert("name".into(), json!(key.name));
     meta.insert("uid".into(), uid);
     meta.insert("creationTimestamp".into(), created);
-    meta.insert("generation".into(), old_meta.get("generation").cloned().unwrap_or(json!(1)));
+    meta.insert(
+        "generation".into(),
+        old_meta.get("generation").cloned().unwrap_or(json!(1)),
+    );
     meta.remove("selfLink");
     for field in ["deletionTimestamp", "deletionGracePeriodSeconds"] {
         match old_meta.get(field) {
@@ -181,7 +235,11 @@ pub fn bump_generation(old: Option<&Value>, new: &mut Value, has_status: bool) {
         v
     };
     if content(old) != content(new) {
-        let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
+        let generation = old
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            + 1;
         metadata(new).insert("generation".into(), json!(generation));
     }
 }
@@ -201,7 +259,10 @@ pub fn strip_nulls(value: &mut Value) {
 /// Whether a deletion waiting on finalizers can complete now.
 pub fn deletion_finished(object: &Value) -> bool {
     object.pointer("/metadata/deletionTimestamp").is_some()
-        && object.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(Vec::is_empty)
+        && object
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty)
 }
 
 const SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
@@ -209,7 +270,10 @@ const LABEL: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 
 /// DNS-1123 names: labels for namespaces and services, subdomains for everything else.
 pub fn validate_name(def: &ResourceDef, object: &Value) -> Vec<(String, String)> {
-    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let label = def.group.is_empty() && matches!(def.plural.as_str(), "namespaces" | "services");
     let (pattern, max, what) = if label {
         (LABEL, 63, "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character")
@@ -220,6 +284,9 @@ pub fn validate_name(def: &ResourceDef, object: &Value) -> Vec<(String, String)>
     if ok || def.group == "rbac.authorization.k8s.io" {
         Vec::new()
     } else {
-        vec![("metadata.name".into(), format!("Invalid value: {name:?}: {what}"))]
+        vec![(
+            "metadata.name".into(),
+            format!("Invalid value: {name:?}: {what}"),
+        )]
     }
 }

@@ -88,11 +88,20 @@ impl State {
     /// A fresh cluster with the four standard namespaces and an event log of `log_capacity`.
     pub fn new(log_capacity: usize) -> Self {
         let store = Store::with_capacity(log_capacity);
-        let mut state = State { store, catalog: Catalog::default(), uids: meta::UidSource::default() };
+        let mut state = State {
+            store,
+            catalog: Catalog::default(),
+            uids: meta::UidSource::default(),
+        };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
             if let Some(def) = state.catalog.find("", "v1", "namespaces").cloned() {
-                let opts = WriteOptions { dry_run: false, manager: "kube-apiserver".into(), force: false, strict: false };
+                let opts = WriteOptions {
+                    dry_run: false,
+                    manager: "kube-apiserver".into(),
+                    force: false,
+                    strict: false,
+                };
                 // Creating a fixed, valid namespace in an empty store cannot fail.
                 let _ = state.create(&def, None, body, &opts);
             }
@@ -105,7 +114,11 @@ fn key(def: &ResourceDef, namespace: Option<&str>, name: &str) -> ObjectKey {
     ObjectKey {
         group: def.group.clone(),
         plural: def.plural.clone(),
-        namespace: if def.namespaced { namespace.unwrap_or_default().to_string() } else { String::new() },
+        namespace: if def.namespaced {
+            namespace.unwrap_or_default().to_string()
+        } else {
+            String::new()
+        },
         name: name.to_string(),
     }
 }
@@ -120,7 +133,12 @@ pub fn present(def: &ResourceDef, object: &Value) -> Value {
 
 impl State {
     /// GET one object.
-    pub fn get(&self, def: &ResourceDef, namespace: Option<&str>, name: &str) -> Result<Value, ApiError> {
+    pub fn get(
+        &self,
+        def: &ResourceDef,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ApiError> {
         self.store
             .get(&key(def, namespace, name))
             .map(|o| present(def, o))
@@ -128,10 +146,20 @@ impl State {
     }
 
     /// LIST: a `<Kind>List` with the current revision.
-    pub fn list(&self, def: &ResourceDef, namespace: Option<&str>, labels: &Selector, fields: &Selector) -> Value {
+    pub fn list(
+        &self,
+        def: &ResourceDef,
+        namespace: Option<&str>,
+        labels: &Selector,
+        fields: &Selector,
+    ) -> Value {
         let items: Vec<Value> = self
             .store
-            .list(&def.group, &def.plural, namespace.filter(|_| def.namespaced))
+            .list(
+                &def.group,
+                &def.plural,
+                namespace.filter(|_| def.namespaced),
+            )
             .into_iter()
             .filter(|o| labels.matches_labels(o) && fields.matches_fields(o))
             .map(|o| present(def, o))
@@ -145,7 +173,13 @@ impl State {
     }
 
     /// POST: create, with generateName, namespace existence and AlreadyExists checks.
-    pub fn create(&mut self, def: &ResourceDef, namespace: Option<&str>, mut body: Value, opts: &WriteOptions) -> Result<Value, ApiError> {
+    pub fn create(
+        &mut self,
+        def: &ResourceDef,
+        namespace: Option<&str>,
+        mut body: Value,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
         meta::check_body_namespace(def, namespace, &mut body)?;
         let name = meta::name_for_create(&mut body, &def.kind, &def.group, &mut self.uids)?;
         self.ensure_namespace(def, namespace)?;
@@ -157,24 +191,44 @@ impl State {
     }
 
     /// PUT on the object, `/status` or (via [`patch`]) `/scale`.
-    pub fn replace(&mut self, def: &ResourceDef, namespace: Option<&str>, name: &str, mut body: Value, sub: Sub, opts: &WriteOptions) -> Result<Value, ApiError> {
+    pub fn replace(
+        &mut self,
+        def: &ResourceDef,
+        namespace: Option<&str>,
+        name: &str,
+        mut body: Value,
+        sub: Sub,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
         if sub == Sub::Scale {
             return self.replace_scale(def, namespace, name, body, opts);
         }
         meta::check_body_namespace(def, namespace, &mut body)?;
-        let body_name = body.pointer("/metadata/name").and_then(Value::as_str).unwrap_or(name);
+        let body_name = body
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or(name);
         if body_name != name {
             return Err(ApiError::BadRequest(format!(
                 "the name of the object ({body_name}) does not match the name on the URL ({name})"
             )));
         }
         let k = key(def, namespace, name);
-        let old = self.store.get(&k).cloned().ok_or_else(|| ApiError::not_found(&def.plural, &def.group, name))?;
+        let old = self
+            .store
+            .get(&k)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&def.plural, &def.group, name))?;
         if def.schema.is_some() && meta::resource_version(&body).is_empty() {
-            return Err(ApiError::invalid(&def.kind, &def.group, name, vec![(
-                "metadata.resourceVersion".into(),
-                "Invalid value: 0x0: must be specified for an update".into(),
-            )]));
+            return Err(ApiError::invalid(
+                &def.kind,
+                &def.group,
+                name,
+                vec![(
+                    "metadata.resourceVersion".into(),
+                    "Invalid value: 0x0: must be specified for an update".into(),
+                )],
+            ));
         }
         self.commit(def, k, Some(old), body, sub, opts, Ownership::Update)
     }
@@ -184,7 +238,12 @@ impl State {
             return Ok(());
         }
         let ns = namespace.unwrap_or_default();
-        let k = ObjectKey { group: String::new(), plural: "namespaces".into(), namespace: String::new(), name: ns.into() };
+        let k = ObjectKey {
+            group: String::new(),
+            plural: "namespaces".into(),
+            namespace: String::new(),
+            name: ns.into(),
+        };
         match self.store.get(&k) {
             Some(_) => Ok(()),
             None => Err(ApiError::not_found("namespaces", "", ns)),
@@ -194,7 +253,16 @@ impl State {
     /// Every write ends here: endpoint rules, system metadata, validation, generation,
     /// managedFields, then store (or not, on dry run), CRD registration and garbage collection.
     #[allow(clippy::too_many_arguments)]
-    fn commit(&mut self, def: &ResourceDef, k: ObjectKey, old: Option<Value>, mut new: Value, sub: Sub, opts: &WriteOptions, ownership: Ownership) -> Result<Value, ApiError> {
+    fn commit(
+        &mut self,
+        def: &ResourceDef,
+        k: ObjectKey,
+        old: Option<Value>,
+        mut new: Value,
+        sub: Sub,
+        opts: &WriteOptions,
+        ownership: Ownership,
+    ) -> Result<Value, ApiError> {
         let requested_rv = meta::resource_version(&new);
         if let Some(old) = &old {
             if !requested_rv.is_empty() && requested_rv != meta::resource_version(old) {
@@ -211,7 +279,12 @@ impl State {
         let policy = ListPolicy::new(def.schema.clone());
         let now = meta::now();
         let api_version = def.api_version();
-        let writer = Writer { manager: &opts.manager, subresource: sub.name(), api_version: &api_version, now: &now };
+        let writer = Writer {
+            manager: &opts.manager,
+            subresource: sub.name(),
+            api_version: &api_version,
+            now: &now,
+        };
         let entries = match ownership {
             Ownership::Apply(entries) => entries,
             Ownership::Update => {
@@ -241,13 +314,26 @@ impl State {
         Ok(present(def, &result))
     }
 
-    fn validate(&self, def: &ResourceDef, name: &str, old: Option<&Value>, new: &mut Value, strict: bool) -> Result<(), ApiError> {
+    fn validate(
+        &self,
+        def: &ResourceDef,
+        name: &str,
+        old: Option<&Value>,
+        new: &mut Value,
+        strict: bool,
+    ) -> Result<(), ApiError> {
         let mut causes: Vec<(String, String)> = meta::validate_name(def, new);
         if let Some(schema) = &def.schema {
             let unknown = crate::schema::prune_and_default(new, schema);
             if strict && !unknown.is_empty() {
-                let fields: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
-                return Err(ApiError::BadRequest(format!("strict decoding error: {}", fields.join(", "))));
+                let fields: Vec<String> = unknown
+                    .iter()
+                    .map(|f| format!("unknown field \"{f}\""))
+                    .collect();
+                return Err(ApiError::BadRequest(format!(
+                    "strict decoding error: {}",
+                    fields.join(", ")
+                )));
             }
             let violations = crate::schema::validate(new, old, schema);
             causes.extend(violations.into_iter().map(|v| (v.field, v.message)));
@@ -261,23 +347,41 @@ impl State {
 
     /// Validates a CRD and fills its status like the apiextensions controllers do.
     fn prepare_crd(&self, def: &ResourceDef, crd: &mut Value) -> Result<(), ApiError> {
-        let name = crd.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
-        let invalid = |field: String, reason: String| ApiError::invalid(&def.kind, &def.group, &name, vec![(field, reason)]);
+        let name = crd
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let invalid = |field: String, reason: String| {
+            ApiError::invalid(&def.kind, &def.group, &name, vec![(field, reason)])
+        };
         crate::resource::from_crd(crd).map_err(|e| invalid(e.field, e.reason))?;
-        let plural = crd.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or_default();
-        let group = crd.pointer("/spec/group").and_then(Value::as_str).unwrap_or_default();
+        let plural = crd
+            .pointer("/spec/names/plural")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let group = crd
+            .pointer("/spec/group")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if name != format!("{plural}.{group}") {
-            return Err(invalid("metadata.name".into(), format!("Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group")));
+            return Err(invalid(
+                "metadata.name".into(),
+                format!("Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group"),
+            ));
         }
         let storage: Vec<Value> = crd
             .pointer("/spec/versions")
             .and_then(Value::as_array)
-            .map(|vs| vs.iter().filter(|v| v.get("storage") == Some(&json!(true))).filter_map(|v| v.get("name").cloned()).collect())
+            .map(|vs| {
+                vs.iter()
+                    .filter(|v| v.get("storage") == Some(&json!(true)))
+                    .filter_map(|v| v.get("name").cloned())
+                    .collect()
+            })
             .unwrap_or_default();
         let now = meta::now();
-        let condition = |type_: &str, reason: &str, message: &str| {
-            json!({"type": type_, "status": "True", "reason": reason, "message": message, "lastTransitionTime": now})
-        };
+        let condition = |type_: &str, reason: &str, message: &str| json!({"type": type_, "status": "True", "reason": reason, "message": message, "lastTransitionTime": now});
         crd["status"] = json!({
             "acceptedNames": crd.pointer("/spec/names").cloned().unwrap_or(json!({})),
             "conditions": [
@@ -290,7 +394,10 @@ impl State {
     }
 
     fn register_crd(&mut self, crd: &Value) {
-        let name = crd.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        let name = crd
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if let Ok(defs) = crate::resource::from_crd(crd) {
             self.catalog.put_crd(name, defs);
         }

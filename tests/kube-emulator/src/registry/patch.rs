@@ -30,7 +30,9 @@ impl PatchKind {
             "application/merge-patch+json" => Some(PatchKind::Merge),
             "application/json-patch+json" => Some(PatchKind::Json),
             "application/strategic-merge-patch+json" => Some(PatchKind::Strategic),
-            "application/apply-patch+yaml" | "application/apply-patch+json" => Some(PatchKind::Apply),
+            "application/apply-patch+yaml" | "application/apply-patch+json" => {
+                Some(PatchKind::Apply)
+            }
             _ => None,
         }
     }
@@ -41,16 +43,29 @@ pub fn decode_body(body: &[u8]) -> Result<Value, ApiError> {
     if let Ok(v) = serde_json::from_slice(body) {
         return Ok(v);
     }
-    let text = std::str::from_utf8(body).map_err(|e| ApiError::BadRequest(format!("failed to decode body: {e}")))?;
-    serde_saphyr::from_str(text).map_err(|e| ApiError::BadRequest(format!("failed to decode body: {e}")))
+    let text = std::str::from_utf8(body)
+        .map_err(|e| ApiError::BadRequest(format!("failed to decode body: {e}")))?;
+    serde_saphyr::from_str(text)
+        .map_err(|e| ApiError::BadRequest(format!("failed to decode body: {e}")))
 }
 
-fn patch_document(target: &mut Value, kind: PatchKind, patch: &Value, policy: &ListPolicy) -> Result<(), ApiError> {
+fn patch_document(
+    target: &mut Value,
+    kind: PatchKind,
+    patch: &Value,
+    policy: &ListPolicy,
+) -> Result<(), ApiError> {
     match kind {
         PatchKind::Merge => merge::merge_patch(target, patch),
         PatchKind::Strategic => merge::strategic_merge_patch(target, patch, policy),
-        PatchKind::Json => merge::json_patch(target, patch).map_err(|e| ApiError::BadRequest(e.to_string()))?,
-        PatchKind::Apply => return Err(ApiError::UnsupportedMediaType("apply is handled separately".into())),
+        PatchKind::Json => {
+            merge::json_patch(target, patch).map_err(|e| ApiError::BadRequest(e.to_string()))?
+        }
+        PatchKind::Apply => {
+            return Err(ApiError::UnsupportedMediaType(
+                "apply is handled separately".into(),
+            ))
+        }
     }
     Ok(())
 }
@@ -58,7 +73,16 @@ fn patch_document(target: &mut Value, kind: PatchKind, patch: &Value, policy: &L
 impl State {
     /// PATCH on the object, `/status` or `/scale`. Server-side apply creates a missing object.
     #[allow(clippy::too_many_arguments)]
-    pub fn patch(&mut self, def: &ResourceDef, namespace: Option<&str>, name: &str, kind: PatchKind, body: &[u8], sub: Sub, opts: &WriteOptions) -> Result<Value, ApiError> {
+    pub fn patch(
+        &mut self,
+        def: &ResourceDef,
+        namespace: Option<&str>,
+        name: &str,
+        kind: PatchKind,
+        body: &[u8],
+        sub: Sub,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
         let patch = decode_body(body)?;
         if kind == PatchKind::Strategic && def.schema.is_some() {
             return Err(ApiError::UnsupportedMediaType(
@@ -83,15 +107,32 @@ impl State {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn apply(&mut self, def: &ResourceDef, namespace: Option<&str>, name: &str, mut applied: Value, existing: Option<Value>, sub: Sub, opts: &WriteOptions, policy: &ListPolicy) -> Result<Value, ApiError> {
+    fn apply(
+        &mut self,
+        def: &ResourceDef,
+        namespace: Option<&str>,
+        name: &str,
+        mut applied: Value,
+        existing: Option<Value>,
+        sub: Sub,
+        opts: &WriteOptions,
+        policy: &ListPolicy,
+    ) -> Result<Value, ApiError> {
         if opts.manager.is_empty() {
-            return Err(ApiError::BadRequest("fieldManager is required for apply requests".into()));
+            return Err(ApiError::BadRequest(
+                "fieldManager is required for apply requests".into(),
+            ));
         }
         if sub == Sub::Scale {
-            return Err(ApiError::UnsupportedMediaType("server-side apply to /scale is not emulated".into()));
+            return Err(ApiError::UnsupportedMediaType(
+                "server-side apply to /scale is not emulated".into(),
+            ));
         }
         meta::check_body_namespace(def, namespace, &mut applied)?;
-        let applied_name = applied.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        let applied_name = applied
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if applied_name != name {
             return Err(ApiError::BadRequest(format!(
                 "the name of the object ({applied_name}) does not match the name on the URL ({name})"
@@ -100,9 +141,12 @@ impl State {
         if def.schema.is_none() {
             meta::strip_nulls(&mut applied);
         }
-        let map = applied.as_object_mut().ok_or_else(|| ApiError::BadRequest("apply body must be an object".into()))?;
+        let map = applied
+            .as_object_mut()
+            .ok_or_else(|| ApiError::BadRequest("apply body must be an object".into()))?;
         match sub {
-            Sub::Status => map.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status")),
+            Sub::Status => map
+                .retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status")),
             _ if def.status => {
                 map.remove("status");
             }
@@ -110,29 +154,71 @@ impl State {
         }
         let now = meta::now();
         let api_version = def.api_version();
-        let writer = Writer { manager: &opts.manager, subresource: sub.name(), api_version: &api_version, now: &now };
+        let writer = Writer {
+            manager: &opts.manager,
+            subresource: sub.name(),
+            api_version: &api_version,
+            now: &now,
+        };
         let mut entries = existing.as_ref().map(ssa::read_managed).unwrap_or_default();
-        let merged = ssa::apply(existing.as_ref(), &applied, &mut entries, &writer, opts.force, policy)
-            .map_err(|c| ApiError::Conflict(c.message))?;
+        let merged = ssa::apply(
+            existing.as_ref(),
+            &applied,
+            &mut entries,
+            &writer,
+            opts.force,
+            policy,
+        )
+        .map_err(|c| ApiError::Conflict(c.message))?;
         match existing {
             None if sub != Sub::Main => Err(ApiError::not_found(&def.plural, &def.group, name)),
             None => {
                 self.ensure_namespace(def, namespace)?;
-                self.commit(def, key(def, namespace, name), None, merged, sub, opts, Ownership::Apply(entries))
+                self.commit(
+                    def,
+                    key(def, namespace, name),
+                    None,
+                    merged,
+                    sub,
+                    opts,
+                    Ownership::Apply(entries),
+                )
             }
-            Some(old) => self.commit(def, key(def, namespace, name), Some(old), merged, sub, opts, Ownership::Apply(entries)),
+            Some(old) => self.commit(
+                def,
+                key(def, namespace, name),
+                Some(old),
+                merged,
+                sub,
+                opts,
+                Ownership::Apply(entries),
+            ),
         }
     }
 
     /// GET `/scale`.
-    pub fn get_scale(&self, def: &ResourceDef, namespace: Option<&str>, name: &str) -> Result<Value, ApiError> {
-        let object = self.store.get(&key(def, namespace, name)).ok_or_else(|| ApiError::not_found(&def.plural, &def.group, name))?;
+    pub fn get_scale(
+        &self,
+        def: &ResourceDef,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ApiError> {
+        let object = self
+            .store
+            .get(&key(def, namespace, name))
+            .ok_or_else(|| ApiError::not_found(&def.plural, &def.group, name))?;
         self.scale_of(def, object)
     }
 
     fn scale_of(&self, def: &ResourceDef, object: &Value) -> Result<Value, ApiError> {
-        let spec = def.scale.as_ref().ok_or_else(|| ApiError::NotFound("the server could not find the requested resource".into()))?;
-        let replicas = |path: &str| jsonpath::get(object, path).and_then(Value::as_i64).unwrap_or(0);
+        let spec = def.scale.as_ref().ok_or_else(|| {
+            ApiError::NotFound("the server could not find the requested resource".into())
+        })?;
+        let replicas = |path: &str| {
+            jsonpath::get(object, path)
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+        };
         let selector = spec
             .label_selector_path
             .as_deref()
@@ -141,7 +227,13 @@ impl State {
             .unwrap_or_default();
         let m = object.get("metadata").cloned().unwrap_or(json!({}));
         let mut metadata = json!({});
-        for field in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
+        for field in [
+            "name",
+            "namespace",
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+        ] {
             if let Some(v) = m.get(field) {
                 metadata[field] = v.clone();
             }
@@ -160,20 +252,44 @@ impl State {
     }
 
     /// PUT `/scale`: sets the spec replicas path and writes the object through the main rules.
-    pub(super) fn replace_scale(&mut self, def: &ResourceDef, namespace: Option<&str>, name: &str, scale: Value, opts: &WriteOptions) -> Result<Value, ApiError> {
-        let spec = def.scale.clone().ok_or_else(|| ApiError::NotFound("the server could not find the requested resource".into()))?;
+    pub(super) fn replace_scale(
+        &mut self,
+        def: &ResourceDef,
+        namespace: Option<&str>,
+        name: &str,
+        scale: Value,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        let spec = def.scale.clone().ok_or_else(|| {
+            ApiError::NotFound("the server could not find the requested resource".into())
+        })?;
         let k = key(def, namespace, name);
-        let old = self.store.get(&k).cloned().ok_or_else(|| ApiError::not_found(&def.plural, &def.group, name))?;
-        let replicas = scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
+        let old = self
+            .store
+            .get(&k)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&def.plural, &def.group, name))?;
+        let replicas = scale
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         if replicas < 0 {
-            return Err(ApiError::invalid("Scale", "autoscaling", name, vec![(
-                "spec.replicas".into(),
-                format!("Invalid value: {replicas}: must be greater than or equal to 0"),
-            )]));
+            return Err(ApiError::invalid(
+                "Scale",
+                "autoscaling",
+                name,
+                vec![(
+                    "spec.replicas".into(),
+                    format!("Invalid value: {replicas}: must be greater than or equal to 0"),
+                )],
+            ));
         }
         let mut new = old.clone();
         if !jsonpath::set(&mut new, &spec.spec_replicas_path, json!(replicas)) {
-            return Err(ApiError::Internal(format!("cannot set {}", spec.spec_replicas_path)));
+            return Err(ApiError::Internal(format!(
+                "cannot set {}",
+                spec.spec_replicas_path
+            )));
         }
         let rv = meta::resource_version(&scale);
         if !rv.is_empty() {

@@ -4,11 +4,20 @@ use super::*;
 use serde_json::json;
 
 fn opts(manager: &str) -> WriteOptions {
-    WriteOptions { dry_run: false, manager: manager.into(), force: false, strict: false }
+    WriteOptions {
+        dry_run: false,
+        manager: manager.into(),
+        force: false,
+        strict: false,
+    }
 }
 
 fn def(state: &State, group: &str, version: &str, plural: &str) -> ResourceDef {
-    state.catalog.find(group, version, plural).cloned().expect("served resource")
+    state
+        .catalog
+        .find(group, version, plural)
+        .cloned()
+        .expect("served resource")
 }
 
 fn widget_crd() -> Value {
@@ -32,8 +41,15 @@ fn widget_crd() -> Value {
 
 fn with_widgets() -> (State, ResourceDef) {
     let mut state = State::default();
-    let crds = def(&state, "apiextensions.k8s.io", "v1", "customresourcedefinitions");
-    let crd = state.create(&crds, None, widget_crd(), &opts("test")).expect("crd created");
+    let crds = def(
+        &state,
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+    );
+    let crd = state
+        .create(&crds, None, widget_crd(), &opts("test"))
+        .expect("crd created");
     assert_eq!(crd["status"]["conditions"][1]["type"], "Established");
     let widgets = def(&state, "example.dev", "v1", "widgets");
     (state, widgets)
@@ -43,10 +59,19 @@ fn with_widgets() -> (State, ResourceDef) {
 fn creating_a_crd_serves_its_resource_with_defaults_applied() {
     let (mut state, widgets) = with_widgets();
     let w = state
-        .create(&widgets, Some("default"), json!({"metadata": {"name": "w"}, "spec": {}, "status": {"phase": "x"}}), &opts("t"))
+        .create(
+            &widgets,
+            Some("default"),
+            json!({"metadata": {"name": "w"}, "spec": {}, "status": {"phase": "x"}}),
+            &opts("t"),
+        )
         .expect("created");
     assert_eq!(w["spec"]["size"], 1, "default applied");
-    assert_eq!(w.get("status"), None, "status is ignored on create with a status subresource");
+    assert_eq!(
+        w.get("status"),
+        None,
+        "status is ignored on create with a status subresource"
+    );
     assert_eq!(w["metadata"]["generation"], 1);
     assert_eq!(w["apiVersion"], "example.dev/v1");
 }
@@ -54,15 +79,41 @@ fn creating_a_crd_serves_its_resource_with_defaults_applied() {
 #[test]
 fn status_writes_do_not_bump_generation_and_spec_writes_do() {
     let (mut state, widgets) = with_widgets();
-    let w = state.create(&widgets, Some("default"), json!({"metadata": {"name": "w"}, "spec": {"size": 1}}), &opts("t")).expect("created");
+    let w = state
+        .create(
+            &widgets,
+            Some("default"),
+            json!({"metadata": {"name": "w"}, "spec": {"size": 1}}),
+            &opts("t"),
+        )
+        .expect("created");
     let mut with_status = w.clone();
     with_status["status"] = json!({"phase": "Running"});
     with_status["spec"]["size"] = json!(7);
-    let after = state.replace(&widgets, Some("default"), "w", with_status, Sub::Status, &opts("t")).expect("status");
+    let after = state
+        .replace(
+            &widgets,
+            Some("default"),
+            "w",
+            with_status,
+            Sub::Status,
+            &opts("t"),
+        )
+        .expect("status");
     assert_eq!(after["status"]["phase"], "Running");
     assert_eq!(after["spec"]["size"], 1, "spec untouched by /status");
     assert_eq!(after["metadata"]["generation"], 1);
-    let scaled = state.patch(&widgets, Some("default"), "w", PatchKind::Merge, br#"{"spec":{"replicas":3}}"#, Sub::Scale, &opts("t")).expect("scale");
+    let scaled = state
+        .patch(
+            &widgets,
+            Some("default"),
+            "w",
+            PatchKind::Merge,
+            br#"{"spec":{"replicas":3}}"#,
+            Sub::Scale,
+            &opts("t"),
+        )
+        .expect("scale");
     assert_eq!(scaled["spec"]["replicas"], 3);
     let now = state.get(&widgets, Some("default"), "w").expect("get");
     assert_eq!(now["spec"]["size"], 3);
@@ -73,9 +124,27 @@ fn status_writes_do_not_bump_generation_and_spec_writes_do() {
 fn a_stale_resource_version_conflicts() {
     let mut state = State::default();
     let cms = def(&state, "", "v1", "configmaps");
-    let cm = state.create(&cms, Some("default"), json!({"metadata": {"name": "c"}, "data": {"a": "1"}}), &opts("t")).expect("created");
-    state.replace(&cms, Some("default"), "c", cm.clone(), Sub::Main, &opts("t")).expect("first update");
-    let err = state.replace(&cms, Some("default"), "c", cm, Sub::Main, &opts("t")).expect_err("stale");
+    let cm = state
+        .create(
+            &cms,
+            Some("default"),
+            json!({"metadata": {"name": "c"}, "data": {"a": "1"}}),
+            &opts("t"),
+        )
+        .expect("created");
+    state
+        .replace(
+            &cms,
+            Some("default"),
+            "c",
+            cm.clone(),
+            Sub::Main,
+            &opts("t"),
+        )
+        .expect("first update");
+    let err = state
+        .replace(&cms, Some("default"), "c", cm, Sub::Main, &opts("t"))
+        .expect_err("stale");
     assert_eq!(err.code(), 409);
     assert_eq!(err.reason(), "Conflict");
 }
@@ -84,25 +153,68 @@ fn a_stale_resource_version_conflicts() {
 fn finalizers_delay_deletion_until_they_are_removed() {
     let mut state = State::default();
     let cms = def(&state, "", "v1", "configmaps");
-    state.create(&cms, Some("default"), json!({"metadata": {"name": "c", "finalizers": ["x/y"]}}), &opts("t")).expect("created");
-    let pending = state.delete(&cms, Some("default"), "c", &DeleteOptions::default()).expect("delete");
+    state
+        .create(
+            &cms,
+            Some("default"),
+            json!({"metadata": {"name": "c", "finalizers": ["x/y"]}}),
+            &opts("t"),
+        )
+        .expect("created");
+    let pending = state
+        .delete(&cms, Some("default"), "c", &DeleteOptions::default())
+        .expect("delete");
     assert!(pending.pointer("/metadata/deletionTimestamp").is_some());
     let released = state
-        .patch(&cms, Some("default"), "c", PatchKind::Merge, br#"{"metadata":{"finalizers":null}}"#, Sub::Main, &opts("t"))
+        .patch(
+            &cms,
+            Some("default"),
+            "c",
+            PatchKind::Merge,
+            br#"{"metadata":{"finalizers":null}}"#,
+            Sub::Main,
+            &opts("t"),
+        )
         .expect("patch");
     assert_eq!(released["metadata"]["name"], "c");
-    assert!(state.get(&cms, Some("default"), "c").is_err(), "gone once finalizers are empty");
+    assert!(
+        state.get(&cms, Some("default"), "c").is_err(),
+        "gone once finalizers are empty"
+    );
 }
 
 #[test]
 fn dependents_are_garbage_collected_when_their_owner_goes() {
     let (mut state, widgets) = with_widgets();
-    let w = state.create(&widgets, Some("default"), json!({"metadata": {"name": "w"}, "spec": {}}), &opts("t")).expect("owner");
+    let w = state
+        .create(
+            &widgets,
+            Some("default"),
+            json!({"metadata": {"name": "w"}, "spec": {}}),
+            &opts("t"),
+        )
+        .expect("owner");
     let owner_ref = json!([{"apiVersion": "example.dev/v1", "kind": "Widget", "name": "w", "uid": w["metadata"]["uid"]}]);
     let cms = def(&state, "", "v1", "configmaps");
-    state.create(&cms, Some("default"), json!({"metadata": {"name": "child", "ownerReferences": owner_ref}}), &opts("t")).expect("child");
-    state.create(&cms, Some("default"), json!({"metadata": {"name": "other"}}), &opts("t")).expect("unrelated");
-    state.delete(&widgets, Some("default"), "w", &DeleteOptions::default()).expect("delete owner");
+    state
+        .create(
+            &cms,
+            Some("default"),
+            json!({"metadata": {"name": "child", "ownerReferences": owner_ref}}),
+            &opts("t"),
+        )
+        .expect("child");
+    state
+        .create(
+            &cms,
+            Some("default"),
+            json!({"metadata": {"name": "other"}}),
+            &opts("t"),
+        )
+        .expect("unrelated");
+    state
+        .delete(&widgets, Some("default"), "w", &DeleteOptions::default())
+        .expect("delete owner");
     assert!(state.get(&cms, Some("default"), "child").is_err());
     assert!(state.get(&cms, Some("default"), "other").is_ok());
 }
@@ -111,7 +223,12 @@ fn dependents_are_garbage_collected_when_their_owner_goes() {
 fn schema_violations_answer_422_with_every_field() {
     let (mut state, widgets) = with_widgets();
     let err = state
-        .create(&widgets, Some("default"), json!({"metadata": {"name": "w"}, "spec": {"size": -1}}), &opts("t"))
+        .create(
+            &widgets,
+            Some("default"),
+            json!({"metadata": {"name": "w"}, "spec": {"size": -1}}),
+            &opts("t"),
+        )
         .expect_err("invalid");
     assert_eq!(err.code(), 422);
     assert_eq!(
@@ -124,7 +241,14 @@ fn schema_violations_answer_422_with_every_field() {
 fn creating_in_a_missing_namespace_is_not_found() {
     let mut state = State::default();
     let cms = def(&state, "", "v1", "configmaps");
-    let err = state.create(&cms, Some("nope"), json!({"metadata": {"name": "c"}}), &opts("t")).expect_err("no ns");
+    let err = state
+        .create(
+            &cms,
+            Some("nope"),
+            json!({"metadata": {"name": "c"}}),
+            &opts("t"),
+        )
+        .expect_err("no ns");
     assert_eq!(err.to_string(), "namespaces \"nope\" not found");
 }
 
@@ -133,19 +257,46 @@ fn deleting_a_namespace_deletes_its_contents() {
     let mut state = State::default();
     let nss = def(&state, "", "v1", "namespaces");
     let cms = def(&state, "", "v1", "configmaps");
-    state.create(&nss, None, json!({"metadata": {"name": "team"}}), &opts("t")).expect("ns");
-    state.create(&cms, Some("team"), json!({"metadata": {"name": "c"}}), &opts("t")).expect("cm");
-    state.delete(&nss, None, "team", &DeleteOptions::default()).expect("delete ns");
+    state
+        .create(
+            &nss,
+            None,
+            json!({"metadata": {"name": "team"}}),
+            &opts("t"),
+        )
+        .expect("ns");
+    state
+        .create(
+            &cms,
+            Some("team"),
+            json!({"metadata": {"name": "c"}}),
+            &opts("t"),
+        )
+        .expect("cm");
+    state
+        .delete(&nss, None, "team", &DeleteOptions::default())
+        .expect("delete ns");
     assert!(state.get(&cms, Some("team"), "c").is_err());
 }
 
 #[test]
 fn strict_field_validation_rejects_unknown_fields_of_custom_resources() {
     let (mut state, widgets) = with_widgets();
-    let strict = WriteOptions { strict: true, ..opts("t") };
+    let strict = WriteOptions {
+        strict: true,
+        ..opts("t")
+    };
     let err = state
-        .create(&widgets, Some("default"), json!({"metadata": {"name": "w"}, "spec": {"colour": "red"}}), &strict)
+        .create(
+            &widgets,
+            Some("default"),
+            json!({"metadata": {"name": "w"}, "spec": {"colour": "red"}}),
+            &strict,
+        )
         .expect_err("unknown field");
     assert_eq!(err.code(), 400);
-    assert_eq!(err.to_string(), "strict decoding error: unknown field \"spec.colour\"");
+    assert_eq!(
+        err.to_string(),
+        "strict decoding error: unknown field \"spec.colour\""
+    );
 }

@@ -63,7 +63,10 @@ pub fn widget_crd() -> Value {
 
 /// How clients address the test CRD.
 pub fn widget_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("test.tidemark.dev", "v1", "Widget"), "widgets")
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("test.tidemark.dev", "v1", "Widget"),
+        "widgets",
+    )
 }
 
 /// A Widget with `spec`.
@@ -77,7 +80,9 @@ pub async fn with_widgets() -> (EmulatorHandle, Client, Api<DynamicObject>) {
     let client = emulator.client();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd: CustomResourceDefinition = serde_json::from_value(widget_crd()).expect("valid CRD");
-    crds.create(&PostParams::default(), &crd).await.expect("CRD created");
+    crds.create(&PostParams::default(), &crd)
+        .await
+        .expect("CRD created");
     let widgets = Api::namespaced_with(client.clone(), "default", &widget_resource());
     (emulator, client, widgets)
 }
