@@ -22,6 +22,7 @@ use tidemark_api::MarketingPipeline;
 use crate::metrics::Metrics;
 use crate::names::{CONTROLLER_NAME, LABEL_MANAGED_BY};
 use crate::reconcile::{error_chain, reconcile, ReconcileError};
+use crate::trigger;
 
 /// First retry delay after a failed reconcile; doubles per failure.
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -144,10 +145,22 @@ where
         api::<MarketingPipeline>(client, namespace),
         watcher::Config::default(),
     )
-    .owns(api::<ConfigMap>(client, namespace), owned.clone())
-    .owns(api::<Service>(client, namespace), owned.clone())
-    .owns(api::<StatefulSet>(client, namespace), owned.clone())
-    .owns(api::<PodDisruptionBudget>(client, namespace), owned)
+    .owns_stream(trigger::changes(
+        api::<ConfigMap>(client, namespace),
+        owned.clone(),
+    ))
+    .owns_stream(trigger::changes(
+        api::<Service>(client, namespace),
+        owned.clone(),
+    ))
+    .owns_stream(trigger::changes(
+        api::<StatefulSet>(client, namespace),
+        owned.clone(),
+    ))
+    .owns_stream(trigger::changes(
+        api::<PodDisruptionBudget>(client, namespace),
+        owned,
+    ))
     .graceful_shutdown_on(shutdown)
     .run(reconcile, error_policy, ctx.clone())
     .for_each(|result| async move {

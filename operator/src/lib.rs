@@ -21,6 +21,7 @@ pub mod names;
 pub mod reconcile;
 pub mod run;
 pub mod status;
+pub mod trigger;
 pub mod validate;
 
 pub use run::{run, RunConfig};

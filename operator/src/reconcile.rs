@@ -242,6 +242,7 @@ async fn write_status(
     let patch = json!({
         "apiVersion": MarketingPipeline::api_version(&()),
         "kind": MarketingPipeline::kind(&()),
+        "metadata": { "name": pipeline.name_any() },
         "status": status,
     });
     let params = PatchParams::apply(FIELD_MANAGER).force();
