@@ -206,7 +206,9 @@ pub fn apply(
             && e.subresource == writer.subresource
     };
     let mut conflicts: Vec<(String, String)> = Vec::new();
-    for entry in entries.iter().filter(|e| !is_mine(e)) {
+    // A manager never conflicts with itself, whichever operation wrote its other entries
+    // (e.g. an operator that created an object with POST and now applies it).
+    for entry in entries.iter().filter(|e| e.manager != writer.manager) {
         for path in applied_set.intersection(&entry.fields) {
             if matches!(path.last(), Some(PathElem::Key(_) | PathElem::Value(_))) {
                 continue; // list-item identity, not a value

@@ -206,3 +206,21 @@ fn managed_fields_round_trip_through_the_object() {
     );
     assert_eq!(read_managed(&live), entries);
 }
+
+#[test]
+fn a_manager_does_not_conflict_with_its_own_earlier_update() {
+    let policy = ListPolicy::default();
+    let mut entries = Vec::new();
+    let created = cm(json!({"a": "1"}));
+    record_update(None, &created, &mut entries, &writer("operator"), &policy);
+    let applied = apply(
+        Some(&created),
+        &cm(json!({"a": "2"})),
+        &mut entries,
+        &writer("operator"),
+        false,
+        &policy,
+    )
+    .expect("no conflict with itself");
+    assert_eq!(applied["data"]["a"], "2");
+}
