@@ -73,7 +73,7 @@ impl Metrics {
             &["decision"],
         )?;
         let leader =
-            prometheus::IntGauge::new(LEADER, "1 while this replica holds the leader Lease.")?;
+            prometheus::IntGauge::new(LEADER, "Whether this replica holds the leader Lease (1) or waits (0).")?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(autoscaler_decisions.clone()))?;
