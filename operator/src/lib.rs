@@ -18,6 +18,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod names;
+pub mod rbac;
 pub mod reconcile;
 pub mod run;
 pub mod status;

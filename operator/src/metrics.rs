@@ -9,6 +9,8 @@ pub const RECONCILES_TOTAL: &str = "tidemark_operator_reconciles_total";
 pub const RECONCILE_DURATION_SECONDS: &str = "tidemark_operator_reconcile_duration_seconds";
 /// Counter of autoscaler decisions by `decision`.
 pub const AUTOSCALER_DECISIONS_TOTAL: &str = "tidemark_operator_autoscaler_decisions_total";
+/// Gauge per pipeline (`namespace`, `pipeline`): 1 while its Degraded condition is True.
+pub const PIPELINE_DEGRADED: &str = "tidemark_operator_pipeline_degraded";
 /// Gauge: 1 while this replica holds the leader Lease.
 pub const LEADER: &str = "tidemark_operator_leader";
 
@@ -43,6 +45,7 @@ pub struct Metrics {
     /// Autoscaler decisions (the autoscaler is a later issue; the series exists already).
     pub autoscaler_decisions: IntCounterVec,
     leader: prometheus::IntGauge,
+    degraded: prometheus::IntGaugeVec,
 }
 
 impl Metrics {
@@ -72,12 +75,22 @@ impl Metrics {
             ),
             &["decision"],
         )?;
-        let leader =
-            prometheus::IntGauge::new(LEADER, "Whether this replica holds the leader Lease (1) or waits (0).")?;
+        let leader = prometheus::IntGauge::new(
+            LEADER,
+            "Whether this replica holds the leader Lease (1) or waits (0).",
+        )?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(autoscaler_decisions.clone()))?;
+        let degraded = prometheus::IntGaugeVec::new(
+            Opts::new(
+                PIPELINE_DEGRADED,
+                "1 while the pipeline's Degraded condition is True.",
+            ),
+            &["namespace", "pipeline"],
+        )?;
         registry.register(Box::new(leader.clone()))?;
+        registry.register(Box::new(degraded.clone()))?;
         for result in [
             ReconcileResult::Success,
             ReconcileResult::InvalidSpec,
@@ -91,6 +104,7 @@ impl Metrics {
             duration,
             autoscaler_decisions,
             leader,
+            degraded,
         })
     }
 
@@ -98,6 +112,13 @@ impl Metrics {
     pub fn reconciled(&self, result: ReconcileResult, seconds: f64) {
         self.reconciles.with_label_values(&[result.label()]).inc();
         self.duration.observe(seconds);
+    }
+
+    /// Records whether pipeline `namespace/name` is degraded.
+    pub fn set_degraded(&self, namespace: &str, name: &str, degraded: bool) {
+        self.degraded
+            .with_label_values(&[namespace, name])
+            .set(i64::from(degraded));
     }
 
     /// Sets the leader gauge.

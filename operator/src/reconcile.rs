@@ -232,6 +232,12 @@ async fn write_status(
     previous: Option<&MarketingPipelineStatus>,
     status: &MarketingPipelineStatus,
 ) -> Result<(), ReconcileError> {
+    let degraded = condition(Some(status), CONDITION_DEGRADED).is_some_and(|c| c.status == "True");
+    ctx.metrics.set_degraded(
+        &pipeline.namespace().unwrap_or_default(),
+        &pipeline.name_any(),
+        degraded,
+    );
     if previous == Some(status) {
         return Ok(());
     }
