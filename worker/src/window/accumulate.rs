@@ -296,28 +296,42 @@ impl DistinctSets {
     }
 }
 
-/// Blocks of `width` slots with a free list; a block is named by its index.
+/// Blocks per arena chunk.
+const BLOCKS_PER_CHUNK: usize = 4_096;
+
+/// Blocks of `width` slots with a free list; a block is named by its index. Blocks live in
+/// fixed-size chunks, so growth never copies and never over-reserves.
 #[derive(Debug)]
 pub struct AccArena {
-    slots: Vec<u64>,
+    chunks: Vec<Box<[u64]>>,
+    blocks: usize,
     width: usize,
-    free: Vec<u32>,
+    /// Head of the free list, threaded through the first slot of each free block.
+    free: Option<u32>,
+    free_count: usize,
 }
 
 impl AccArena {
     /// An empty arena of `width`-slot blocks.
     pub fn new(width: usize) -> Self {
-        Self { slots: Vec::new(), width: width.max(1), free: Vec::new() }
+        Self { chunks: Vec::new(), blocks: 0, width: width.max(1), free: None, free_count: 0 }
     }
 
     /// A new block initialised by `layout`.
     pub fn alloc(&mut self, layout: &AccLayout) -> u32 {
-        let index = match self.free.pop() {
-            Some(index) => index,
-            None => {
-                let index = u32::try_from(self.slots.len() / self.width).expect("fewer than 2^32 live blocks");
-                self.slots.resize(self.slots.len() + self.width, 0);
+        let index = match self.free {
+            Some(index) => {
+                let next = self.get(index)[0];
+                self.free = u32::try_from(next).ok();
+                self.free_count -= 1;
                 index
+            }
+            None => {
+                if self.blocks % BLOCKS_PER_CHUNK == 0 {
+                    self.chunks.push(vec![0; BLOCKS_PER_CHUNK * self.width].into_boxed_slice());
+                }
+                self.blocks += 1;
+                u32::try_from(self.blocks - 1).expect("fewer than 2^32 live blocks")
             }
         };
         layout.init(self.get_mut(index));
@@ -326,28 +340,33 @@ impl AccArena {
 
     /// Returns a block to the free list.
     pub fn free(&mut self, index: u32) {
-        self.free.push(index);
+        let next = self.free.map_or(u64::MAX, u64::from);
+        self.get_mut(index)[0] = next;
+        self.free = Some(index);
+        self.free_count += 1;
     }
 
     /// The slots of block `index`.
+    #[inline]
     pub fn get(&self, index: u32) -> &[u64] {
-        let start = index as usize * self.width;
-        &self.slots[start..start + self.width]
+        let (chunk, block) = (index as usize / BLOCKS_PER_CHUNK, index as usize % BLOCKS_PER_CHUNK);
+        &self.chunks[chunk][block * self.width..(block + 1) * self.width]
     }
 
     /// The slots of block `index`, mutable.
+    #[inline]
     pub fn get_mut(&mut self, index: u32) -> &mut [u64] {
-        let start = index as usize * self.width;
-        &mut self.slots[start..start + self.width]
+        let (chunk, block) = (index as usize / BLOCKS_PER_CHUNK, index as usize % BLOCKS_PER_CHUNK);
+        &mut self.chunks[chunk][block * self.width..(block + 1) * self.width]
     }
 
     /// Blocks in use.
     pub fn live(&self) -> usize {
-        self.slots.len() / self.width - self.free.len()
+        self.blocks - self.free_count
     }
 
     /// Bytes held by the arena.
     pub fn bytes(&self) -> usize {
-        self.slots.capacity() * 8 + self.free.capacity() * 4
+        self.chunks.len() * BLOCKS_PER_CHUNK * self.width * 8
     }
 }

@@ -8,6 +8,8 @@ use compact_str::CompactString;
 use hashbrown::HashTable;
 use rustc_hash::FxBuildHasher;
 
+use super::slab::ChunkedVec;
+
 /// Per-key bookkeeping shared by the window kinds.
 #[derive(Clone, Debug)]
 pub struct KeyEntry {
@@ -15,26 +17,28 @@ pub struct KeyEntry {
     pub name: CompactString,
     /// Window end at which the key's next result is due, or [`NONE`].
     pub next_fire: i64,
-    /// Newest pane index holding state (pane windows).
-    pub max_pane: i64,
-    /// Panes or sessions holding state.
+    /// A pane stored inline (pane windows): its index, or [`NONE`]. Most keys have one open
+    /// pane, which then needs no entry in the overflow table.
+    pub slot: i64,
+    /// Accumulator block of the inline pane; on a released id, the next free id.
+    pub block: u32,
+    /// Panes or sessions holding state; [`FREED`] once the id is on the free list.
     pub live: u32,
-    /// Scheduled purges referring to this key; [`FREED`] once the id is on the free list.
-    pub pending: u32,
 }
 
 /// "No time" marker for [`KeyEntry::next_fire`].
 pub const NONE: i64 = i64::MIN;
 
-/// Marker in [`KeyEntry::pending`] of a released id, so that releasing twice is harmless.
+/// Marker in [`KeyEntry::live`] of a released id, so that releasing twice is harmless.
 const FREED: u32 = u32::MAX;
 
 /// Interned keys.
 #[derive(Debug, Default)]
 pub struct KeyTable {
     table: HashTable<u32>,
-    entries: Vec<KeyEntry>,
-    free: Vec<u32>,
+    entries: ChunkedVec<KeyEntry>,
+    /// Head of the free list of released ids, threaded through `KeyEntry::block`.
+    free: Option<u32>,
     /// Bytes of key strings too long to be stored inline.
     heap_bytes: usize,
 }
@@ -44,56 +48,57 @@ impl KeyTable {
     pub fn intern(&mut self, key: &str) -> u32 {
         let hash = FxBuildHasher.hash_one(key);
         let entries = &self.entries;
-        if let Some(&id) = self.table.find(hash, |&id| entries[id as usize].name == key) {
+        if let Some(&id) = self.table.find(hash, |&id| entries.get(id as usize).name == key) {
             return id;
         }
         let entry =
-            KeyEntry { name: CompactString::new(key), next_fire: NONE, max_pane: i64::MIN, live: 0, pending: 0 };
+            KeyEntry { name: CompactString::new(key), next_fire: NONE, slot: NONE, block: 0, live: 0 };
         if entry.name.is_heap_allocated() {
             self.heap_bytes += entry.name.capacity();
         }
-        let id = match self.free.pop() {
+        let id = match self.free {
             Some(id) => {
-                self.entries[id as usize] = entry;
+                let next = self.entries.get(id as usize).block;
+                self.free = (next != u32::MAX).then_some(next);
+                *self.entries.get_mut(id as usize) = entry;
                 id
             }
-            None => {
-                self.entries.push(entry);
-                u32::try_from(self.entries.len() - 1).expect("fewer than 2^32 live keys")
-            }
+            None => u32::try_from(self.entries.push(entry)).expect("fewer than 2^32 live keys"),
         };
         let entries = &self.entries;
-        self.table.insert_unique(hash, id, |&id| FxBuildHasher.hash_one(entries[id as usize].name.as_str()));
+        self.table.insert_unique(hash, id, |&id| FxBuildHasher.hash_one(entries.get(id as usize).name.as_str()));
         id
     }
 
     /// The entry of live key `id`.
     pub fn get(&self, id: u32) -> &KeyEntry {
-        &self.entries[id as usize]
+        self.entries.get(id as usize)
     }
 
     /// The entry of live key `id`, mutable.
     pub fn get_mut(&mut self, id: u32) -> &mut KeyEntry {
-        &mut self.entries[id as usize]
+        self.entries.get_mut(id as usize)
     }
 
-    /// Forgets `id` if it holds no state and nothing refers to it; returns whether it did.
+    /// Forgets `id` if it holds no state and no result is due (`next_fire`); the caller keeps
+    /// ids that other structures still refer to. Returns whether it forgot it.
     pub fn release_if_idle(&mut self, id: u32) -> bool {
-        let entry = &self.entries[id as usize];
-        if entry.live != 0 || entry.pending != 0 || entry.next_fire != NONE {
+        let entry = self.entries.get(id as usize);
+        if entry.live != 0 || entry.next_fire != NONE {
             return false;
         }
         let hash = FxBuildHasher.hash_one(entry.name.as_str());
         if let Ok(found) = self.table.find_entry(hash, |&other| other == id) {
             found.remove();
         }
-        let entry = &mut self.entries[id as usize];
+        let entry = self.entries.get_mut(id as usize);
         if entry.name.is_heap_allocated() {
             self.heap_bytes -= entry.name.capacity();
         }
         entry.name = CompactString::default();
-        entry.pending = FREED;
-        self.free.push(id);
+        entry.live = FREED;
+        entry.block = self.free.unwrap_or(u32::MAX);
+        self.free = Some(id);
         true
     }
 
@@ -109,9 +114,8 @@ impl KeyTable {
 
     /// Bytes held, including key strings too long to be stored inline.
     pub fn bytes(&self) -> usize {
-        self.entries.capacity() * std::mem::size_of::<KeyEntry>()
+        self.entries.bytes()
             + self.table.capacity() * (std::mem::size_of::<u32>() + 1)
-            + self.free.capacity() * 4
             + self.heap_bytes
     }
 }

@@ -8,6 +8,7 @@ pub mod accumulate;
 pub mod keys;
 pub mod panes;
 pub mod session;
+pub mod slab;
 #[cfg(test)]
 mod tests;
 

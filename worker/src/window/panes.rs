@@ -5,8 +5,7 @@
 //! the watermark passes its end. Tumbling windows are the case of one pane per window.
 //!
 //! Per key, results are due in a chain: the key is scheduled at the first unfired window end that
-//! contains one of its panes, and after each result at the next end, while a pane reaches into
-//! that window. Panes are dropped once the last window containing them is past the allowed
+//! contains one of its panes, and after each result at the next end, while the key holds panes. Panes are dropped once the last window containing them is past the allowed
 //! lateness; events for such panes are late.
 
 use std::collections::BTreeMap;
@@ -29,7 +28,12 @@ pub struct PaneWindows {
     /// Sources that must have events in a window for it to produce a result (joins).
     require: Vec<usize>,
     keys: KeyTable,
-    panes: FxHashMap<(u32, i64), u32>,
+    /// Panes beyond the one each key stores inline: (key, pane index) → block.
+    overflow: FxHashMap<(u32, i64), u32>,
+    /// Live panes in all.
+    live_panes: usize,
+    /// Scheduled purges per key (lateness > 0 only); a key with some is not released.
+    pending: FxHashMap<u32, u32>,
     arena: AccArena,
     distinct: DistinctSets,
     /// Window end → keys whose result is due then.
@@ -61,7 +65,9 @@ impl PaneWindows {
             layout,
             require,
             keys: KeyTable::default(),
-            panes: FxHashMap::default(),
+            overflow: FxHashMap::default(),
+            live_panes: 0,
+            pending: FxHashMap::default(),
             distinct: DistinctSets::default(),
             fire: BTreeMap::new(),
             purge: BTreeMap::new(),
@@ -90,6 +96,52 @@ impl PaneWindows {
         ((time - self.size).div_euclid(self.slide) + 1) * self.slide + self.size
     }
 
+    /// The block of pane `q` of key `k`, if it holds state.
+    #[inline]
+    fn pane(&self, k: u32, q: i64) -> Option<u32> {
+        let entry = self.keys.get(k);
+        if entry.slot == q {
+            Some(entry.block)
+        } else if self.overflow.is_empty() {
+            None
+        } else {
+            self.overflow.get(&(k, q)).copied()
+        }
+    }
+
+    fn insert_pane(&mut self, k: u32, q: i64) -> u32 {
+        let block = self.arena.alloc(&self.layout);
+        let entry = self.keys.get_mut(k);
+        entry.live += 1;
+        if entry.slot == NONE {
+            entry.slot = q;
+            entry.block = block;
+        } else {
+            self.overflow.insert((k, q), block);
+        }
+        self.live_panes += 1;
+        block
+    }
+
+    fn remove_pane(&mut self, k: u32, q: i64) -> Option<u32> {
+        let entry = self.keys.get_mut(k);
+        let block = if entry.slot == q {
+            entry.slot = NONE;
+            entry.block
+        } else {
+            self.overflow.remove(&(k, q))?
+        };
+        entry.live -= 1;
+        self.live_panes -= 1;
+        Some(block)
+    }
+
+    fn release_if_idle(&mut self, k: u32) {
+        if !self.pending.contains_key(&k) {
+            self.keys.release_if_idle(k);
+        }
+    }
+
     /// Adds `event` of `source` under `key` given watermark `wm`. Returns false if the event is
     /// late for every window containing it (the caller dead-letters it); results of windows that
     /// already fired and are within lateness are emitted again with a higher revision.
@@ -100,16 +152,9 @@ impl PaneWindows {
             return false;
         }
         let k = self.keys.intern(key);
-        let block = match self.panes.get(&(k, q)) {
-            Some(&block) => block,
-            None => {
-                let block = self.arena.alloc(&self.layout);
-                self.panes.insert((k, q), block);
-                let entry = self.keys.get_mut(k);
-                entry.live += 1;
-                entry.max_pane = entry.max_pane.max(q);
-                block
-            }
+        let block = match self.pane(k, q) {
+            Some(block) => block,
+            None => self.insert_pane(k, q),
         };
         self.layout.update(self.arena.get_mut(block), source, event, &mut self.distinct);
         let first = self.first_end(q);
@@ -148,7 +193,7 @@ impl PaneWindows {
     }
 
     fn schedule_purge(&mut self, k: u32, end: i64) {
-        self.keys.get_mut(k).pending += 1;
+        *self.pending.entry(k).or_default() += 1;
         self.purge.entry(end + self.lateness).or_default().push((k, end));
     }
 
@@ -157,15 +202,15 @@ impl PaneWindows {
     fn emit(&mut self, k: u32, end: i64, revision: u32, out: EmitFn<'_>) -> bool {
         let start = end - self.size;
         let block = if self.size == self.pane {
-            match self.panes.get(&(k, start.div_euclid(self.pane))) {
-                Some(&block) => self.arena.get(block),
+            match self.pane(k, start.div_euclid(self.pane)) {
+                Some(block) => self.arena.get(block),
                 None => return false,
             }
         } else {
             self.layout.init(&mut self.scratch);
             let mut any = false;
             for q in start.div_euclid(self.pane)..end.div_euclid(self.pane) {
-                if let Some(&block) = self.panes.get(&(k, q)) {
+                if let Some(block) = self.pane(k, q) {
                     self.layout.merge(&mut self.scratch, self.arena.get(block), &mut self.distinct);
                     any = true;
                 }
@@ -189,28 +234,41 @@ impl PaneWindows {
         true
     }
 
-    /// Emits every result due at watermark `wm` and drops state past the allowed lateness.
+    /// Emits every result due at watermark `wm` and drops state past the allowed lateness, in
+    /// time order (a purge at `t` happens before results due after `t`, which ends the chains of
+    /// keys whose last panes it drops).
     pub fn advance(&mut self, wm: i64, out: EmitFn<'_>) {
-        while let Some(entry) = self.fire.first_entry() {
-            if *entry.key() > wm {
-                break;
-            }
-            let end = *entry.key();
-            for k in entry.remove() {
-                self.fire_key(k, end, out);
+        loop {
+            let fire = self.fire.first_key_value().map(|(t, _)| *t).filter(|t| *t <= wm);
+            let purge = self.purge.first_key_value().map(|(t, _)| *t).filter(|t| *t <= wm);
+            match (fire, purge) {
+                (Some(f), p) if p.is_none_or(|p| f < p) => {
+                    let keys = self.fire.remove(&f).unwrap_or_default();
+                    for k in keys {
+                        self.fire_key(k, f, out);
+                    }
+                }
+                (_, Some(p)) => {
+                    for (k, end) in self.purge.remove(&p).unwrap_or_default() {
+                        self.purge_key(k, end);
+                    }
+                }
+                (None, None) => break,
+                (Some(_), None) => unreachable!("handled by the first arm"),
             }
         }
-        while let Some(entry) = self.purge.first_entry() {
-            if *entry.key() > wm {
-                break;
-            }
-            for (k, end) in entry.remove() {
-                self.fired.remove(&(k, end));
-                self.drop_last_panes(k, end);
-                self.keys.get_mut(k).pending -= 1;
-                self.keys.release_if_idle(k);
+    }
+
+    fn purge_key(&mut self, k: u32, end: i64) {
+        self.fired.remove(&(k, end));
+        self.drop_last_panes(k, end);
+        if let std::collections::hash_map::Entry::Occupied(mut pending) = self.pending.entry(k) {
+            *pending.get_mut() -= 1;
+            if *pending.get() == 0 {
+                pending.remove();
             }
         }
+        self.release_if_idle(k);
     }
 
     fn fire_key(&mut self, k: u32, end: i64, out: EmitFn<'_>) {
@@ -218,31 +276,32 @@ impl PaneWindows {
             return; // superseded by an earlier registration that already covered this end
         }
         let emitted = self.emit(k, end, 0, out);
-        let next = end + self.slide;
-        let entry = self.keys.get_mut(k);
-        if entry.max_pane * self.pane + self.pane > next - self.size {
-            entry.next_fire = next;
-            self.fire.entry(next).or_default().push(k);
-        } else {
-            entry.next_fire = NONE;
-        }
         if self.lateness == 0 {
             self.drop_last_panes(k, end);
         } else {
             self.fired.insert((k, end), emitted.then_some(0));
             self.schedule_purge(k, end);
         }
-        self.keys.release_if_idle(k);
+        // Panes still held belong to later windows (or, with lateness, to fired windows not yet
+        // purged, in which case the chain walks a few empty windows until they are).
+        let next = end + self.slide;
+        let entry = self.keys.get_mut(k);
+        if entry.live > 0 {
+            entry.next_fire = next;
+            self.fire.entry(next).or_default().push(k);
+        } else {
+            entry.next_fire = NONE;
+        }
+        self.release_if_idle(k);
     }
 
     /// Drops the panes of key `k` whose last window ends at `end`.
     fn drop_last_panes(&mut self, k: u32, end: i64) {
         let start = end - self.size;
         for q in start.div_euclid(self.pane)..(start + self.slide).div_euclid(self.pane) {
-            if let Some(block) = self.panes.remove(&(k, q)) {
+            if let Some(block) = self.remove_pane(k, q) {
                 self.layout.release(self.arena.get_mut(block), &mut self.distinct);
                 self.arena.free(block);
-                self.keys.get_mut(k).live -= 1;
             }
         }
     }
@@ -251,9 +310,10 @@ impl PaneWindows {
     pub fn stats(&self) -> WindowStats {
         WindowStats {
             keys: self.keys.len(),
-            windows: self.panes.len(),
+            windows: self.live_panes,
             bytes: self.keys.bytes()
-                + self.panes.capacity() * (std::mem::size_of::<((u32, i64), u32)>() + 1)
+                + self.overflow.capacity() * (std::mem::size_of::<((u32, i64), u32)>() + 1)
+                + self.pending.capacity() * 9
                 + self.arena.bytes()
                 + self.fire.values().map(|v| v.capacity() * 4 + 32).sum::<usize>()
                 + self.purge.values().map(|v| v.capacity() * 16 + 32).sum::<usize>()
