@@ -50,12 +50,16 @@ impl LeaseConfig {
 #[error("failed to {0} Lease")]
 pub struct LeaderError(&'static str, #[source] CallError);
 
+/// What identifies one holding of the Lease: holder and renew time. When it stays the same for a
+/// lease duration, the holder is gone.
+type Record = (Option<String>, Option<MicroTime>);
+
 /// One replica's view of the Lease.
 pub struct Elector {
     api: Api<Lease>,
     config: LeaseConfig,
     /// The last record seen from another holder and when this replica first saw it.
-    observed: Option<((Option<String>, Option<MicroTime>), Instant)>,
+    observed: Option<(Record, Instant)>,
 }
 
 impl Elector {
