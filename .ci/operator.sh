@@ -39,6 +39,12 @@ kubectl kustomize examples/gitops/base >/dev/null
 kubectl kustomize examples/gitops/overlays/production >/dev/null
 
 echo "--- operator and end-to-end tests (with kubectl and helm)" >&2
+# The Argo CD health check (Lua) is tested when an interpreter is available.
+if command -v lua5.4 >/dev/null || command -v lua >/dev/null; then
+  export TIDEMARK_LUA_TESTS=1
+else
+  echo "no lua interpreter: the Argo CD health check test is skipped (apt-get install lua5.4)" >&2
+fi
 if cargo nextest --version >/dev/null 2>&1; then
   TIDEMARK_KUBECTL_TESTS=1 cargo nextest run -p tidemark-operator -p tidemark-e2e
 else
