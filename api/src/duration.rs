@@ -32,24 +32,31 @@ pub struct DurationError {
 impl Duration {
     /// Parses `text`, e.g. `1h30m`.
     pub fn parse(text: &str) -> Result<Self, DurationError> {
-        Ok(Self { text: text.to_owned(), millis: Self::parse_millis(text)? })
+        Ok(Self {
+            text: text.to_owned(),
+            millis: Self::parse_millis(text)?,
+        })
     }
 
     /// A duration of `millis` milliseconds, written in the largest exact unit.
     pub fn from_millis(millis: u64) -> Self {
-        const UNITS: [(u64, &str); 4] =
-            [(3_600_000, "h"), (60_000, "m"), (1_000, "s"), (1, "ms")];
+        const UNITS: [(u64, &str); 4] = [(3_600_000, "h"), (60_000, "m"), (1_000, "s"), (1, "ms")];
         let (factor, unit) = UNITS
             .iter()
             .copied()
-            .find(|(factor, _)| millis % factor == 0 && millis != 0)
+            .find(|(factor, _)| millis.is_multiple_of(*factor) && millis != 0)
             .unwrap_or((1, "ms"));
-        Self { text: format!("{}{unit}", millis / factor), millis }
+        Self {
+            text: format!("{}{unit}", millis / factor),
+            millis,
+        }
     }
 
     /// Milliseconds of `text`, or an error naming the text.
     pub fn parse_millis(text: &str) -> Result<u64, DurationError> {
-        let err = || DurationError { text: text.to_owned() };
+        let err = || DurationError {
+            text: text.to_owned(),
+        };
         let bytes = text.as_bytes();
         if bytes.is_empty() {
             return Err(err());
@@ -159,8 +166,21 @@ mod tests {
 
     #[test]
     fn malformed_durations_are_rejected() {
-        for bad in ["", "10", "s", "1x", "1.5s", "-1s", "1h 30m", "2d", "99999999999999999999h"] {
-            assert!(Duration::parse_millis(bad).is_err(), "{bad:?} should be rejected");
+        for bad in [
+            "",
+            "10",
+            "s",
+            "1x",
+            "1.5s",
+            "-1s",
+            "1h 30m",
+            "2d",
+            "99999999999999999999h",
+        ] {
+            assert!(
+                Duration::parse_millis(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
         }
     }
 

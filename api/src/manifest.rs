@@ -25,10 +25,16 @@ pub fn parse_manifest(text: &str) -> Result<MarketingPipeline, ManifestError> {
     let mut problems = Vec::new();
     let api_version = MarketingPipeline::api_version(&());
     if envelope.api_version.as_deref() != Some(api_version.as_ref()) {
-        problems.push(Problem { path: "apiVersion".into(), message: format!("must be {api_version}") });
+        problems.push(Problem {
+            path: "apiVersion".into(),
+            message: format!("must be {api_version}"),
+        });
     }
     if envelope.kind.as_deref() != Some(crate::KIND) {
-        problems.push(Problem { path: "kind".into(), message: "must be MarketingPipeline".into() });
+        problems.push(Problem {
+            path: "kind".into(),
+            message: "must be MarketingPipeline".into(),
+        });
     }
     match pipeline.metadata.name.as_deref() {
         Some(name) if is_dns_label(name) => {}
@@ -56,7 +62,9 @@ struct Envelope {
 fn is_dns_label(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.starts_with('-')
         && !name.ends_with('-')
 }

@@ -28,7 +28,10 @@ struct Problems(Vec<Problem>);
 
 impl Problems {
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem { path: path.into(), message: message.into() });
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
     }
 }
 
@@ -36,11 +39,24 @@ impl Problems {
 pub fn validate(spec: &MarketingPipelineSpec) -> Vec<Problem> {
     let mut problems = Problems(Vec::new());
     let p = &mut problems;
-    check_unique(p, "spec.sources", spec.sources.iter().map(|s| s.name.as_str()));
+    check_unique(
+        p,
+        "spec.sources",
+        spec.sources.iter().map(|s| s.name.as_str()),
+    );
     for (i, source) in spec.sources.iter().enumerate() {
-        check_source(p, &format!("spec.sources[{i}]"), source, spec.kafka.is_some());
+        check_source(
+            p,
+            &format!("spec.sources[{i}]"),
+            source,
+            spec.kafka.is_some(),
+        );
     }
-    check_unique(p, "spec.analytics", spec.analytics.iter().map(|a| a.name.as_str()));
+    check_unique(
+        p,
+        "spec.analytics",
+        spec.analytics.iter().map(|a| a.name.as_str()),
+    );
     for (i, analytic) in spec.analytics.iter().enumerate() {
         check_analytic(p, &format!("spec.analytics[{i}]"), analytic, spec);
     }
@@ -48,14 +64,21 @@ pub fn validate(spec: &MarketingPipelineSpec) -> Vec<Problem> {
     for (i, sink) in spec.sinks.iter().enumerate() {
         let path = format!("spec.sinks[{i}]");
         check_name(p, &path, &sink.name);
-        let kinds = [sink.kafka.is_some(), sink.file.is_some(), sink.stdout.is_some()];
+        let kinds = [
+            sink.kafka.is_some(),
+            sink.file.is_some(),
+            sink.stdout.is_some(),
+        ];
         check_one_of(p, &path, &kinds, "kafka, file or stdout");
         if sink.kafka.is_some() && spec.kafka.is_none() {
             p.push("spec.kafka", "kafka sinks need spec.kafka.bootstrapServers");
         }
         for (j, name) in sink.analytics.iter().enumerate() {
             if !spec.analytics.iter().any(|a| &a.name == name) {
-                p.push(format!("{path}.analytics[{j}]"), format!("unknown analytic {name:?}"));
+                p.push(
+                    format!("{path}.analytics[{j}]"),
+                    format!("unknown analytic {name:?}"),
+                );
             }
         }
     }
@@ -86,10 +109,16 @@ pub fn validate(spec: &MarketingPipelineSpec) -> Vec<Problem> {
             p.push("spec.autoscaling.minParallelism", "must be at least 1");
         }
         if auto.min_parallelism > auto.max_parallelism {
-            p.push("spec.autoscaling", "minParallelism must not exceed maxParallelism");
+            p.push(
+                "spec.autoscaling",
+                "minParallelism must not exceed maxParallelism",
+            );
         }
         if !(10..=100).contains(&auto.target_utilization_percent) {
-            p.push("spec.autoscaling.targetUtilizationPercent", "must be between 10 and 100");
+            p.push(
+                "spec.autoscaling.targetUtilizationPercent",
+                "must be between 10 and 100",
+            );
         }
         if auto.evaluation_interval.millis() == 0 {
             p.push("spec.autoscaling.evaluationInterval", "must be positive");
@@ -102,7 +131,9 @@ fn check_name(p: &mut Problems, path: &str, name: &str) {
     let valid = !name.is_empty()
         && name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
         && !name.ends_with(['-', '_']);
     if !valid {
         p.push(format!("{path}.name"), format!("invalid name {name:?}: use lowercase letters, digits, '_' and '-', starting with a letter"));
@@ -113,40 +144,68 @@ fn check_unique<'a>(p: &mut Problems, path: &str, names: impl Iterator<Item = &'
     let mut seen = HashSet::new();
     for (i, name) in names.enumerate() {
         if !seen.insert(name) {
-            p.push(format!("{path}[{i}].name"), format!("duplicate name {name:?}"));
+            p.push(
+                format!("{path}[{i}].name"),
+                format!("duplicate name {name:?}"),
+            );
         }
     }
 }
 
 fn check_one_of(p: &mut Problems, path: &str, set: &[bool], names: &str) {
     if set.iter().filter(|x| **x).count() != 1 {
-        p.push(path.to_owned(), format!("exactly one of {names} must be set"));
+        p.push(
+            path.to_owned(),
+            format!("exactly one of {names} must be set"),
+        );
     }
 }
 
 fn check_cel(p: &mut Problems, path: &str, expr: &str) {
     if let Err(err) = cel::Program::compile(expr) {
-        let first = err.to_string().lines().next().unwrap_or_default().to_owned();
-        p.push(path.to_owned(), format!("invalid CEL expression {expr:?}: {first}"));
+        let first = err
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        p.push(
+            path.to_owned(),
+            format!("invalid CEL expression {expr:?}: {first}"),
+        );
     }
 }
 
 fn check_source(p: &mut Problems, path: &str, source: &SourceSpec, has_kafka: bool) {
     check_name(p, path, &source.name);
-    let kinds = [source.kafka.is_some(), source.file.is_some(), source.stdin.is_some(), source.generator.is_some()];
+    let kinds = [
+        source.kafka.is_some(),
+        source.file.is_some(),
+        source.stdin.is_some(),
+        source.generator.is_some(),
+    ];
     check_one_of(p, path, &kinds, "kafka, file, stdin or generator");
     if source.kafka.is_some() && !has_kafka {
-        p.push("spec.kafka", "kafka sources need spec.kafka.bootstrapServers");
+        p.push(
+            "spec.kafka",
+            "kafka sources need spec.kafka.bootstrapServers",
+        );
     }
     if let Some(generator) = &source.generator {
         if generator.time_step.millis() == 0 {
             p.push(format!("{path}.generator.timeStep"), "must be positive");
         }
         if !(0.0..=1.0).contains(&generator.out_of_order_fraction) {
-            p.push(format!("{path}.generator.outOfOrderFraction"), "must be between 0 and 1");
+            p.push(
+                format!("{path}.generator.outOfOrderFraction"),
+                "must be between 0 and 1",
+            );
         }
         if generator.users == 0 || generator.products == 0 {
-            p.push(format!("{path}.generator"), "users and products must be at least 1");
+            p.push(
+                format!("{path}.generator"),
+                "users and products must be at least 1",
+            );
         }
     }
     let f = &source.fields;
@@ -157,7 +216,10 @@ fn check_source(p: &mut Problems, path: &str, source: &SourceSpec, has_kafka: bo
     }
     for (j, extra) in f.extra.iter().enumerate() {
         if EVENT_FIELDS.contains(&extra.as_str()) {
-            p.push(format!("{path}.fields.extra[{j}]"), format!("{extra:?} is already an event field"));
+            p.push(
+                format!("{path}.fields.extra[{j}]"),
+                format!("{extra:?} is already an event field"),
+            );
         }
     }
     if let Some(filter) = &source.filter {
@@ -166,7 +228,10 @@ fn check_source(p: &mut Problems, path: &str, source: &SourceSpec, has_kafka: bo
     for (j, derived) in source.derive.iter().enumerate() {
         check_cel(p, &format!("{path}.derive[{j}].expr"), &derived.expr);
         if EVENT_FIELDS.contains(&derived.name.as_str()) || f.extra.contains(&derived.name) {
-            p.push(format!("{path}.derive[{j}].name"), format!("{:?} is already a field", derived.name));
+            p.push(
+                format!("{path}.derive[{j}].name"),
+                format!("{:?} is already a field", derived.name),
+            );
         }
     }
 }
@@ -180,9 +245,19 @@ fn source_fields(source: &SourceSpec) -> impl Iterator<Item = &str> {
         .chain(source.derive.iter().map(|d| d.name.as_str()))
 }
 
-fn check_analytic(p: &mut Problems, path: &str, analytic: &AnalyticSpec, spec: &MarketingPipelineSpec) {
+fn check_analytic(
+    p: &mut Problems,
+    path: &str,
+    analytic: &AnalyticSpec,
+    spec: &MarketingPipelineSpec,
+) {
     check_name(p, path, &analytic.name);
-    check_one_of(p, path, &[analytic.aggregate.is_some(), analytic.join.is_some()], "aggregate or join");
+    check_one_of(
+        p,
+        path,
+        &[analytic.aggregate.is_some(), analytic.join.is_some()],
+        "aggregate or join",
+    );
     let find = |name: &str| spec.sources.iter().find(|s| s.name == name);
     if let Some(agg) = &analytic.aggregate {
         let path = format!("{path}.aggregate");
@@ -193,7 +268,10 @@ fn check_analytic(p: &mut Problems, path: &str, analytic: &AnalyticSpec, spec: &
         for (j, name) in agg.sources.iter().enumerate() {
             match find(name) {
                 Some(source) => inputs.push(source),
-                None => p.push(format!("{path}.sources[{j}]"), format!("unknown source {name:?}")),
+                None => p.push(
+                    format!("{path}.sources[{j}]"),
+                    format!("unknown source {name:?}"),
+                ),
             }
         }
         if let Some(filter) = &agg.filter {
@@ -211,12 +289,18 @@ fn check_analytic(p: &mut Problems, path: &str, analytic: &AnalyticSpec, spec: &
             }
         }
         if join.left == join.right {
-            p.push(format!("{path}.right"), "a join needs two different sources");
+            p.push(
+                format!("{path}.right"),
+                "a join needs two different sources",
+            );
         }
         check_group(p, &path, &join.group, &inputs);
         for (j, agg) in join.group.aggregates.iter().enumerate() {
             if agg.source.is_none() {
-                p.push(format!("{path}.aggregates[{j}].source"), "each aggregate of a join names its side (left or right source)");
+                p.push(
+                    format!("{path}.aggregates[{j}].source"),
+                    "each aggregate of a join names its side (left or right source)",
+                );
             }
         }
     }
@@ -225,16 +309,26 @@ fn check_analytic(p: &mut Problems, path: &str, analytic: &AnalyticSpec, spec: &
 fn check_group(p: &mut Problems, path: &str, group: &GroupSpec, inputs: &[&SourceSpec]) {
     let known = |field: &str| inputs.iter().any(|s| source_fields(s).any(|f| f == field));
     if !inputs.is_empty() && !known(&group.key_by) {
-        p.push(format!("{path}.keyBy"), format!("unknown field {:?}", group.key_by));
+        p.push(
+            format!("{path}.keyBy"),
+            format!("unknown field {:?}", group.key_by),
+        );
     }
     check_window(p, &format!("{path}.window"), &group.window);
     check_unique(
         p,
         &format!("{path}.aggregates"),
-        group.aggregates.iter().map(|a| a.name.as_str()).chain(group.ratios.iter().map(|r| r.name.as_str())),
+        group
+            .aggregates
+            .iter()
+            .map(|a| a.name.as_str())
+            .chain(group.ratios.iter().map(|r| r.name.as_str())),
     );
     if group.aggregates.is_empty() {
-        p.push(format!("{path}.aggregates"), "at least one aggregate is required");
+        p.push(
+            format!("{path}.aggregates"),
+            "at least one aggregate is required",
+        );
     }
     for (j, agg) in group.aggregates.iter().enumerate() {
         let apath = format!("{path}.aggregates[{j}]");
@@ -248,23 +342,38 @@ fn check_group(p: &mut Problems, path: &str, group: &GroupSpec, inputs: &[&Sourc
         }
         if let Some(source) = &agg.source {
             if !inputs.iter().any(|s| &s.name == source) {
-                p.push(format!("{apath}.source"), format!("{source:?} is not an input of this analytic"));
+                p.push(
+                    format!("{apath}.source"),
+                    format!("{source:?} is not an input of this analytic"),
+                );
             }
         }
     }
     for (j, ratio) in group.ratios.iter().enumerate() {
-        for (part, name) in [("numerator", &ratio.numerator), ("denominator", &ratio.denominator)] {
+        for (part, name) in [
+            ("numerator", &ratio.numerator),
+            ("denominator", &ratio.denominator),
+        ] {
             if !group.aggregates.iter().any(|a| &a.name == name) {
-                p.push(format!("{path}.ratios[{j}].{part}"), format!("unknown aggregate {name:?}"));
+                p.push(
+                    format!("{path}.ratios[{j}].{part}"),
+                    format!("unknown aggregate {name:?}"),
+                );
             }
         }
     }
 }
 
 fn check_window(p: &mut Problems, path: &str, window: &WindowSpec) {
-    let positive = |p: &mut Problems, field: &str, value: &Option<crate::Duration>, needed: bool| match value {
+    let positive = |p: &mut Problems,
+                    field: &str,
+                    value: &Option<crate::Duration>,
+                    needed: bool| match value {
         Some(d) if d.millis() == 0 => p.push(format!("{path}.{field}"), "must be positive"),
-        None if needed => p.push(format!("{path}.{field}"), format!("{:?} windows need {field}", window.kind)),
+        None if needed => p.push(
+            format!("{path}.{field}"),
+            format!("{:?} windows need {field}", window.kind),
+        ),
         _ => {}
     };
     match window.kind {

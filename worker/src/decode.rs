@@ -41,7 +41,10 @@ impl Decoder {
             mapping.time.clone(),
         ];
         names.extend(mapping.extra.iter().cloned());
-        Self { names, time_format: mapping.time_format }
+        Self {
+            names,
+            time_format: mapping.time_format,
+        }
     }
 
     /// Number of extra fields an event of this source carries before derived fields.
@@ -52,18 +55,35 @@ impl Decoder {
     /// Decodes one record; the event borrows from `raw`.
     pub fn decode<'a>(&self, raw: &'a [u8]) -> Result<Event<'a>, Rejection> {
         let mut de = serde_json::Deserializer::from_slice(raw);
-        let mut slots = Slots { fixed: Default::default(), extra: Vec::new() };
+        let mut slots = Slots {
+            fixed: Default::default(),
+            extra: Vec::new(),
+        };
         if self.names.len() > FIXED {
-            slots.extra.resize(self.names.len() - FIXED, FieldValue::Null);
+            slots
+                .extra
+                .resize(self.names.len() - FIXED, FieldValue::Null);
         }
         let mut present = 0u64;
-        let seed = RecordSeed { decoder: self, slots: &mut slots, present: &mut present };
-        seed.deserialize(&mut de).map_err(|err| Rejection::new(Reason::MalformedJson, json_error(&err)))?;
-        de.end().map_err(|err| Rejection::new(Reason::MalformedJson, json_error(&err)))?;
+        let seed = RecordSeed {
+            decoder: self,
+            slots: &mut slots,
+            present: &mut present,
+        };
+        seed.deserialize(&mut de)
+            .map_err(|err| Rejection::new(Reason::MalformedJson, json_error(&err)))?;
+        de.end()
+            .map_err(|err| Rejection::new(Reason::MalformedJson, json_error(&err)))?;
         self.resolve(slots)
     }
 
-    fn resolve<'a>(&self, Slots { fixed: mut slots, extra }: Slots<'a>) -> Result<Event<'a>, Rejection> {
+    fn resolve<'a>(
+        &self,
+        Slots {
+            fixed: mut slots,
+            extra,
+        }: Slots<'a>,
+    ) -> Result<Event<'a>, Rejection> {
         let user = match std::mem::replace(&mut slots[USER], FieldValue::Null) {
             FieldValue::Null => return Err(self.missing(USER)),
             value => match id(value) {
@@ -76,36 +96,66 @@ impl Decoder {
             value => parse_time(value, self.time_format).ok_or_else(|| {
                 Rejection::new(
                     Reason::InvalidTime,
-                    format!("field {:?} is not a time in format {:?}", self.names[TIME], self.time_format),
+                    format!(
+                        "field {:?} is not a time in format {:?}",
+                        self.names[TIME], self.time_format
+                    ),
                 )
             })?,
         };
-        let mut optional_id = |slot: usize| match std::mem::replace(&mut slots[slot], FieldValue::Null) {
-            FieldValue::Null => Ok(None),
-            value => id(value).map(Some).ok_or_else(|| self.invalid(slot, "a string or an integer")),
-        };
+        let mut optional_id =
+            |slot: usize| match std::mem::replace(&mut slots[slot], FieldValue::Null) {
+                FieldValue::Null => Ok(None),
+                value => id(value)
+                    .map(Some)
+                    .ok_or_else(|| self.invalid(slot, "a string or an integer")),
+            };
         let product = optional_id(PRODUCT)?;
         let event_type = optional_id(TYPE)?;
         let category = optional_id(CATEGORY)?;
         let price = match &slots[PRICE] {
             FieldValue::Null => None,
-            value => Some(value.as_f64().filter(|p| p.is_finite()).ok_or_else(|| self.invalid(PRICE, "a number"))?),
+            value => Some(
+                value
+                    .as_f64()
+                    .filter(|p| p.is_finite())
+                    .ok_or_else(|| self.invalid(PRICE, "a number"))?,
+            ),
         };
-        Ok(Event { time, user, product, event_type, category, price, extra })
+        Ok(Event {
+            time,
+            user,
+            product,
+            event_type,
+            category,
+            price,
+            extra,
+        })
     }
 
     fn missing(&self, slot: usize) -> Rejection {
-        Rejection::new(Reason::MissingField, format!("field {:?} is missing", self.names[slot]))
+        Rejection::new(
+            Reason::MissingField,
+            format!("field {:?} is missing", self.names[slot]),
+        )
     }
 
     fn invalid(&self, slot: usize, expected: &str) -> Rejection {
-        Rejection::new(Reason::InvalidField, format!("field {:?} must be {expected}", self.names[slot]))
+        Rejection::new(
+            Reason::InvalidField,
+            format!("field {:?} must be {expected}", self.names[slot]),
+        )
     }
 }
 
 /// serde_json's message without the input it quotes (which may hold personal data).
 fn json_error(err: &serde_json::Error) -> String {
-    format!("{:?} error at line {} column {}", err.classify(), err.line(), err.column())
+    format!(
+        "{:?} error at line {} column {}",
+        err.classify(),
+        err.line(),
+        err.column()
+    )
 }
 
 /// An id: strings as they are, integers in decimal.
@@ -121,14 +171,18 @@ fn id(value: FieldValue<'_>) -> Option<Cow<'_, str>> {
 pub fn parse_time(value: FieldValue<'_>, format: TimeFormat) -> Option<i64> {
     match (format, value) {
         (TimeFormat::EpochMillis, FieldValue::Int(ms)) => Some(ms),
-        (TimeFormat::EpochMillis, FieldValue::Float(ms)) if ms.fract() == 0.0 && ms.abs() < 9.0e15 => Some(ms as i64),
+        (TimeFormat::EpochMillis, FieldValue::Float(ms))
+            if ms.fract() == 0.0 && ms.abs() < 9.0e15 =>
+        {
+            Some(ms as i64)
+        }
         (TimeFormat::EpochSeconds, FieldValue::Int(s)) => s.checked_mul(1000),
         (TimeFormat::EpochSeconds, FieldValue::Float(s)) if s.is_finite() && s.abs() < 9.0e12 => {
             Some((s * 1000.0).round() as i64)
         }
-        (TimeFormat::Rfc3339, FieldValue::Str(s)) => {
-            chrono::DateTime::parse_from_rfc3339(&s).ok().map(|t| t.timestamp_millis())
-        }
+        (TimeFormat::Rfc3339, FieldValue::Str(s)) => chrono::DateTime::parse_from_rfc3339(&s)
+            .ok()
+            .map(|t| t.timestamp_millis()),
         _ => None,
     }
 }
@@ -192,7 +246,10 @@ struct KeySeed<'d>(&'d Decoder);
 impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
     type Value = Option<usize>;
 
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_str(self)
     }
 }
@@ -242,7 +299,11 @@ impl<'de> Visitor<'de> for ScalarVisitor {
         Ok(Scalar(FieldValue::Int(v)))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(Scalar(i64::try_from(v).map(FieldValue::Int).unwrap_or(FieldValue::Float(v as f64))))
+        Ok(Scalar(
+            i64::try_from(v)
+                .map(FieldValue::Int)
+                .unwrap_or(FieldValue::Float(v as f64)),
+        ))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
         Ok(Scalar(FieldValue::Float(v)))
@@ -301,12 +362,21 @@ mod tests {
         let cases: [(&[u8], Reason); 8] = [
             (b"{\"user_id\":\"u1\",", Reason::MalformedJson),
             (b"[1,2]", Reason::MalformedJson),
-            (b"{\"user_id\":\"u1\",\"ts\":1} trailing", Reason::MalformedJson),
+            (
+                b"{\"user_id\":\"u1\",\"ts\":1} trailing",
+                Reason::MalformedJson,
+            ),
             (b"{\"ts\":1}", Reason::MissingField),
             (b"{\"user_id\":\"u1\"}", Reason::MissingField),
             (b"{\"user_id\":\"\",\"ts\":1}", Reason::InvalidField),
-            (b"{\"user_id\":\"u1\",\"ts\":1,\"price\":\"cheap\"}", Reason::InvalidField),
-            (b"{\"user_id\":\"u1\",\"ts\":\"yesterday\"}", Reason::InvalidTime),
+            (
+                b"{\"user_id\":\"u1\",\"ts\":1,\"price\":\"cheap\"}",
+                Reason::InvalidField,
+            ),
+            (
+                b"{\"user_id\":\"u1\",\"ts\":\"yesterday\"}",
+                Reason::InvalidTime,
+            ),
         ];
         for (raw, reason) in cases {
             let rejection = decoder().decode(raw).unwrap_err();
@@ -316,20 +386,39 @@ mod tests {
 
     #[test]
     fn rejections_never_quote_the_record() {
-        let rejection = decoder().decode(br#"{"user_id":"secret-person","ts":"x"}"#).unwrap_err();
+        let rejection = decoder()
+            .decode(br#"{"user_id":"secret-person","ts":"x"}"#)
+            .unwrap_err();
         assert!(!rejection.detail.contains("secret-person"));
-        let rejection = decoder().decode(br#"{"user_id":"secret-person" oops}"#).unwrap_err();
+        let rejection = decoder()
+            .decode(br#"{"user_id":"secret-person" oops}"#)
+            .unwrap_err();
         assert!(!rejection.detail.contains("secret"));
     }
 
     #[test]
     fn time_formats_convert_to_epoch_millis() {
         let str_time = |s: &'static str| FieldValue::Str(Cow::Borrowed(s));
-        assert_eq!(parse_time(FieldValue::Int(1_700_000_000), TimeFormat::EpochSeconds), Some(1_700_000_000_000));
-        assert_eq!(parse_time(FieldValue::Float(1.5), TimeFormat::EpochSeconds), Some(1_500));
-        assert_eq!(parse_time(str_time("2026-01-01T01:00:00Z"), TimeFormat::Rfc3339), Some(1_767_229_200_000));
-        assert_eq!(parse_time(str_time("2026-01-01T01:00:00+01:00"), TimeFormat::Rfc3339), Some(1_767_225_600_000));
-        assert_eq!(parse_time(FieldValue::Float(1.5), TimeFormat::EpochMillis), None);
+        assert_eq!(
+            parse_time(FieldValue::Int(1_700_000_000), TimeFormat::EpochSeconds),
+            Some(1_700_000_000_000)
+        );
+        assert_eq!(
+            parse_time(FieldValue::Float(1.5), TimeFormat::EpochSeconds),
+            Some(1_500)
+        );
+        assert_eq!(
+            parse_time(str_time("2026-01-01T01:00:00Z"), TimeFormat::Rfc3339),
+            Some(1_767_229_200_000)
+        );
+        assert_eq!(
+            parse_time(str_time("2026-01-01T01:00:00+01:00"), TimeFormat::Rfc3339),
+            Some(1_767_225_600_000)
+        );
+        assert_eq!(
+            parse_time(FieldValue::Float(1.5), TimeFormat::EpochMillis),
+            None
+        );
         assert_eq!(parse_time(FieldValue::Int(5), TimeFormat::Rfc3339), None);
     }
 }

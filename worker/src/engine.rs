@@ -58,7 +58,12 @@ impl Task {
             late: vec![0; plan.analytics.len()],
         };
         Self {
-            watermarks: Watermarks::new(plan.sources.len(), plan.max_out_of_orderness, plan.idle_timeout, now),
+            watermarks: Watermarks::new(
+                plan.sources.len(),
+                plan.max_out_of_orderness,
+                plan.idle_timeout,
+                now,
+            ),
             encoder: Encoder::new(&plan.pipeline),
             windows,
             plan,
@@ -94,11 +99,14 @@ impl Task {
 
     /// State held by all analytics.
     pub fn stats(&self) -> WindowStats {
-        self.windows.iter().map(Windows::stats).fold(WindowStats::default(), |a, b| WindowStats {
-            keys: a.keys + b.keys,
-            windows: a.windows + b.windows,
-            bytes: a.bytes + b.bytes,
-        })
+        self.windows
+            .iter()
+            .map(Windows::stats)
+            .fold(WindowStats::default(), |a, b| WindowStats {
+                keys: a.keys + b.keys,
+                windows: a.windows + b.windows,
+                bytes: a.bytes + b.bytes,
+            })
     }
 
     /// Processes one record of source `source` received at processing time `now`.
@@ -113,11 +121,13 @@ impl Task {
     /// Processes one record whose source is chosen by its event type: the first source (in spec
     /// order) whose `eventTypes` include it. Records of no source's type are dead-lettered.
     pub fn route(&mut self, raw: &[u8], now: i64, out: &mut Output) {
-        let mut decoded: Vec<Option<Result<Event<'_>, Rejection>>> = (0..self.plan.sources.len()).map(|_| None).collect();
+        let mut decoded: Vec<Option<Result<Event<'_>, Rejection>>> =
+            (0..self.plan.sources.len()).map(|_| None).collect();
         let mut first_error = None;
         for source in 0..self.plan.sources.len() {
             let group = self.plan.sources[source].decode_group;
-            let slot = decoded[group].get_or_insert_with(|| self.plan.sources[group].decoder.decode(raw));
+            let slot =
+                decoded[group].get_or_insert_with(|| self.plan.sources[group].decoder.decode(raw));
             match slot {
                 Ok(event) if accepts(&self.plan.sources[source].event_types, event) => {
                     let event = match decoded[group].take() {
@@ -133,27 +143,60 @@ impl Task {
                 }
             }
         }
-        let rejection = first_error
-            .unwrap_or_else(|| Rejection::new(Reason::UnexpectedType, "no source carries this event type"));
+        let rejection = first_error.unwrap_or_else(|| {
+            Rejection::new(Reason::UnexpectedType, "no source carries this event type")
+        });
         self.dead_letter(None, rejection, raw, out);
     }
 
-    fn dead_letter(&mut self, source: Option<usize>, rejection: Rejection, raw: &[u8], out: &mut Output) {
+    fn dead_letter(
+        &mut self,
+        source: Option<usize>,
+        rejection: Rejection,
+        raw: &[u8],
+        out: &mut Output,
+    ) {
         let name = source.map(|s| self.plan.sources[s].name.clone());
-        *self.counters.dead_letters.entry((name.clone().unwrap_or_default(), rejection.reason)).or_default() += 1;
-        out.dead_letters.push(DeadLetter { source: name, reason: rejection.reason, detail: rejection.detail, raw: raw.to_vec() });
+        *self
+            .counters
+            .dead_letters
+            .entry((name.clone().unwrap_or_default(), rejection.reason))
+            .or_default() += 1;
+        out.dead_letters.push(DeadLetter {
+            source: name,
+            reason: rejection.reason,
+            detail: rejection.detail,
+            raw: raw.to_vec(),
+        });
     }
 
-    fn process_event(&mut self, source: usize, mut event: Event<'_>, raw: &[u8], now: i64, out: &mut Output) {
+    fn process_event(
+        &mut self,
+        source: usize,
+        mut event: Event<'_>,
+        raw: &[u8],
+        now: i64,
+        out: &mut Output,
+    ) {
         let plan = &self.plan.sources[source];
         if !accepts(&plan.event_types, &event) {
-            let rejection = Rejection::new(Reason::UnexpectedType, format!("source {:?} does not carry this event type", plan.name));
+            let rejection = Rejection::new(
+                Reason::UnexpectedType,
+                format!("source {:?} does not carry this event type", plan.name),
+            );
             return self.dead_letter(Some(source), rejection, raw, out);
         }
         for expr in &plan.derive {
             match expr.derive(&event) {
                 Ok(value) => event.extra.push(value),
-                Err(err) => return self.dead_letter(Some(source), Rejection::new(Reason::ExpressionError, err.to_string()), raw, out),
+                Err(err) => {
+                    return self.dead_letter(
+                        Some(source),
+                        Rejection::new(Reason::ExpressionError, err.to_string()),
+                        raw,
+                        out,
+                    )
+                }
             }
         }
         if let Some(filter) = &plan.filter {
@@ -163,7 +206,14 @@ impl Task {
                     self.counters.filtered[source] += 1;
                     return;
                 }
-                Err(err) => return self.dead_letter(Some(source), Rejection::new(Reason::ExpressionError, err.to_string()), raw, out),
+                Err(err) => {
+                    return self.dead_letter(
+                        Some(source),
+                        Rejection::new(Reason::ExpressionError, err.to_string()),
+                        raw,
+                        out,
+                    )
+                }
             }
         }
         let wm = self.watermarks.current();
@@ -178,7 +228,12 @@ impl Task {
                         continue;
                     }
                     Err(err) => {
-                        self.dead_letter(Some(source), Rejection::new(Reason::ExpressionError, err.to_string()), raw, out);
+                        self.dead_letter(
+                            Some(source),
+                            Rejection::new(Reason::ExpressionError, err.to_string()),
+                            raw,
+                            out,
+                        );
                         continue;
                     }
                 }
@@ -190,20 +245,37 @@ impl Task {
                 other => {
                     self.key_buf.clear();
                     if !other.write_key(&mut self.key_buf) {
-                        let detail = format!("key field {:?} of analytic {:?} is missing", analytic.key_field, analytic.name);
-                        self.dead_letter(Some(source), Rejection::new(Reason::MissingField, detail), raw, out);
+                        let detail = format!(
+                            "key field {:?} of analytic {:?} is missing",
+                            analytic.key_field, analytic.name
+                        );
+                        self.dead_letter(
+                            Some(source),
+                            Rejection::new(Reason::MissingField, detail),
+                            raw,
+                            out,
+                        );
                         continue;
                     }
                     &self.key_buf
                 }
             };
             let accepted = {
-                let mut emit = emitter(a, analytic, &mut self.encoder, &mut self.counters.results, out);
+                let mut emit = emitter(
+                    a,
+                    analytic,
+                    &mut self.encoder,
+                    &mut self.counters.results,
+                    out,
+                );
                 self.windows[a].add(key, local, &event, wm, &mut emit)
             };
             if !accepted {
                 self.counters.late[a] += 1;
-                let detail = format!("later than the allowed lateness of analytic {:?}", analytic.name);
+                let detail = format!(
+                    "later than the allowed lateness of analytic {:?}",
+                    analytic.name
+                );
                 self.dead_letter(Some(source), Rejection::new(Reason::Late, detail), raw, out);
             }
         }
@@ -215,7 +287,16 @@ impl Task {
     fn advance(&mut self, wm: i64, out: &mut Output) {
         for (a, windows) in self.windows.iter_mut().enumerate() {
             let analytic = &self.plan.analytics[a];
-            windows.advance(wm, &mut emitter(a, analytic, &mut self.encoder, &mut self.counters.results, out));
+            windows.advance(
+                wm,
+                &mut emitter(
+                    a,
+                    analytic,
+                    &mut self.encoder,
+                    &mut self.counters.results,
+                    out,
+                ),
+            );
         }
     }
 
@@ -243,7 +324,11 @@ impl Task {
 
 /// Whether a source with `types` carries `event`.
 fn accepts(types: &[String], event: &Event<'_>) -> bool {
-    types.is_empty() || event.event_type.as_deref().is_some_and(|t| types.iter().any(|x| x == t))
+    types.is_empty()
+        || event
+            .event_type
+            .as_deref()
+            .is_some_and(|t| types.iter().any(|x| x == t))
 }
 
 fn emitter<'a>(
@@ -255,6 +340,7 @@ fn emitter<'a>(
 ) -> impl FnMut(&Emission<'_>) + 'a {
     move |emission| {
         results[a] += 1;
-        out.results.push(encoder.encode(a, &analytic.name, &analytic.value_names, emission));
+        out.results
+            .push(encoder.encode(a, &analytic.name, &analytic.value_names, emission));
     }
 }

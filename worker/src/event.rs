@@ -155,6 +155,9 @@ pub struct Rejection {
 impl Rejection {
     /// A rejection for `reason` with `detail`.
     pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
-        Self { reason, detail: detail.into() }
+        Self {
+            reason,
+            detail: detail.into(),
+        }
     }
 }

@@ -45,7 +45,9 @@ pub struct Expr {
 
 impl std::fmt::Debug for Expr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Expr").field("extra_names", &self.extra_names).finish_non_exhaustive()
+        f.debug_struct("Expr")
+            .field("extra_names", &self.extra_names)
+            .finish_non_exhaustive()
     }
 }
 
@@ -54,15 +56,26 @@ impl Expr {
     pub fn compile(text: &str, extra_names: Arc<[String]>) -> Result<Self, ExprError> {
         let program = Program::compile(text).map_err(|err| ExprError::Compile {
             source_text: text.to_owned(),
-            message: err.to_string().lines().next().unwrap_or_default().to_owned(),
+            message: err
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
         })?;
-        Ok(Self { program, context: Context::default(), extra_names })
+        Ok(Self {
+            program,
+            context: Context::default(),
+            extra_names,
+        })
     }
 
     fn eval(&self, event: &Event<'_>) -> Result<CelValue, ExprError> {
         let mut scope = self.context.new_inner_scope();
         scope.add_variable_from_value("event", event_value(event, &self.extra_names));
-        self.program.execute(&scope).map_err(|err| ExprError::Eval(err.to_string()))
+        self.program
+            .execute(&scope)
+            .map_err(|err| ExprError::Eval(err.to_string()))
     }
 
     /// Whether `event` passes this filter.
@@ -77,7 +90,9 @@ impl Expr {
     pub fn derive(&self, event: &Event<'_>) -> Result<FieldValue<'static>, ExprError> {
         match self.eval(event)? {
             CelValue::Int(i) => Ok(FieldValue::Int(i)),
-            CelValue::UInt(u) => Ok(i64::try_from(u).map(FieldValue::Int).unwrap_or(FieldValue::Float(u as f64))),
+            CelValue::UInt(u) => Ok(i64::try_from(u)
+                .map(FieldValue::Int)
+                .unwrap_or(FieldValue::Float(u as f64))),
             CelValue::Float(f) => Ok(FieldValue::Float(f)),
             CelValue::String(s) => Ok(FieldValue::Str(s.as_str().to_owned().into())),
             CelValue::Bool(b) => Ok(FieldValue::Bool(b)),
@@ -119,11 +134,17 @@ fn text(value: Option<&str>) -> CelValue {
 fn event_value(event: &Event<'_>, extra_names: &[String]) -> CelValue {
     let mut map: HashMap<Key, CelValue> = HashMap::with_capacity(6 + extra_names.len());
     let key = |name: &str| Key::String(Arc::new(name.to_owned()));
-    map.insert(key("user"), CelValue::String(Arc::new(event.user.to_string())));
+    map.insert(
+        key("user"),
+        CelValue::String(Arc::new(event.user.to_string())),
+    );
     map.insert(key("product"), text(event.product.as_deref()));
     map.insert(key("type"), text(event.event_type.as_deref()));
     map.insert(key("category"), text(event.category.as_deref()));
-    map.insert(key("price"), event.price.map_or(CelValue::Null, CelValue::Float));
+    map.insert(
+        key("price"),
+        event.price.map_or(CelValue::Null, CelValue::Float),
+    );
     map.insert(key("time"), CelValue::Int(event.time));
     for (name, value) in extra_names.iter().zip(&event.extra) {
         map.insert(key(name), field(value));
@@ -161,13 +182,23 @@ mod tests {
 
     #[test]
     fn extra_fields_and_derived_values_are_visible() {
-        assert!(compile(r#"event.campaign == "spring""#).matches(&event(1.0, "x")).unwrap());
-        assert_eq!(compile("event.price * 0.5").derive(&event(10.0, "x")).unwrap(), FieldValue::Float(5.0));
+        assert!(compile(r#"event.campaign == "spring""#)
+            .matches(&event(1.0, "x"))
+            .unwrap());
+        assert_eq!(
+            compile("event.price * 0.5")
+                .derive(&event(10.0, "x"))
+                .unwrap(),
+            FieldValue::Float(5.0)
+        );
     }
 
     #[test]
     fn a_non_boolean_filter_is_an_error_not_a_crash() {
-        assert!(matches!(compile("event.price").matches(&event(1.0, "x")), Err(ExprError::NotBoolean(_))));
+        assert!(matches!(
+            compile("event.price").matches(&event(1.0, "x")),
+            Err(ExprError::NotBoolean(_))
+        ));
         assert!(compile("event.nope > 1").matches(&event(1.0, "x")).is_err());
         assert!(Expr::compile("event.price >", Arc::from(Vec::new())).is_err());
     }

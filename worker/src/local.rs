@@ -88,15 +88,31 @@ pub enum LocalError {
     Sink(#[from] SinkError),
 }
 
+/// Sources fed by one generator, each with the event types it carries.
+type GeneratorFeeds = Vec<(usize, Vec<String>)>;
+
 enum Input {
     /// Lines for one source, or routed by type when `source` is `None`.
-    Lines { source: Option<usize>, feeds: Vec<usize>, reader: LineReader, name: String },
+    Lines {
+        source: Option<usize>,
+        feeds: Vec<usize>,
+        reader: LineReader,
+        name: String,
+    },
     /// A generator feeding the listed sources by event type.
-    Generator { generator: Generator, feeds: Vec<(usize, Vec<String>)>, rate: u64, produced: u64 },
+    Generator {
+        generator: Generator,
+        feeds: Vec<(usize, Vec<String>)>,
+        rate: u64,
+        produced: u64,
+    },
 }
 
 fn open(path: &std::path::Path) -> Result<LineReader, LocalError> {
-    let file = File::open(path).map_err(|source| LocalError::Read { path: path.display().to_string(), source })?;
+    let file = File::open(path).map_err(|source| LocalError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
     Ok(LineReader::new(Box::new(file)))
 }
 
@@ -104,18 +120,38 @@ fn inputs(pipeline: &MarketingPipeline, opts: &LocalOptions) -> Result<Vec<Input
     let spec = &pipeline.spec;
     let all: Vec<usize> = (0..spec.sources.len()).collect();
     if let Some(path) = &opts.input {
-        return Ok(vec![Input::Lines { source: None, feeds: all, reader: open(path)?, name: path.display().to_string() }]);
+        return Ok(vec![Input::Lines {
+            source: None,
+            feeds: all,
+            reader: open(path)?,
+            name: path.display().to_string(),
+        }]);
     }
     let mut inputs = Vec::new();
-    let mut generators: Vec<(GeneratorSpec, Vec<(usize, Vec<String>)>)> = Vec::new();
+    let mut generators: Vec<(GeneratorSpec, GeneratorFeeds)> = Vec::new();
     let mut stdin_used = false;
     for (i, source) in spec.sources.iter().enumerate() {
-        let generator = match (&source.kafka, &source.file, &source.stdin, &source.generator) {
+        let generator = match (
+            &source.kafka,
+            &source.file,
+            &source.stdin,
+            &source.generator,
+        ) {
             (Some(_), ..) if opts.embedded => Some(opts.generator.clone()),
-            (Some(_), ..) => return Err(LocalError::NeedsKafka { what: "source", name: source.name.clone() }),
+            (Some(_), ..) => {
+                return Err(LocalError::NeedsKafka {
+                    what: "source",
+                    name: source.name.clone(),
+                })
+            }
             (_, Some(file), ..) => {
                 let reader = open(std::path::Path::new(&file.path))?;
-                inputs.push(Input::Lines { source: Some(i), feeds: vec![i], reader, name: file.path.clone() });
+                inputs.push(Input::Lines {
+                    source: Some(i),
+                    feeds: vec![i],
+                    reader,
+                    name: file.path.clone(),
+                });
                 None
             }
             (_, _, Some(_), _) => {
@@ -123,7 +159,12 @@ fn inputs(pipeline: &MarketingPipeline, opts: &LocalOptions) -> Result<Vec<Input
                     return Err(LocalError::TwoStdin);
                 }
                 let reader = LineReader::new(Box::new(io::stdin()));
-                inputs.push(Input::Lines { source: Some(i), feeds: vec![i], reader, name: "standard input".into() });
+                inputs.push(Input::Lines {
+                    source: Some(i),
+                    feeds: vec![i],
+                    reader,
+                    name: "standard input".into(),
+                });
                 None
             }
             (_, _, _, Some(generator)) => Some(generator.clone()),
@@ -138,7 +179,12 @@ fn inputs(pipeline: &MarketingPipeline, opts: &LocalOptions) -> Result<Vec<Input
         }
     }
     for (spec, feeds) in generators {
-        inputs.push(Input::Generator { generator: Generator::new(&spec), feeds, rate: spec.rate, produced: 0 });
+        inputs.push(Input::Generator {
+            generator: Generator::new(&spec),
+            feeds,
+            rate: spec.rate,
+            produced: 0,
+        });
     }
     Ok(inputs)
 }
@@ -151,11 +197,19 @@ fn sinks(pipeline: &MarketingPipeline, opts: &LocalOptions) -> Result<Sinks, Loc
             let mut sinks = Vec::new();
             for sink in &spec.sinks {
                 let analytics = (!sink.analytics.is_empty()).then(|| {
-                    sink.analytics.iter().filter_map(|name| spec.analytics.iter().position(|a| &a.name == name)).collect()
+                    sink.analytics
+                        .iter()
+                        .filter_map(|name| spec.analytics.iter().position(|a| &a.name == name))
+                        .collect()
                 });
                 let line_sink = match (&sink.kafka, &sink.file) {
                     (Some(_), _) if opts.embedded => LineSink::stdout(),
-                    (Some(_), _) => return Err(LocalError::NeedsKafka { what: "sink", name: sink.name.clone() }),
+                    (Some(_), _) => {
+                        return Err(LocalError::NeedsKafka {
+                            what: "sink",
+                            name: sink.name.clone(),
+                        })
+                    }
                     (_, Some(file)) => LineSink::file(std::path::Path::new(&file.path))?,
                     _ => LineSink::stdout(),
                 };
@@ -164,16 +218,26 @@ fn sinks(pipeline: &MarketingPipeline, opts: &LocalOptions) -> Result<Sinks, Loc
             sinks
         }
     };
-    let dead_letter = match (&opts.dead_letter, spec.dead_letter.as_ref().and_then(|d| d.file.as_ref())) {
+    let dead_letter = match (
+        &opts.dead_letter,
+        spec.dead_letter.as_ref().and_then(|d| d.file.as_ref()),
+    ) {
         (Some(path), _) => LineSink::file(path)?,
         (None, Some(file)) => LineSink::file(std::path::Path::new(&file.path))?,
         _ => LineSink::stderr(),
     };
-    Ok(Sinks { results, dead_letter })
+    Ok(Sinks {
+        results,
+        dead_letter,
+    })
 }
 
 /// Runs `pipeline` locally until its inputs end (or `stop` is set), then closes every window.
-pub fn run_local(pipeline: &MarketingPipeline, opts: &LocalOptions, stop: Arc<AtomicBool>) -> Result<RunSummary, LocalError> {
+pub fn run_local(
+    pipeline: &MarketingPipeline,
+    opts: &LocalOptions,
+    stop: Arc<AtomicBool>,
+) -> Result<RunSummary, LocalError> {
     let name = pipeline.metadata.name.clone().unwrap_or_default();
     let plan = Plan::compile(&name, &pipeline.spec)?;
     let mut inputs = inputs(pipeline, opts)?;
@@ -196,14 +260,23 @@ pub fn run_local(pipeline: &MarketingPipeline, opts: &LocalOptions, stop: Arc<At
         for input in &mut inputs {
             let t = now();
             match input {
-                Input::Lines { source, feeds, reader, name } => {
+                Input::Lines {
+                    source,
+                    feeds,
+                    reader,
+                    name,
+                } => {
                     if feeds.is_empty() {
                         continue;
                     }
                     buf.clear();
-                    let n = reader
-                        .read_batch(&mut buf, BATCH)
-                        .map_err(|source| LocalError::Read { path: name.clone(), source })?;
+                    let n =
+                        reader
+                            .read_batch(&mut buf, BATCH)
+                            .map_err(|source| LocalError::Read {
+                                path: name.clone(),
+                                source,
+                            })?;
                     for record in records(&buf) {
                         summary.records += 1;
                         match source {
@@ -220,7 +293,12 @@ pub fn run_local(pipeline: &MarketingPipeline, opts: &LocalOptions, stop: Arc<At
                         idle = false;
                     }
                 }
-                Input::Generator { generator, feeds, rate, produced } => {
+                Input::Generator {
+                    generator,
+                    feeds,
+                    rate,
+                    produced,
+                } => {
                     if feeds.is_empty() {
                         continue;
                     }
@@ -238,7 +316,10 @@ pub fn run_local(pipeline: &MarketingPipeline, opts: &LocalOptions, stop: Arc<At
                             break;
                         };
                         *produced += 1;
-                        if let Some((s, _)) = feeds.iter().find(|(_, types)| types.is_empty() || types.iter().any(|x| x == kind)) {
+                        if let Some((s, _)) = feeds
+                            .iter()
+                            .find(|(_, types)| types.is_empty() || types.iter().any(|x| x == kind))
+                        {
                             summary.records += 1;
                             task.process(*s, &buf, t, &mut out);
                         }

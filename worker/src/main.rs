@@ -102,8 +102,14 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 impl GeneratorArgs {
     fn spec(&self) -> anyhow::Result<GeneratorSpec> {
-        anyhow::ensure!((0.0..=1.0).contains(&self.out_of_order), "--out-of-order must be between 0 and 1");
-        anyhow::ensure!(self.users > 0 && self.products > 0, "--users and --products must be at least 1");
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.out_of_order),
+            "--out-of-order must be between 0 and 1"
+        );
+        anyhow::ensure!(
+            self.users > 0 && self.products > 0,
+            "--users and --products must be at least 1"
+        );
         anyhow::ensure!(self.time_step.millis() > 0, "--time-step must be positive");
         Ok(GeneratorSpec {
             rate: self.rate,
@@ -134,7 +140,10 @@ fn load(path: &Path) -> Result<MarketingPipeline, ExitCode> {
         match err {
             ManifestError::Parse(message) => {
                 let first = message.lines().next().unwrap_or_default();
-                eprintln!("error: {}: failed to parse manifest: {first}", path.display());
+                eprintln!(
+                    "error: {}: failed to parse manifest: {first}",
+                    path.display()
+                );
             }
             ManifestError::Invalid(problems) => {
                 for problem in problems {
@@ -149,13 +158,19 @@ fn load(path: &Path) -> Result<MarketingPipeline, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
         Command::Validate { file } => match load(&file) {
             Ok(pipeline) => {
-                println!("{}: valid MarketingPipeline {:?}", file.display(), pipeline.metadata.name.unwrap_or_default());
+                println!(
+                    "{}: valid MarketingPipeline {:?}",
+                    file.display(),
+                    pipeline.metadata.name.unwrap_or_default()
+                );
                 Ok(())
             }
             Err(code) => return code,
@@ -182,23 +197,27 @@ fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
     use std::io::Write;
     let mut spec = args.generator.spec()?;
     spec.events = Some(spec.events.unwrap_or(1_000_000));
-    let file = std::fs::File::create(&args.out).with_context(|| format!("failed to create {}", args.out.display()))?;
+    let file = std::fs::File::create(&args.out)
+        .with_context(|| format!("failed to create {}", args.out.display()))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
     let mut generator = Generator::new(&spec);
     let mut line = Vec::with_capacity(160);
     while generator.next_into(&mut line).is_some() {
         line.push(b'\n');
-        out.write_all(&line).with_context(|| format!("failed to write {}", args.out.display()))?;
+        out.write_all(&line)
+            .with_context(|| format!("failed to write {}", args.out.display()))?;
         line.clear();
     }
-    out.flush().with_context(|| format!("failed to write {}", args.out.display()))?;
+    out.flush()
+        .with_context(|| format!("failed to write {}", args.out.display()))?;
     Ok(())
 }
 
 fn run(pipeline: &MarketingPipeline, args: &RunArgs) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
-    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)).context("failed to install the interrupt handler")?;
+    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
+        .context("failed to install the interrupt handler")?;
     let opts = LocalOptions {
         input: args.input.clone(),
         output: args.output.clone(),

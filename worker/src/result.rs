@@ -116,7 +116,13 @@ impl Encoder {
     }
 
     /// Encodes `emission` of analytic `analytic` named `name` with value names `names`.
-    pub fn encode(&mut self, analytic: usize, name: &str, names: &[String], emission: &Emission<'_>) -> ResultRecord {
+    pub fn encode(
+        &mut self,
+        analytic: usize,
+        name: &str,
+        names: &[String],
+        emission: &Emission<'_>,
+    ) -> ResultRecord {
         let start = Self::cached(&mut self.start, emission.start).to_owned();
         let end = Self::cached(&mut self.end, emission.end);
         let mut key = String::with_capacity(name.len() + emission.key.len() + start.len() + 2);
@@ -137,12 +143,22 @@ impl Encoder {
             v.push(b':');
             match value {
                 Value::Int(i) => v.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
-                Value::Float(f) if f.is_finite() => v.extend_from_slice(ryu::Buffer::new().format_finite(*f).as_bytes()),
+                Value::Float(f) if f.is_finite() => {
+                    v.extend_from_slice(ryu::Buffer::new().format_finite(*f).as_bytes())
+                }
                 Value::Float(_) | Value::Null => v.extend_from_slice(b"null"),
             }
         }
-        let _ = write!(v, ",\"revision\":{},\"emitted_at\":{}}}", emission.revision, self.emitted_at);
-        ResultRecord { analytic, key, value: v }
+        let _ = write!(
+            v,
+            ",\"revision\":{},\"emitted_at\":{}}}",
+            emission.revision, self.emitted_at
+        );
+        ResultRecord {
+            analytic,
+            key,
+            value: v,
+        }
     }
 }
 
@@ -168,10 +184,17 @@ mod tests {
     fn a_report_result_has_the_design_shape() {
         let mut encoder = Encoder::new("quickstart");
         encoder.set_now(1_767_229_300_000);
-        let names: Vec<String> = ["clicks", "revenue", "conversion_rate"].map(String::from).to_vec();
+        let names: Vec<String> = ["clicks", "revenue", "conversion_rate"]
+            .map(String::from)
+            .to_vec();
         let values = [Value::Int(3), Value::Float(12.5), Value::Float(1.0 / 3.0)];
-        let emission =
-            Emission { key: "u\"1", start: 1_767_225_600_000, end: 1_767_229_200_000, revision: 2, values: &values };
+        let emission = Emission {
+            key: "u\"1",
+            start: 1_767_225_600_000,
+            end: 1_767_229_200_000,
+            revision: 2,
+            values: &values,
+        };
         let record = encoder.encode(0, "marketing_report", &names, &emission);
         assert_eq!(record.key, "marketing_report/u\"1/2026-01-01T00:00:00Z");
         let json: serde_json::Value = serde_json::from_slice(&record.value).unwrap();

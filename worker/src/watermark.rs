@@ -24,8 +24,17 @@ impl Watermarks {
     /// Tracking of `inputs` inputs with out-of-orderness `bound` and `idle_timeout` (ms), started
     /// at processing time `now`.
     pub fn new(inputs: usize, bound: i64, idle_timeout: i64, now: i64) -> Self {
-        let state = InputState { max_time: i64::MIN, last_active: now, finished: false };
-        Self { inputs: vec![state; inputs], bound, idle_timeout, current: i64::MIN }
+        let state = InputState {
+            max_time: i64::MIN,
+            last_active: now,
+            finished: false,
+        };
+        Self {
+            inputs: vec![state; inputs],
+            bound,
+            idle_timeout,
+            current: i64::MIN,
+        }
     }
 
     /// The task's watermark: every event at or before it is late.
@@ -107,7 +116,11 @@ mod tests {
         assert_eq!(wm.observe(0, 100, 0), None, "input 1 has seen nothing yet");
         assert_eq!(wm.observe(1, 50, 0), Some(40));
         assert_eq!(wm.observe(1, 200, 0), Some(90));
-        assert_eq!(wm.observe(0, 90, 0), None, "older events never move it back");
+        assert_eq!(
+            wm.observe(0, 90, 0),
+            None,
+            "older events never move it back"
+        );
     }
 
     #[test]
@@ -118,8 +131,16 @@ mod tests {
         assert_eq!(wm.current(), 10);
         assert_eq!(wm.tick(999), None);
         assert_eq!(wm.observe(0, 500, 1_500), Some(500), "input 1 idle since 0");
-        assert_eq!(wm.observe(1, 20, 1_600), None, "a woken input cannot move it back");
-        assert_eq!(wm.observe(0, 600, 1_700), None, "the woken input holds it at 20 < 500");
+        assert_eq!(
+            wm.observe(1, 20, 1_600),
+            None,
+            "a woken input cannot move it back"
+        );
+        assert_eq!(
+            wm.observe(0, 600, 1_700),
+            None,
+            "the woken input holds it at 20 < 500"
+        );
         assert_eq!(wm.current(), 500);
     }
 

@@ -1,15 +1,22 @@
 //! The `tidemark` command line: exit codes, one-line errors, dead letters for bad input, the
 //! embedded quickstart.
 
+#![allow(clippy::unwrap_used)] // test helpers fail the test by panicking
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn tidemark(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tidemark")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name)
 }
 
 fn stderr(out: &Output) -> String {
@@ -31,10 +38,23 @@ fn an_invalid_manifest_prints_one_line_per_problem_with_its_path_and_exits_2() {
         let err = stderr(&out);
         let lines: Vec<&str> = err.lines().collect();
         assert_eq!(lines.len(), 4, "{err}");
-        assert!(lines[0].ends_with("spec.analytics[0].join.right: unknown source \"refunds\""), "{err}");
+        assert!(
+            lines[0].ends_with("spec.analytics[0].join.right: unknown source \"refunds\""),
+            "{err}"
+        );
         assert!(lines[1].ends_with("spec.analytics[0].join.aggregates[1].source: \"purchases\" is not an input of this analytic"), "{err}");
-        assert!(lines[3].ends_with("spec.analytics[0].join.ratios[0].denominator: unknown aggregate \"views\""), "{err}");
-        assert!(lines.iter().all(|l| l.starts_with("error: ") && l.contains("bad.yaml: spec.")), "{err}");
+        assert!(
+            lines[3].ends_with(
+                "spec.analytics[0].join.ratios[0].denominator: unknown aggregate \"views\""
+            ),
+            "{err}"
+        );
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.starts_with("error: ") && l.contains("bad.yaml: spec.")),
+            "{err}"
+        );
     }
 }
 
@@ -44,14 +64,24 @@ fn a_missing_file_or_a_bad_flag_is_one_line_and_a_non_zero_exit() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(stderr(&out).lines().count(), 1);
     assert!(stderr(&out).contains("failed to read /nonexistent/pipeline.yaml"));
-    let out = tidemark(&["run", "-f", example("quickstart.yaml").to_str().unwrap(), "--input", "/nonexistent.jsonl"]);
+    let out = tidemark(&[
+        "run",
+        "-f",
+        example("quickstart.yaml").to_str().unwrap(),
+        "--input",
+        "/nonexistent.jsonl",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
     let out = tidemark(&["generate", "--out", "/tmp/x", "--time-step", "soon"]);
     assert_eq!(out.status.code(), Some(2));
     let out = tidemark(&["run", "-f", example("quickstart.yaml").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("--embedded"), "kafka without a broker names the way out: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--embedded"),
+        "kafka without a broker names the way out: {}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -72,34 +102,86 @@ fn malformed_records_are_dead_lettered_with_their_reason_and_processing_goes_on(
     let output = dir.path().join("out.jsonl");
     let dead = dir.path().join("dead.jsonl");
     let out = tidemark(&[
-        "run", "-q", "-f", example("quickstart.yaml").to_str().unwrap(),
-        "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap(), "--dead-letter", dead.to_str().unwrap(),
+        "run",
+        "-q",
+        "-f",
+        example("quickstart.yaml").to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--dead-letter",
+        dead.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let dead: Vec<serde_json::Value> =
-        std::fs::read_to_string(&dead).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let dead: Vec<serde_json::Value> = std::fs::read_to_string(&dead)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let reasons: Vec<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
-    assert_eq!(reasons, ["malformed_json", "missing_field", "invalid_time", "invalid_field", "unexpected_type"]);
+    assert_eq!(
+        reasons,
+        [
+            "malformed_json",
+            "missing_field",
+            "invalid_time",
+            "invalid_field",
+            "unexpected_type"
+        ]
+    );
     assert_eq!(dead[1]["raw"], lines[2]);
-    assert!(dead.iter().all(|d| d["pipeline"] == "quickstart" && d["detail"].as_str().is_some_and(|s| !s.is_empty())));
-    let results: Vec<serde_json::Value> =
-        std::fs::read_to_string(&output).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(dead
+        .iter()
+        .all(|d| d["pipeline"] == "quickstart"
+            && d["detail"].as_str().is_some_and(|s| !s.is_empty())));
+    let results: Vec<serde_json::Value> = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(results.len(), 1);
-    assert_eq!((results[0]["clicks"].as_u64(), results[0]["purchases"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (
+            results[0]["clicks"].as_u64(),
+            results[0]["purchases"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
     assert_eq!(results[0]["conversion_rate"], 1.0);
 }
 
 #[test]
 fn the_embedded_quickstart_prints_reports_as_windows_close() {
     let out = tidemark(&[
-        "run", "-q", "-f", example("quickstart.yaml").to_str().unwrap(), "--embedded", "--rate", "0", "--events", "150000",
+        "run",
+        "-q",
+        "-f",
+        example("quickstart.yaml").to_str().unwrap(),
+        "--embedded",
+        "--rate",
+        "0",
+        "--events",
+        "150000",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let reports: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let reports: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert!(reports.len() > 100, "{} reports", reports.len());
-    let windows: std::collections::BTreeSet<&str> = reports.iter().map(|r| r["window"]["start"].as_str().unwrap()).collect();
-    assert!(windows.len() >= 3, "150k events at 50 ms span two hours: {windows:?}");
-    let total: u64 = reports.iter().map(|r| r["clicks"].as_u64().unwrap() + r["purchases"].as_u64().unwrap()).sum();
+    let windows: std::collections::BTreeSet<&str> = reports
+        .iter()
+        .map(|r| r["window"]["start"].as_str().unwrap())
+        .collect();
+    assert!(
+        windows.len() >= 3,
+        "150k events at 50 ms span two hours: {windows:?}"
+    );
+    let total: u64 = reports
+        .iter()
+        .map(|r| r["clicks"].as_u64().unwrap() + r["purchases"].as_u64().unwrap())
+        .sum();
     assert_eq!(total, 150_000, "every generated event is counted once");
 }

@@ -13,7 +13,10 @@ use crate::Duration;
 ).message("exactly one of aggregate or join must be set"))]
 pub struct AnalyticSpec {
     /// Name of the analytic; the first part of each result's Kafka key.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z]([a-z0-9_-]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z]([a-z0-9_-]*[a-z0-9])?$")
+    )]
     pub name: String,
     /// Keyed, windowed aggregation of one or more sources.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -56,7 +59,9 @@ pub struct JoinAnalytic {
 }
 
 /// Which key-windows of a join produce a result.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum JoinType {
     /// Only key-windows with events on both sides.

@@ -3,6 +3,9 @@
 //! A local pipeline file is a whole manifest (`apiVersion`, `kind`, `metadata`, `spec`), so the
 //! same file runs on a laptop with `tidemark run -f` and on a cluster with `kubectl apply -f`.
 
+// The derive takes one `printcolumn(...)` per column; clippy reads them as duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 mod analytic;
 mod operations;
 mod sink;
@@ -39,10 +42,22 @@ use crate::Duration;
         label_selector_path = ".status.selector"
     ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Parallelism", type_ = "integer", json_path = ".status.parallelism"),
+    printcolumn(
+        name = "Parallelism",
+        type_ = "integer",
+        json_path = ".status.parallelism"
+    ),
     printcolumn(name = "Lag", type_ = "integer", json_path = ".status.lag"),
-    printcolumn(name = "Last checkpoint", type_ = "date", json_path = ".status.lastCheckpoint"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Last checkpoint",
+        type_ = "date",
+        json_path = ".status.lastCheckpoint"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kube::core::Rule::new(
@@ -103,7 +118,10 @@ pub struct WatermarkSpec {
 
 impl Default for WatermarkSpec {
     fn default() -> Self {
-        Self { max_out_of_orderness: default_out_of_orderness(), idle_timeout: default_idle_timeout() }
+        Self {
+            max_out_of_orderness: default_out_of_orderness(),
+            idle_timeout: default_idle_timeout(),
+        }
     }
 }
 

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use crate::Duration;
 
 /// Delivery guarantee of results.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum Delivery {
     /// Results are written in Kafka transactions committed with checkpoints: a `read_committed`
@@ -116,7 +118,9 @@ impl Default for AutoscalingSpec {
 }
 
 /// Autoscaling decision policies.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum AutoscalingPolicy {
     /// Demand (input rate, lag growth, lag to catch up) over measured capacity per worker.
@@ -179,7 +183,9 @@ pub struct KafkaSasl {
 }
 
 /// SASL mechanisms.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum SaslMechanism {
     /// PLAIN (only over TLS).
     #[serde(rename = "PLAIN")]

@@ -13,7 +13,10 @@ use super::source::{FileSource, KafkaSource};
 ).message("exactly one of kafka, file or stdout must be set"))]
 pub struct SinkSpec {
     /// Name of the sink.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z]([a-z0-9_-]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z]([a-z0-9_-]*[a-z0-9])?$")
+    )]
     pub name: String,
     /// Analytics whose results this sink receives; empty means all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 ).message("exactly one of kafka, file, stdin or generator must be set"))]
 pub struct SourceSpec {
     /// Name of the source, referenced by analytics (lowercase letters, digits, `_` and `-`).
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z]([a-z0-9_-]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z]([a-z0-9_-]*[a-z0-9])?$")
+    )]
     pub name: String,
     /// Read a Kafka topic of the pipeline's cluster (`spec.kafka`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -131,7 +134,9 @@ impl Default for GeneratorSpec {
 }
 
 /// Encoding of source records.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum Format {
     /// One JSON object per record (per line in files).
@@ -187,7 +192,9 @@ impl Default for FieldMapping {
 }
 
 /// How event times are written in records.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum TimeFormat {
     /// Integer milliseconds since the Unix epoch.

@@ -114,16 +114,24 @@ impl Plan {
             extra_names.extend(source.derive.iter().map(|d| d.name.clone()));
             let extra_names: Arc<[String]> = Arc::from(extra_names);
             let expr = |path: String, text: &str| {
-                Expr::compile(text, extra_names.clone()).map_err(|source| PlanError::Expr { path, source })
+                Expr::compile(text, extra_names.clone())
+                    .map_err(|source| PlanError::Expr { path, source })
             };
-            let filter = source.filter.as_deref().map(|f| expr(format!("spec.sources[{i}].filter"), f)).transpose()?;
+            let filter = source
+                .filter
+                .as_deref()
+                .map(|f| expr(format!("spec.sources[{i}].filter"), f))
+                .transpose()?;
             let derive = source
                 .derive
                 .iter()
                 .enumerate()
                 .map(|(j, d)| expr(format!("spec.sources[{i}].derive[{j}].expr"), &d.expr))
                 .collect::<Result<_, _>>()?;
-            let decode_group = spec.sources[..i].iter().position(|s| s.fields == source.fields).unwrap_or(i);
+            let decode_group = spec.sources[..i]
+                .iter()
+                .position(|s| s.fields == source.fields)
+                .unwrap_or(i);
             sources.push(SourcePlan {
                 name: source.name.clone(),
                 decoder: Decoder::new(&source.fields),
@@ -138,29 +146,54 @@ impl Plan {
         let mut analytics = Vec::with_capacity(spec.analytics.len());
         for (a, analytic) in spec.analytics.iter().enumerate() {
             let path = format!("spec.analytics[{a}]");
-            let (input_names, group, filter_text, join_type): (Vec<&String>, &GroupSpec, Option<&str>, Option<JoinType>) =
-                match (&analytic.aggregate, &analytic.join) {
-                    (Some(agg), None) => (agg.sources.iter().collect(), &agg.group, agg.filter.as_deref(), None),
-                    (None, Some(join)) => (vec![&join.left, &join.right], &join.group, None, Some(join.join_type)),
-                    _ => {
-                        return Err(PlanError::Reference { path, message: "exactly one of aggregate or join must be set".into() })
-                    }
-                };
+            let (input_names, group, filter_text, join_type): (
+                Vec<&String>,
+                &GroupSpec,
+                Option<&str>,
+                Option<JoinType>,
+            ) = match (&analytic.aggregate, &analytic.join) {
+                (Some(agg), None) => (
+                    agg.sources.iter().collect(),
+                    &agg.group,
+                    agg.filter.as_deref(),
+                    None,
+                ),
+                (None, Some(join)) => (
+                    vec![&join.left, &join.right],
+                    &join.group,
+                    None,
+                    Some(join.join_type),
+                ),
+                _ => {
+                    return Err(PlanError::Reference {
+                        path,
+                        message: "exactly one of aggregate or join must be set".into(),
+                    })
+                }
+            };
             let inputs: Vec<usize> = input_names
                 .iter()
                 .map(|name| {
-                    sources.iter().position(|s| &&s.name == name).ok_or_else(|| PlanError::Reference {
-                        path: path.clone(),
-                        message: format!("unknown source {name:?}"),
-                    })
+                    sources
+                        .iter()
+                        .position(|s| &&s.name == name)
+                        .ok_or_else(|| PlanError::Reference {
+                            path: path.clone(),
+                            message: format!("unknown source {name:?}"),
+                        })
                 })
                 .collect::<Result<_, _>>()?;
             let key = inputs
                 .iter()
                 .map(|&s| {
-                    input_for(&group.key_by, &sources[s].extra_names).ok_or_else(|| PlanError::Reference {
-                        path: format!("{path}.keyBy"),
-                        message: format!("source {:?} has no field {:?}", sources[s].name, group.key_by),
+                    input_for(&group.key_by, &sources[s].extra_names).ok_or_else(|| {
+                        PlanError::Reference {
+                            path: format!("{path}.keyBy"),
+                            message: format!(
+                                "source {:?} has no field {:?}",
+                                sources[s].name, group.key_by
+                            ),
+                        }
                     })
                 })
                 .collect::<Result<_, _>>()?;
@@ -169,7 +202,11 @@ impl Plan {
                 let per_input = inputs
                     .iter()
                     .map(|&s| {
-                        if agg.source.as_ref().is_some_and(|only| only != &sources[s].name) {
+                        if agg
+                            .source
+                            .as_ref()
+                            .is_some_and(|only| only != &sources[s].name)
+                        {
                             return None;
                         }
                         match &agg.field {
@@ -187,16 +224,25 @@ impl Plan {
                 aggs.push((agg.op, per_input));
             }
             let position = |name: &str, part: &str, j: usize| {
-                group.aggregates.iter().position(|x| x.name == name).ok_or_else(|| PlanError::Reference {
-                    path: format!("{path}.ratios[{j}].{part}"),
-                    message: format!("unknown aggregate {name:?}"),
-                })
+                group
+                    .aggregates
+                    .iter()
+                    .position(|x| x.name == name)
+                    .ok_or_else(|| PlanError::Reference {
+                        path: format!("{path}.ratios[{j}].{part}"),
+                        message: format!("unknown aggregate {name:?}"),
+                    })
             };
             let ratios = group
                 .ratios
                 .iter()
                 .enumerate()
-                .map(|(j, r)| Ok((position(&r.numerator, "numerator", j)?, position(&r.denominator, "denominator", j)?)))
+                .map(|(j, r)| {
+                    Ok((
+                        position(&r.numerator, "numerator", j)?,
+                        position(&r.denominator, "denominator", j)?,
+                    ))
+                })
                 .collect::<Result<Vec<_>, PlanError>>()?;
             let require = match join_type {
                 Some(JoinType::Inner) => vec![0, 1],
@@ -208,7 +254,12 @@ impl Plan {
                 Some(text) => {
                     // An aggregate's filter sees the fields of its first input's mapping.
                     let names = sources[inputs[0]].extra_names.clone();
-                    Some(Expr::compile(text, names).map_err(|source| PlanError::Expr { path: format!("{path}.aggregate.filter"), source })?)
+                    Some(
+                        Expr::compile(text, names).map_err(|source| PlanError::Expr {
+                            path: format!("{path}.aggregate.filter"),
+                            source,
+                        })?,
+                    )
                 }
                 None => None,
             };
@@ -216,7 +267,8 @@ impl Plan {
             for (local, &s) in inputs.iter().enumerate() {
                 sources[s].consumers.push((a, local));
             }
-            let mut value_names: Vec<String> = group.aggregates.iter().map(|x| x.name.clone()).collect();
+            let mut value_names: Vec<String> =
+                group.aggregates.iter().map(|x| x.name.clone()).collect();
             value_names.extend(group.ratios.iter().map(|r| r.name.clone()));
             analytics.push(AnalyticPlan {
                 name: analytic.name.clone(),
@@ -242,16 +294,26 @@ impl Plan {
 }
 
 fn window_kind(group: &GroupSpec, path: &str) -> Result<WindowKind, PlanError> {
-    let missing = |field: &str| PlanError::Reference { path: format!("{path}.window.{field}"), message: "missing".into() };
+    let missing = |field: &str| PlanError::Reference {
+        path: format!("{path}.window.{field}"),
+        message: "missing".into(),
+    };
     let positive = |d: &Option<tidemark_api::Duration>, field: &str| {
-        d.as_ref().map(|d| d.millis_i64()).filter(|ms| *ms > 0).ok_or_else(|| missing(field))
+        d.as_ref()
+            .map(|d| d.millis_i64())
+            .filter(|ms| *ms > 0)
+            .ok_or_else(|| missing(field))
     };
     Ok(match group.window.kind {
-        SpecWindowKind::Tumbling => WindowKind::Tumbling { size: positive(&group.window.size, "size")? },
+        SpecWindowKind::Tumbling => WindowKind::Tumbling {
+            size: positive(&group.window.size, "size")?,
+        },
         SpecWindowKind::Sliding => WindowKind::Sliding {
             size: positive(&group.window.size, "size")?,
             slide: positive(&group.window.slide, "slide")?,
         },
-        SpecWindowKind::Session => WindowKind::Session { gap: positive(&group.window.gap, "gap")? },
+        SpecWindowKind::Session => WindowKind::Session {
+            gap: positive(&group.window.gap, "gap")?,
+        },
     })
 }

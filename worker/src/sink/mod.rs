@@ -15,7 +15,9 @@ pub struct LineSink {
 
 impl std::fmt::Debug for LineSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LineSink").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("LineSink")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -45,18 +47,30 @@ pub enum SinkError {
 impl LineSink {
     /// A sink writing (truncating) the file at `path`.
     pub fn file(path: &Path) -> Result<Self, SinkError> {
-        let file = File::create(path).map_err(|source| SinkError::Create { path: path.display().to_string(), source })?;
-        Ok(Self { writer: Box::new(BufWriter::with_capacity(1 << 20, file)), name: path.display().to_string() })
+        let file = File::create(path).map_err(|source| SinkError::Create {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(Self {
+            writer: Box::new(BufWriter::with_capacity(1 << 20, file)),
+            name: path.display().to_string(),
+        })
     }
 
     /// A sink writing to standard output.
     pub fn stdout() -> Self {
-        Self { writer: Box::new(BufWriter::new(io::stdout())), name: "standard output".into() }
+        Self {
+            writer: Box::new(BufWriter::new(io::stdout())),
+            name: "standard output".into(),
+        }
     }
 
     /// A sink writing to standard error.
     pub fn stderr() -> Self {
-        Self { writer: Box::new(io::stderr()), name: "standard error".into() }
+        Self {
+            writer: Box::new(io::stderr()),
+            name: "standard error".into(),
+        }
     }
 
     /// Writes one line.
@@ -64,12 +78,18 @@ impl LineSink {
         self.writer
             .write_all(line)
             .and_then(|()| self.writer.write_all(b"\n"))
-            .map_err(|source| SinkError::Write { name: self.name.clone(), source })
+            .map_err(|source| SinkError::Write {
+                name: self.name.clone(),
+                source,
+            })
     }
 
     /// Flushes buffered lines.
     pub fn flush(&mut self) -> Result<(), SinkError> {
-        self.writer.flush().map_err(|source| SinkError::Write { name: self.name.clone(), source })
+        self.writer.flush().map_err(|source| SinkError::Write {
+            name: self.name.clone(),
+            source,
+        })
     }
 }
 
@@ -87,7 +107,10 @@ impl Sinks {
     pub fn write(&mut self, out: &mut Output, pipeline: &str, at: &str) -> Result<(), SinkError> {
         for record in &out.results {
             for (analytics, sink) in &mut self.results {
-                if analytics.as_ref().is_none_or(|a| a.contains(&record.analytic)) {
+                if analytics
+                    .as_ref()
+                    .is_none_or(|a| a.contains(&record.analytic))
+                {
                     sink.write_line(&record.value)?;
                 }
             }

@@ -14,10 +14,17 @@ use rand_pcg::Pcg64Mcg;
 use tidemark_api::GeneratorSpec;
 
 /// Product categories, chosen per product.
-pub const CATEGORIES: [&str; 8] = ["audio", "books", "fashion", "garden", "grocery", "home", "sports", "toys"];
+pub const CATEGORIES: [&str; 8] = [
+    "audio", "books", "fashion", "garden", "grocery", "home", "sports", "toys",
+];
 
 /// Event types with their weights in percent.
-const TYPES: [(&str, u32); 4] = [("view", 55), ("click", 28), ("add_to_cart", 11), ("purchase", 6)];
+const TYPES: [(&str, u32); 4] = [
+    ("view", 55),
+    ("click", 28),
+    ("add_to_cart", 11),
+    ("purchase", 6),
+];
 
 /// A deterministic event generator.
 #[derive(Debug)]
@@ -35,7 +42,9 @@ pub struct Generator {
 impl Generator {
     /// A generator with `spec`'s settings.
     pub fn new(spec: &GeneratorSpec) -> Self {
-        let zipf = |n: u64| Zipf::new(n.max(1) as f64, spec.skew.max(0.0)).expect("n >= 1 and skew >= 0 are valid");
+        let zipf = |n: u64| {
+            Zipf::new(n.max(1) as f64, spec.skew.max(0.0)).expect("n >= 1 and skew >= 0 are valid")
+        };
         Self {
             rng: Pcg64Mcg::seed_from_u64(spec.seed),
             users: zipf(spec.users),
@@ -108,7 +117,10 @@ mod tests {
 
     #[test]
     fn the_same_settings_give_the_same_events_and_the_count_is_exact() {
-        let spec = GeneratorSpec { events: Some(500), ..GeneratorSpec::default() };
+        let spec = GeneratorSpec {
+            events: Some(500),
+            ..GeneratorSpec::default()
+        };
         let a = lines(&spec);
         assert_eq!(a.len(), 500);
         assert_eq!(a, lines(&spec));
@@ -118,18 +130,28 @@ mod tests {
 
     #[test]
     fn events_have_the_quickstart_shape_and_bounded_disorder() {
-        let spec = GeneratorSpec { events: Some(2_000), out_of_order_fraction: 0.3, ..GeneratorSpec::default() };
+        let spec = GeneratorSpec {
+            events: Some(2_000),
+            out_of_order_fraction: 0.3,
+            ..GeneratorSpec::default()
+        };
         let mut max = i64::MIN;
         let mut purchases = 0;
         for line in lines(&spec) {
             let v: serde_json::Value = serde_json::from_str(&line).unwrap();
             let ts = v["ts"].as_i64().unwrap();
-            assert!(ts >= max.saturating_sub(spec.max_delay.millis_i64()), "disorder within max_delay");
+            assert!(
+                ts >= max.saturating_sub(spec.max_delay.millis_i64()),
+                "disorder within max_delay"
+            );
             max = max.max(ts);
             assert!(v["user_id"].as_str().unwrap().starts_with('u'));
             assert!(v["price"].as_f64().unwrap() > 0.0);
             purchases += usize::from(v["type"] == "purchase");
         }
-        assert!((60..=180).contains(&purchases), "about 6% purchases, got {purchases}");
+        assert!(
+            (60..=180).contains(&purchases),
+            "about 6% purchases, got {purchases}"
+        );
     }
 }

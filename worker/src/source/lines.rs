@@ -10,14 +10,19 @@ pub struct LineReader {
 
 impl std::fmt::Debug for LineReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LineReader").field("done", &self.done).finish_non_exhaustive()
+        f.debug_struct("LineReader")
+            .field("done", &self.done)
+            .finish_non_exhaustive()
     }
 }
 
 impl LineReader {
     /// Reads from `reader`.
     pub fn new(reader: Box<dyn Read + Send>) -> Self {
-        Self { reader: BufReader::with_capacity(1 << 20, reader), done: false }
+        Self {
+            reader: BufReader::with_capacity(1 << 20, reader),
+            done: false,
+        }
     }
 
     /// Appends up to `max_lines` lines to `buf` (each with its newline, if it had one);
@@ -38,7 +43,8 @@ impl LineReader {
 
 /// Splits a batch into records: lines without their line ending, blank lines skipped.
 pub fn records(batch: &[u8]) -> impl Iterator<Item = &[u8]> {
-    batch.split(|&b| b == b'\n').map(|line| line.strip_suffix(b"\r").unwrap_or(line)).filter(|line| {
-        !line.iter().all(u8::is_ascii_whitespace)
-    })
+    batch
+        .split(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
 }

@@ -100,7 +100,12 @@ pub struct AccLayout {
 impl AccLayout {
     /// A layout for `aggs` (op, inputs per source) over `sources` sources; with
     /// `count_sides`, one counter per source is added.
-    pub fn new(aggs: Vec<(AggregateOp, Vec<Option<Input>>)>, ratios: Vec<(usize, usize)>, sources: usize, count_sides: bool) -> Self {
+    pub fn new(
+        aggs: Vec<(AggregateOp, Vec<Option<Input>>)>,
+        ratios: Vec<(usize, usize)>,
+        sources: usize,
+        count_sides: bool,
+    ) -> Self {
         let mut width = 0;
         let aggs = aggs
             .into_iter()
@@ -118,7 +123,12 @@ impl AccLayout {
                 })
             })
             .collect();
-        Self { aggs, ratios, side_counters, width }
+        Self {
+            aggs,
+            ratios,
+            side_counters,
+            width,
+        }
     }
 
     /// Writes the initial state into `block`.
@@ -136,12 +146,20 @@ impl AccLayout {
     }
 
     /// Adds one event of source `source` to `block`.
-    pub fn update(&self, block: &mut [u64], source: usize, event: &Event<'_>, distinct: &mut DistinctSets) {
+    pub fn update(
+        &self,
+        block: &mut [u64],
+        source: usize,
+        event: &Event<'_>,
+        distinct: &mut DistinctSets,
+    ) {
         if let Some(Some(counter)) = self.side_counters.get(source) {
             block[*counter] += 1;
         }
         for agg in &self.aggs {
-            let Some(Some(input)) = agg.inputs.get(source) else { continue };
+            let Some(Some(input)) = agg.inputs.get(source) else {
+                continue;
+            };
             let slot = &mut block[agg.offset..];
             if agg.op == AggregateOp::Count {
                 slot[0] += 1;
@@ -193,7 +211,11 @@ impl AccLayout {
 
     /// Events of source `source` in `block`, when the layout counts sides.
     pub fn side_count(&self, block: &[u64], source: usize) -> Option<u64> {
-        self.side_counters.get(source).copied().flatten().map(|slot| block[slot])
+        self.side_counters
+            .get(source)
+            .copied()
+            .flatten()
+            .map(|slot| block[slot])
     }
 
     /// Releases side-table state referenced by `block`.
@@ -215,7 +237,11 @@ impl AccLayout {
                 AggregateOp::Sum => Value::Float(f64::from_bits(slot[0])),
                 AggregateOp::Min | AggregateOp::Max => {
                     let f = f64::from_bits(slot[0]);
-                    if f.is_finite() { Value::Float(f) } else { Value::Null }
+                    if f.is_finite() {
+                        Value::Float(f)
+                    } else {
+                        Value::Null
+                    }
                 }
                 AggregateOp::Avg if slot[1] == 0 => Value::Null,
                 AggregateOp::Avg => Value::Float(f64::from_bits(slot[0]) / slot[1] as f64),
@@ -278,7 +304,11 @@ impl DistinctSets {
     }
 
     fn len(&self, slot: u64) -> u64 {
-        if slot == 0 { 0 } else { self.sets[(slot - 1) as usize].len() as u64 }
+        if slot == 0 {
+            0
+        } else {
+            self.sets[(slot - 1) as usize].len() as u64
+        }
     }
 
     fn release(&mut self, slot: &mut u64) {
@@ -314,7 +344,13 @@ pub struct AccArena {
 impl AccArena {
     /// An empty arena of `width`-slot blocks.
     pub fn new(width: usize) -> Self {
-        Self { chunks: Vec::new(), blocks: 0, width: width.max(1), free: None, free_count: 0 }
+        Self {
+            chunks: Vec::new(),
+            blocks: 0,
+            width: width.max(1),
+            free: None,
+            free_count: 0,
+        }
     }
 
     /// A new block initialised by `layout`.
@@ -327,8 +363,9 @@ impl AccArena {
                 index
             }
             None => {
-                if self.blocks % BLOCKS_PER_CHUNK == 0 {
-                    self.chunks.push(vec![0; BLOCKS_PER_CHUNK * self.width].into_boxed_slice());
+                if self.blocks.is_multiple_of(BLOCKS_PER_CHUNK) {
+                    self.chunks
+                        .push(vec![0; BLOCKS_PER_CHUNK * self.width].into_boxed_slice());
                 }
                 self.blocks += 1;
                 u32::try_from(self.blocks - 1).expect("fewer than 2^32 live blocks")
@@ -349,14 +386,20 @@ impl AccArena {
     /// The slots of block `index`.
     #[inline]
     pub fn get(&self, index: u32) -> &[u64] {
-        let (chunk, block) = (index as usize / BLOCKS_PER_CHUNK, index as usize % BLOCKS_PER_CHUNK);
+        let (chunk, block) = (
+            index as usize / BLOCKS_PER_CHUNK,
+            index as usize % BLOCKS_PER_CHUNK,
+        );
         &self.chunks[chunk][block * self.width..(block + 1) * self.width]
     }
 
     /// The slots of block `index`, mutable.
     #[inline]
     pub fn get_mut(&mut self, index: u32) -> &mut [u64] {
-        let (chunk, block) = (index as usize / BLOCKS_PER_CHUNK, index as usize % BLOCKS_PER_CHUNK);
+        let (chunk, block) = (
+            index as usize / BLOCKS_PER_CHUNK,
+            index as usize % BLOCKS_PER_CHUNK,
+        );
         &mut self.chunks[chunk][block * self.width..(block + 1) * self.width]
     }
 

@@ -48,11 +48,19 @@ impl KeyTable {
     pub fn intern(&mut self, key: &str) -> u32 {
         let hash = FxBuildHasher.hash_one(key);
         let entries = &self.entries;
-        if let Some(&id) = self.table.find(hash, |&id| entries.get(id as usize).name == key) {
+        if let Some(&id) = self
+            .table
+            .find(hash, |&id| entries.get(id as usize).name == key)
+        {
             return id;
         }
-        let entry =
-            KeyEntry { name: CompactString::new(key), next_fire: NONE, slot: NONE, block: 0, live: 0 };
+        let entry = KeyEntry {
+            name: CompactString::new(key),
+            next_fire: NONE,
+            slot: NONE,
+            block: 0,
+            live: 0,
+        };
         if entry.name.is_heap_allocated() {
             self.heap_bytes += entry.name.capacity();
         }
@@ -66,7 +74,9 @@ impl KeyTable {
             None => u32::try_from(self.entries.push(entry)).expect("fewer than 2^32 live keys"),
         };
         let entries = &self.entries;
-        self.table.insert_unique(hash, id, |&id| FxBuildHasher.hash_one(entries.get(id as usize).name.as_str()));
+        self.table.insert_unique(hash, id, |&id| {
+            FxBuildHasher.hash_one(entries.get(id as usize).name.as_str())
+        });
         id
     }
 

@@ -83,17 +83,28 @@ impl Windows {
     /// a result only if each source in `require` has events in it.
     pub fn new(kind: WindowKind, lateness: i64, layout: AccLayout, require: Vec<usize>) -> Self {
         match kind {
-            WindowKind::Tumbling { size } => Windows::Panes(PaneWindows::new(size, size, lateness, layout, require)),
+            WindowKind::Tumbling { size } => {
+                Windows::Panes(PaneWindows::new(size, size, lateness, layout, require))
+            }
             WindowKind::Sliding { size, slide } => {
                 Windows::Panes(PaneWindows::new(size, slide, lateness, layout, require))
             }
-            WindowKind::Session { gap } => Windows::Sessions(SessionWindows::new(gap, lateness, layout, require)),
+            WindowKind::Session { gap } => {
+                Windows::Sessions(SessionWindows::new(gap, lateness, layout, require))
+            }
         }
     }
 
     /// Adds an event under `key` at watermark `wm`; false means late past lateness.
     #[inline]
-    pub fn add(&mut self, key: &str, source: usize, event: &Event<'_>, wm: i64, out: EmitFn<'_>) -> bool {
+    pub fn add(
+        &mut self,
+        key: &str,
+        source: usize,
+        event: &Event<'_>,
+        wm: i64,
+        out: EmitFn<'_>,
+    ) -> bool {
         match self {
             Windows::Panes(w) => w.add(key, source, event, wm, out),
             Windows::Sessions(w) => w.add(key, source, event, wm, out),

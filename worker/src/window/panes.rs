@@ -47,13 +47,23 @@ pub struct PaneWindows {
 }
 
 fn gcd(a: i64, b: i64) -> i64 {
-    if b == 0 { a } else { gcd(b, a % b) }
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 impl PaneWindows {
     /// Windows of `size` starting every `slide` (both > 0, slide ≤ size), results kept open
     /// for `lateness` after their end.
-    pub fn new(size: i64, slide: i64, lateness: i64, layout: AccLayout, require: Vec<usize>) -> Self {
+    pub fn new(
+        size: i64,
+        slide: i64,
+        lateness: i64,
+        layout: AccLayout,
+        require: Vec<usize>,
+    ) -> Self {
         let pane = gcd(size, slide);
         Self {
             size,
@@ -145,7 +155,14 @@ impl PaneWindows {
     /// Adds `event` of `source` under `key` given watermark `wm`. Returns false if the event is
     /// late for every window containing it (the caller dead-letters it); results of windows that
     /// already fired and are within lateness are emitted again with a higher revision.
-    pub fn add(&mut self, key: &str, source: usize, event: &Event<'_>, wm: i64, out: EmitFn<'_>) -> bool {
+    pub fn add(
+        &mut self,
+        key: &str,
+        source: usize,
+        event: &Event<'_>,
+        wm: i64,
+        out: EmitFn<'_>,
+    ) -> bool {
         let q = event.time.div_euclid(self.pane);
         let last = self.last_end(q);
         if last.saturating_add(self.lateness) <= wm {
@@ -156,7 +173,8 @@ impl PaneWindows {
             Some(block) => block,
             None => self.insert_pane(k, q),
         };
-        self.layout.update(self.arena.get_mut(block), source, event, &mut self.distinct);
+        self.layout
+            .update(self.arena.get_mut(block), source, event, &mut self.distinct);
         let first = self.first_end(q);
         let unfired = first.max(self.next_end_after(wm));
         if unfired <= last {
@@ -188,13 +206,20 @@ impl PaneWindows {
             _ => Some(0),
         };
         let emitted = self.emit(k, end, revision.unwrap_or(0), out);
-        let record = if emitted { revision } else { previous.flatten() };
+        let record = if emitted {
+            revision
+        } else {
+            previous.flatten()
+        };
         self.fired.insert((k, end), record);
     }
 
     fn schedule_purge(&mut self, k: u32, end: i64) {
         *self.pending.entry(k).or_default() += 1;
-        self.purge.entry(end + self.lateness).or_default().push((k, end));
+        self.purge
+            .entry(end + self.lateness)
+            .or_default()
+            .push((k, end));
     }
 
     /// Merges the panes of window `end` of key `k` and emits it if it passes the join
@@ -211,7 +236,8 @@ impl PaneWindows {
             let mut any = false;
             for q in start.div_euclid(self.pane)..end.div_euclid(self.pane) {
                 if let Some(block) = self.pane(k, q) {
-                    self.layout.merge(&mut self.scratch, self.arena.get(block), &mut self.distinct);
+                    self.layout
+                        .merge(&mut self.scratch, self.arena.get(block), &mut self.distinct);
                     any = true;
                 }
             }
@@ -220,14 +246,24 @@ impl PaneWindows {
             }
             &self.scratch[..]
         };
-        if self.require.iter().any(|&s| self.layout.side_count(block, s) == Some(0)) {
+        if self
+            .require
+            .iter()
+            .any(|&s| self.layout.side_count(block, s) == Some(0))
+        {
             if self.size != self.pane {
                 self.layout.release(&mut self.scratch, &mut self.distinct);
             }
             return false;
         }
         self.layout.finish(block, &self.distinct, &mut self.values);
-        out(&Emission { key: &self.keys.get(k).name, start, end, revision, values: &self.values });
+        out(&Emission {
+            key: &self.keys.get(k).name,
+            start,
+            end,
+            revision,
+            values: &self.values,
+        });
         if self.size != self.pane {
             self.layout.release(&mut self.scratch, &mut self.distinct);
         }
@@ -239,8 +275,16 @@ impl PaneWindows {
     /// keys whose last panes it drops).
     pub fn advance(&mut self, wm: i64, out: EmitFn<'_>) {
         loop {
-            let fire = self.fire.first_key_value().map(|(t, _)| *t).filter(|t| *t <= wm);
-            let purge = self.purge.first_key_value().map(|(t, _)| *t).filter(|t| *t <= wm);
+            let fire = self
+                .fire
+                .first_key_value()
+                .map(|(t, _)| *t)
+                .filter(|t| *t <= wm);
+            let purge = self
+                .purge
+                .first_key_value()
+                .map(|(t, _)| *t)
+                .filter(|t| *t <= wm);
             match (fire, purge) {
                 (Some(f), p) if p.is_none_or(|p| f < p) => {
                     let keys = self.fire.remove(&f).unwrap_or_default();
@@ -300,7 +344,8 @@ impl PaneWindows {
         let start = end - self.size;
         for q in start.div_euclid(self.pane)..(start + self.slide).div_euclid(self.pane) {
             if let Some(block) = self.remove_pane(k, q) {
-                self.layout.release(self.arena.get_mut(block), &mut self.distinct);
+                self.layout
+                    .release(self.arena.get_mut(block), &mut self.distinct);
                 self.arena.free(block);
             }
         }
@@ -315,8 +360,16 @@ impl PaneWindows {
                 + self.overflow.capacity() * (std::mem::size_of::<((u32, i64), u32)>() + 1)
                 + self.pending.capacity() * 9
                 + self.arena.bytes()
-                + self.fire.values().map(|v| v.capacity() * 4 + 32).sum::<usize>()
-                + self.purge.values().map(|v| v.capacity() * 16 + 32).sum::<usize>()
+                + self
+                    .fire
+                    .values()
+                    .map(|v| v.capacity() * 4 + 32)
+                    .sum::<usize>()
+                + self
+                    .purge
+                    .values()
+                    .map(|v| v.capacity() * 16 + 32)
+                    .sum::<usize>()
                 + self.fired.capacity() * (std::mem::size_of::<((u32, i64), Option<u32>)>() + 1),
         }
     }

@@ -58,7 +58,14 @@ impl SessionWindows {
     }
 
     /// Adds `event`; returns false if it is late (its session would be past lateness).
-    pub fn add(&mut self, key: &str, source: usize, event: &Event<'_>, wm: i64, out: EmitFn<'_>) -> bool {
+    pub fn add(
+        &mut self,
+        key: &str,
+        source: usize,
+        event: &Event<'_>,
+        wm: i64,
+        out: EmitFn<'_>,
+    ) -> bool {
         let (start, end) = (event.time, event.time.saturating_add(self.gap));
         let k = self.keys.intern(key) as usize;
         if self.sessions.len() <= k {
@@ -76,13 +83,21 @@ impl SessionWindows {
         let mut merged = if first == last {
             let block = self.arena.alloc(&self.layout);
             self.keys.get_mut(k as u32).live += 1;
-            Session { start, end, block, revision: None, fired: false }
+            Session {
+                start,
+                end,
+                block,
+                revision: None,
+                fired: false,
+            }
         } else {
             let mut merged = list[first];
             for other in list.drain(first + 1..last) {
                 let src = self.arena.get(other.block).to_vec();
-                self.layout.merge(self.arena.get_mut(merged.block), &src, &mut self.distinct);
-                self.layout.release(self.arena.get_mut(other.block), &mut self.distinct);
+                self.layout
+                    .merge(self.arena.get_mut(merged.block), &src, &mut self.distinct);
+                self.layout
+                    .release(self.arena.get_mut(other.block), &mut self.distinct);
                 self.arena.free(other.block);
                 merged.start = merged.start.min(other.start);
                 merged.end = merged.end.max(other.end);
@@ -94,17 +109,35 @@ impl SessionWindows {
             merged.end = merged.end.max(end);
             merged
         };
-        self.layout.update(self.arena.get_mut(merged.block), source, event, &mut self.distinct);
+        self.layout.update(
+            self.arena.get_mut(merged.block),
+            source,
+            event,
+            &mut self.distinct,
+        );
         if merged.end <= wm {
             // Late update of a fired session within lateness: emit again now.
             let revision = merged.revision.map_or(0, |r| r + 1);
-            if Self::emit_session(&self.layout, &self.require, &self.arena, &self.distinct, &mut self.values, self.keys.get(k as u32).name.as_str(), &merged, revision, out) {
+            if Self::emit_session(
+                &self.layout,
+                &self.require,
+                &self.arena,
+                &self.distinct,
+                &mut self.values,
+                self.keys.get(k as u32).name.as_str(),
+                &merged,
+                revision,
+                out,
+            ) {
                 merged.revision = Some(revision);
             }
             if !merged.fired {
                 merged.fired = true;
             }
-            self.timers.entry(merged.end + self.lateness).or_default().push(k as u32);
+            self.timers
+                .entry(merged.end + self.lateness)
+                .or_default()
+                .push(k as u32);
         } else {
             merged.fired = false;
             self.timers.entry(merged.end).or_default().push(k as u32);
@@ -126,11 +159,20 @@ impl SessionWindows {
         out: EmitFn<'_>,
     ) -> bool {
         let block = arena.get(session.block);
-        if require.iter().any(|&s| layout.side_count(block, s) == Some(0)) {
+        if require
+            .iter()
+            .any(|&s| layout.side_count(block, s) == Some(0))
+        {
             return false;
         }
         layout.finish(block, distinct, values);
-        out(&Emission { key, start: session.start, end: session.end, revision, values });
+        out(&Emission {
+            key,
+            start: session.start,
+            end: session.end,
+            revision,
+            values,
+        });
         true
     }
 
@@ -147,23 +189,39 @@ impl SessionWindows {
     }
 
     fn process_key(&mut self, k: u32, wm: i64, out: EmitFn<'_>) {
-        let Some(list) = self.sessions.get_mut(k as usize) else { return };
+        let Some(list) = self.sessions.get_mut(k as usize) else {
+            return;
+        };
         let mut i = 0;
         while i < list.len() {
             let mut session = list[i];
             if !session.fired && session.end <= wm {
                 let revision = session.revision.map_or(0, |r| r + 1);
-                if Self::emit_session(&self.layout, &self.require, &self.arena, &self.distinct, &mut self.values, self.keys.get(k).name.as_str(), &session, revision, out) {
+                if Self::emit_session(
+                    &self.layout,
+                    &self.require,
+                    &self.arena,
+                    &self.distinct,
+                    &mut self.values,
+                    self.keys.get(k).name.as_str(),
+                    &session,
+                    revision,
+                    out,
+                ) {
                     session.revision = Some(revision);
                 }
                 session.fired = true;
                 list[i] = session;
                 if self.lateness > 0 {
-                    self.timers.entry(session.end + self.lateness).or_default().push(k);
+                    self.timers
+                        .entry(session.end + self.lateness)
+                        .or_default()
+                        .push(k);
                 }
             }
             if session.fired && session.end.saturating_add(self.lateness) <= wm {
-                self.layout.release(self.arena.get_mut(session.block), &mut self.distinct);
+                self.layout
+                    .release(self.arena.get_mut(session.block), &mut self.distinct);
                 self.arena.free(session.block);
                 list.remove(i);
                 self.keys.get_mut(k).live -= 1;
@@ -183,9 +241,17 @@ impl SessionWindows {
             windows: self.sessions.iter().map(Vec::len).sum(),
             bytes: self.keys.bytes()
                 + self.sessions.capacity() * 24
-                + self.sessions.iter().map(|s| s.capacity() * std::mem::size_of::<Session>()).sum::<usize>()
+                + self
+                    .sessions
+                    .iter()
+                    .map(|s| s.capacity() * std::mem::size_of::<Session>())
+                    .sum::<usize>()
                 + self.arena.bytes()
-                + self.timers.values().map(|v| v.capacity() * 4 + 32).sum::<usize>(),
+                + self
+                    .timers
+                    .values()
+                    .map(|v| v.capacity() * 4 + 32)
+                    .sum::<usize>(),
         }
     }
 }

@@ -13,17 +13,23 @@ pub struct ChunkedVec<T> {
 
 impl<T> Default for ChunkedVec<T> {
     fn default() -> Self {
-        Self { chunks: Vec::new(), len: 0 }
+        Self {
+            chunks: Vec::new(),
+            len: 0,
+        }
     }
 }
 
 impl<T> ChunkedVec<T> {
     /// Appends `value`; returns its index.
     pub fn push(&mut self, value: T) -> usize {
-        if self.len % CHUNK == 0 {
+        if self.len.is_multiple_of(CHUNK) {
             self.chunks.push(Vec::with_capacity(CHUNK));
         }
-        self.chunks.last_mut().expect("a chunk was just ensured").push(value);
+        self.chunks
+            .last_mut()
+            .expect("a chunk was just ensured")
+            .push(value);
         self.len += 1;
         self.len - 1
     }
@@ -52,7 +58,8 @@ impl<T> ChunkedVec<T> {
 
     /// Bytes reserved.
     pub fn bytes(&self) -> usize {
-        self.chunks.len() * CHUNK * std::mem::size_of::<T>() + self.chunks.capacity() * std::mem::size_of::<Vec<T>>()
+        self.chunks.len() * CHUNK * std::mem::size_of::<T>()
+            + self.chunks.capacity() * std::mem::size_of::<Vec<T>>()
     }
 }
 

@@ -38,7 +38,10 @@ fn layout(require_sides: bool) -> AccLayout {
             (AggregateOp::Min, both.clone()),
             (AggregateOp::Max, both.clone()),
             (AggregateOp::Avg, both),
-            (AggregateOp::DistinctCount, vec![Some(Input::Product), Some(Input::Product)]),
+            (
+                AggregateOp::DistinctCount,
+                vec![Some(Input::Product), Some(Input::Product)],
+            ),
         ],
         vec![(1, 0)],
         2,
@@ -67,7 +70,11 @@ fn oracle_values(events: &[&Ev]) -> Vec<Value> {
     let mut products: Vec<u8> = events.iter().map(|e| e.product).collect();
     products.sort_unstable();
     products.dedup();
-    let ratio = if left == 0 { 0.0 } else { right as f64 / left as f64 };
+    let ratio = if left == 0 {
+        0.0
+    } else {
+        right as f64 / left as f64
+    };
     vec![
         Value::Int(left),
         Value::Int(right),
@@ -82,13 +89,27 @@ fn oracle_values(events: &[&Ev]) -> Vec<Value> {
 
 /// Runs the engine: each event is added at the watermark before it, then the watermark moves to
 /// max time - bound and due results are emitted; at the end the watermark goes to +inf.
-fn run_engine(kind: WindowKind, lateness: i64, bound: i64, require: Vec<usize>, events: &[Ev]) -> (Vec<Out>, Vec<usize>) {
+fn run_engine(
+    kind: WindowKind,
+    lateness: i64,
+    bound: i64,
+    require: Vec<usize>,
+    events: &[Ev],
+) -> (Vec<Out>, Vec<usize>) {
     let mut windows = Windows::new(kind, lateness, layout(!require.is_empty()), require);
     let mut out = Vec::new();
     let mut late = Vec::new();
     let mut wm = i64::MIN;
     let mut max = i64::MIN;
-    let mut sink = |e: &Emission<'_>| out.push((e.key.to_owned(), e.start, e.end, e.revision, render(e.values)));
+    let mut sink = |e: &Emission<'_>| {
+        out.push((
+            e.key.to_owned(),
+            e.start,
+            e.end,
+            e.revision,
+            render(e.values),
+        ))
+    };
     for (i, ev) in events.iter().enumerate() {
         let key = format!("u{}", ev.key);
         if !windows.add(&key, ev.source, &event(ev), wm, &mut sink) {
@@ -101,7 +122,11 @@ fn run_engine(kind: WindowKind, lateness: i64, bound: i64, require: Vec<usize>, 
         }
     }
     windows.advance(i64::MAX, &mut sink);
-    assert_eq!(windows.stats().windows, 0, "all state is dropped at the end");
+    assert_eq!(
+        windows.stats().windows,
+        0,
+        "all state is dropped at the end"
+    );
     assert_eq!(windows.stats().keys, 0, "all keys are released at the end");
     out.sort();
     (out, late)
@@ -109,10 +134,20 @@ fn run_engine(kind: WindowKind, lateness: i64, bound: i64, require: Vec<usize>, 
 
 /// Brute-force oracle of tumbling and sliding windows: every window containing an event is
 /// enumerated from scratch at every step.
-fn oracle_panes(size: i64, slide: i64, lateness: i64, bound: i64, require: &[usize], events: &[Ev]) -> (Vec<Out>, Vec<usize>) {
+fn oracle_panes(
+    size: i64,
+    slide: i64,
+    lateness: i64,
+    bound: i64,
+    require: &[usize],
+    events: &[Ev],
+) -> (Vec<Out>, Vec<usize>) {
     let windows_of = |t: i64| {
         let last_start = t.div_euclid(slide) * slide;
-        (0..).map(move |i| last_start - i * slide).take_while(move |s| s + size > t).collect::<Vec<i64>>()
+        (0..)
+            .map(move |i| last_start - i * slide)
+            .take_while(move |s| s + size > t)
+            .collect::<Vec<i64>>()
     };
     let mut accepted: Vec<&Ev> = Vec::new();
     let mut emitted: BTreeMap<(u8, i64), u32> = BTreeMap::new();
@@ -120,19 +155,39 @@ fn oracle_panes(size: i64, slide: i64, lateness: i64, bound: i64, require: &[usi
     let mut late = Vec::new();
     let mut wm = i64::MIN;
     let mut max = i64::MIN;
-    let emit = |key: u8, start: i64, accepted: &[&Ev], emitted: &mut BTreeMap<(u8, i64), u32>, out: &mut Vec<Out>| {
-        let inside: Vec<&Ev> =
-            accepted.iter().copied().filter(|e| e.key == key && e.time >= start && e.time < start + size).collect();
-        if inside.is_empty() || require.iter().any(|&s| !inside.iter().any(|e| e.source == s)) {
+    let emit = |key: u8,
+                start: i64,
+                accepted: &[&Ev],
+                emitted: &mut BTreeMap<(u8, i64), u32>,
+                out: &mut Vec<Out>| {
+        let inside: Vec<&Ev> = accepted
+            .iter()
+            .copied()
+            .filter(|e| e.key == key && e.time >= start && e.time < start + size)
+            .collect();
+        if inside.is_empty()
+            || require
+                .iter()
+                .any(|&s| !inside.iter().any(|e| e.source == s))
+        {
             return;
         }
         let revision = emitted.get(&(key, start)).map_or(0, |r| r + 1);
         emitted.insert((key, start), revision);
-        out.push((format!("u{key}"), start, start + size, revision, render(&oracle_values(&inside))));
+        out.push((
+            format!("u{key}"),
+            start,
+            start + size,
+            revision,
+            render(&oracle_values(&inside)),
+        ));
     };
     for (i, ev) in events.iter().enumerate() {
         let starts = windows_of(ev.time);
-        if starts.iter().all(|s| (s + size).saturating_add(lateness) <= wm) {
+        if starts
+            .iter()
+            .all(|s| (s + size).saturating_add(lateness) <= wm)
+        {
             late.push(i);
         } else {
             accepted.push(ev);
@@ -145,16 +200,27 @@ fn oracle_panes(size: i64, slide: i64, lateness: i64, bound: i64, require: &[usi
         }
         max = max.max(ev.time);
         let new_wm = (max - bound).max(wm);
-        fire_between(wm, new_wm, &accepted, &windows_of, size, &mut |key, s| emit(key, s, &accepted, &mut emitted, &mut out));
+        fire_between(wm, new_wm, &accepted, &windows_of, size, &mut |key, s| {
+            emit(key, s, &accepted, &mut emitted, &mut out)
+        });
         wm = new_wm;
     }
-    fire_between(wm, i64::MAX, &accepted, &windows_of, size, &mut |key, s| emit(key, s, &accepted, &mut emitted, &mut out));
+    fire_between(wm, i64::MAX, &accepted, &windows_of, size, &mut |key, s| {
+        emit(key, s, &accepted, &mut emitted, &mut out)
+    });
     out.sort();
     (out, late)
 }
 
 /// Calls `fire` for every (key, window start) with an accepted event whose end is in (from, to].
-fn fire_between(from: i64, to: i64, accepted: &[&Ev], windows_of: &dyn Fn(i64) -> Vec<i64>, size: i64, fire: &mut dyn FnMut(u8, i64)) {
+fn fire_between(
+    from: i64,
+    to: i64,
+    accepted: &[&Ev],
+    windows_of: &dyn Fn(i64) -> Vec<i64>,
+    size: i64,
+    fire: &mut dyn FnMut(u8, i64),
+) {
     let mut due: Vec<(u8, i64)> = accepted
         .iter()
         .flat_map(|e| windows_of(e.time).into_iter().map(move |s| (e.key, s)))
@@ -167,11 +233,18 @@ fn fire_between(from: i64, to: i64, accepted: &[&Ev], windows_of: &dyn Fn(i64) -
     }
 }
 
+/// Sessions (start, end) of one key among the open events.
+type Components<'a> = dyn Fn(&[&Ev], u8) -> Vec<(i64, i64)> + 'a;
+
 /// Brute-force oracle of session windows without lateness: open sessions are recomputed from
 /// the open events as connected components at every step.
 fn oracle_sessions(gap: i64, bound: i64, events: &[Ev]) -> (Vec<Out>, Vec<usize>) {
     let components = |open: &[&Ev], key: u8| -> Vec<(i64, i64)> {
-        let mut spans: Vec<(i64, i64)> = open.iter().filter(|e| e.key == key).map(|e| (e.time, e.time + gap)).collect();
+        let mut spans: Vec<(i64, i64)> = open
+            .iter()
+            .filter(|e| e.key == key)
+            .map(|e| (e.time, e.time + gap))
+            .collect();
         spans.sort();
         let mut merged: Vec<(i64, i64)> = Vec::new();
         for (s, e) in spans {
@@ -188,7 +261,9 @@ fn oracle_sessions(gap: i64, bound: i64, events: &[Ev]) -> (Vec<Out>, Vec<usize>
     let mut wm = i64::MIN;
     let mut max = i64::MIN;
     for (i, ev) in events.iter().enumerate() {
-        let overlaps = components(&open, ev.key).iter().any(|&(s, e)| s < ev.time + gap && ev.time < e);
+        let overlaps = components(&open, ev.key)
+            .iter()
+            .any(|&(s, e)| s < ev.time + gap && ev.time < e);
         if !overlaps && ev.time + gap <= wm {
             late.push(i);
         } else {
@@ -203,11 +278,15 @@ fn oracle_sessions(gap: i64, bound: i64, events: &[Ev]) -> (Vec<Out>, Vec<usize>
     (out, late)
 }
 
-fn close(open: &mut Vec<&Ev>, out: &mut Vec<Out>, wm: i64, components: &dyn Fn(&[&Ev], u8) -> Vec<(i64, i64)>) {
+fn close(open: &mut Vec<&Ev>, out: &mut Vec<Out>, wm: i64, components: &Components<'_>) {
     for key in 0..=u8::MAX {
         for (s, e) in components(open, key) {
             if e <= wm {
-                let inside: Vec<&Ev> = open.iter().copied().filter(|x| x.key == key && x.time >= s && x.time < e).collect();
+                let inside: Vec<&Ev> = open
+                    .iter()
+                    .copied()
+                    .filter(|x| x.key == key && x.time >= s && x.time < e)
+                    .collect();
                 out.push((format!("u{key}"), s, e, 0, render(&oracle_values(&inside))));
                 open.retain(|x| !(x.key == key && x.time >= s && x.time < e));
             }
@@ -218,22 +297,38 @@ fn close(open: &mut Vec<&Ev>, out: &mut Vec<Out>, wm: i64, components: &dyn Fn(&
 /// Event sequences whose times mostly advance with jitter up to `bound`, with some events far
 /// behind (late) and some ahead.
 fn events(bound: i64) -> impl Strategy<Value = Vec<Ev>> {
-    prop::collection::vec((0u8..4, 0i64..40, -3i64..3, 0usize..2, 0i64..50, 0u8..5, 0u8..20), 1..120).prop_map(
-        move |raw| {
-            let mut clock = 1_000i64;
-            raw.into_iter()
-                .map(|(key, step, jitter, source, price, product, far)| {
-                    clock += step;
-                    let time = match far {
-                        0 => clock - bound * 4, // far behind: usually late
-                        1 => clock + bound,     // ahead: drags the watermark
-                        _ => clock - jitter.abs() * bound / 3,
-                    };
-                    Ev { key, time, source, price, product }
-                })
-                .collect()
-        },
+    prop::collection::vec(
+        (
+            0u8..4,
+            0i64..40,
+            -3i64..3,
+            0usize..2,
+            0i64..50,
+            0u8..5,
+            0u8..20,
+        ),
+        1..120,
     )
+    .prop_map(move |raw| {
+        let mut clock = 1_000i64;
+        raw.into_iter()
+            .map(|(key, step, jitter, source, price, product, far)| {
+                clock += step;
+                let time = match far {
+                    0 => clock - bound * 4, // far behind: usually late
+                    1 => clock + bound,     // ahead: drags the watermark
+                    _ => clock - jitter.abs() * bound / 3,
+                };
+                Ev {
+                    key,
+                    time,
+                    source,
+                    price,
+                    product,
+                }
+            })
+            .collect()
+    })
 }
 
 proptest! {
@@ -269,25 +364,90 @@ proptest! {
 #[test]
 fn a_late_event_within_lateness_emits_the_window_again_with_a_higher_revision() {
     let evs = [
-        Ev { key: 1, time: 10, source: 0, price: 5, product: 1 },
-        Ev { key: 1, time: 200, source: 0, price: 1, product: 1 }, // closes [0,100)
-        Ev { key: 1, time: 20, source: 1, price: 7, product: 2 },  // late, within lateness 150
-        Ev { key: 1, time: 30, source: 1, price: 7, product: 2 },  // late, within lateness
-        Ev { key: 1, time: 400, source: 0, price: 1, product: 1 }, // purges [0,100)
-        Ev { key: 1, time: 40, source: 1, price: 7, product: 2 },  // past lateness
+        Ev {
+            key: 1,
+            time: 10,
+            source: 0,
+            price: 5,
+            product: 1,
+        },
+        Ev {
+            key: 1,
+            time: 200,
+            source: 0,
+            price: 1,
+            product: 1,
+        }, // closes [0,100)
+        Ev {
+            key: 1,
+            time: 20,
+            source: 1,
+            price: 7,
+            product: 2,
+        }, // late, within lateness 150
+        Ev {
+            key: 1,
+            time: 30,
+            source: 1,
+            price: 7,
+            product: 2,
+        }, // late, within lateness
+        Ev {
+            key: 1,
+            time: 400,
+            source: 0,
+            price: 1,
+            product: 1,
+        }, // purges [0,100)
+        Ev {
+            key: 1,
+            time: 40,
+            source: 1,
+            price: 7,
+            product: 2,
+        }, // past lateness
     ];
     let (out, late) = run_engine(WindowKind::Tumbling { size: 100 }, 150, 0, vec![], &evs);
-    let first: Vec<(u32, String)> = out.iter().filter(|o| o.1 == 0).map(|o| (o.3, o.4[2].clone())).collect();
-    assert_eq!(first, vec![(0, "Float(5.0)".into()), (1, "Float(12.0)".into()), (2, "Float(19.0)".into())]);
+    let first: Vec<(u32, String)> = out
+        .iter()
+        .filter(|o| o.1 == 0)
+        .map(|o| (o.3, o.4[2].clone()))
+        .collect();
+    assert_eq!(
+        first,
+        vec![
+            (0, "Float(5.0)".into()),
+            (1, "Float(12.0)".into()),
+            (2, "Float(19.0)".into())
+        ]
+    );
     assert_eq!(late, vec![5]);
 }
 
 #[test]
 fn session_events_exactly_gap_apart_are_separate_sessions() {
     let evs = [
-        Ev { key: 0, time: 0, source: 0, price: 1, product: 1 },
-        Ev { key: 0, time: 10, source: 0, price: 1, product: 1 },
-        Ev { key: 0, time: 19, source: 0, price: 1, product: 1 },
+        Ev {
+            key: 0,
+            time: 0,
+            source: 0,
+            price: 1,
+            product: 1,
+        },
+        Ev {
+            key: 0,
+            time: 10,
+            source: 0,
+            price: 1,
+            product: 1,
+        },
+        Ev {
+            key: 0,
+            time: 19,
+            source: 0,
+            price: 1,
+            product: 1,
+        },
     ];
     let (out, _) = run_engine(WindowKind::Session { gap: 10 }, 0, 0, vec![], &evs);
     let spans: Vec<(i64, i64)> = out.iter().map(|o| (o.1, o.2)).collect();

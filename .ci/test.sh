@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite, as the README gives it: idempotent tool installs (cached under target/),
+# formatting and lints, every crate's tests, and the operator's chart/CRD/kubectl checks.
+#
+#   bash .ci/test.sh
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "--- installing cargo-nextest" >&2
+  cargo install cargo-nextest --locked
+fi
+
+echo "--- formatting and lints" >&2
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+echo "--- api, worker and emulator tests" >&2
+cargo nextest run --workspace --exclude tidemark-operator --exclude tidemark-e2e
+
+# Installs kubectl and helm, checks that crds/ is fresh, lints and renders the chart, then runs
+# the operator and end-to-end tests with the real kubectl and helm against the API emulator.
+bash .ci/operator.sh

@@ -1,0 +1,113 @@
+//! Benchmark of the seed job on one core: 1 M generated events (100 k users) from a JSON-lines
+//! file through the quickstart pipeline into a results file, plus sliding windows of growing
+//! size/slide to show that the cost per event does not grow with it.
+//!
+//! `cargo bench -p tidemark-worker --bench quickstart` prints a Markdown table for
+//! docs/performance.md. Each figure is the median of several runs in this process, on one thread.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tidemark_api::{parse_manifest, GeneratorSpec};
+use tidemark_worker::local::{run_local, LocalOptions, RunSummary};
+use tidemark_worker::source::generator::Generator;
+
+const EVENTS: u64 = 1_000_000;
+const USERS: u64 = 100_000;
+const RUNS: usize = 5;
+
+fn events_file(dir: &Path) -> PathBuf {
+    let path = dir.join(format!("events-{EVENTS}-{USERS}.jsonl"));
+    if !path.exists() {
+        let spec = GeneratorSpec {
+            events: Some(EVENTS),
+            users: USERS,
+            products: 10_000,
+            ..GeneratorSpec::default()
+        };
+        let mut generator = Generator::new(&spec);
+        let mut out =
+            std::io::BufWriter::new(std::fs::File::create(&path).expect("create the events file"));
+        let mut line = Vec::new();
+        while generator.next_into(&mut line).is_some() {
+            line.push(b'\n');
+            out.write_all(&line).expect("write events");
+            line.clear();
+        }
+        out.flush().expect("write events");
+    }
+    path
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn run(manifest: &str, input: &Path, output: &Path) -> (f64, RunSummary) {
+    let pipeline = parse_manifest(manifest).expect("benchmark manifest is valid");
+    let opts = LocalOptions {
+        input: Some(input.to_owned()),
+        output: Some(output.to_owned()),
+        dead_letter: Some(output.with_extension("dead.jsonl")),
+        ..LocalOptions::default()
+    };
+    let mut rates = Vec::new();
+    let mut last = RunSummary::default();
+    for _ in 0..RUNS {
+        let started = Instant::now();
+        last =
+            run_local(&pipeline, &opts, Arc::new(AtomicBool::new(false))).expect("benchmark run");
+        rates.push(last.records as f64 / started.elapsed().as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    (rates[RUNS / 2], last)
+}
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&root).expect("create target/bench");
+    let input = events_file(&root);
+    let quickstart = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart.yaml"),
+    )
+    .expect("read the quickstart manifest");
+    println!("| job | events/s (one core) | results | peak live key-windows | state bytes per live key-window |");
+    println!("|---|---:|---:|---:|---:|");
+    let (rate, summary) = run(&quickstart, &input, &root.join("quickstart.jsonl"));
+    println!(
+        "| quickstart (1 h tumbling click⋈purchase report) | {:.0} | {} | {} | {:.1} |",
+        rate,
+        summary.results,
+        summary.peak_windows,
+        summary.peak_state_bytes as f64 / summary.peak_windows.max(1) as f64
+    );
+    for slide in ["60m", "10m", "1m"] {
+        let manifest = quickstart.replace(
+            "{ type: tumbling, size: 1h }",
+            &format!("{{ type: sliding, size: 1h, slide: {slide} }}"),
+        );
+        let (rate, summary) = run(&manifest, &input, &root.join("sliding.jsonl"));
+        println!(
+            "| same report, sliding 1 h every {slide} | {:.0} | {} | {} | {:.1} |",
+            rate,
+            summary.results,
+            summary.peak_windows,
+            summary.peak_state_bytes as f64 / summary.peak_windows.max(1) as f64
+        );
+    }
+    println!(
+        "\npeak RSS of the benchmark process: {} MiB",
+        peak_rss_kib() / 1024
+    );
+}
