@@ -26,6 +26,19 @@ pub struct Cluster {
 impl Cluster {
     /// Starts an emulator, installs the committed CRD and writes a kubeconfig.
     pub async fn start() -> anyhow::Result<Self> {
+        let cluster = Self::start_without_crd().await?;
+        let crd_yaml = std::fs::read_to_string(crate::repo_path(tidemark_operator::crd::CRD_FILE))?;
+        let crd: CustomResourceDefinition =
+            serde_saphyr::from_str(crd_yaml.split("\n---\n").nth(1).context("CRD document")?)?;
+        Api::<CustomResourceDefinition>::all(cluster.client.clone())
+            .create(&PostParams::default(), &crd)
+            .await
+            .context("failed to install the CRD")?;
+        Ok(cluster)
+    }
+
+    /// Starts an emulator with namespace `default` and no CRD (for installing the chart).
+    pub async fn start_without_crd() -> anyhow::Result<Self> {
         let emulator = Emulator::start()
             .await
             .context("failed to start the API emulator")?;
@@ -37,13 +50,6 @@ impl Cluster {
             client,
             dir,
         };
-        let crd_yaml = std::fs::read_to_string(crate::repo_path(tidemark_operator::crd::CRD_FILE))?;
-        let crd: CustomResourceDefinition =
-            serde_saphyr::from_str(crd_yaml.split("\n---\n").nth(1).context("CRD document")?)?;
-        Api::<CustomResourceDefinition>::all(cluster.client.clone())
-            .create(&PostParams::default(), &crd)
-            .await
-            .context("failed to install the CRD")?;
         cluster.ensure_namespace("default").await?;
         Ok(cluster)
     }

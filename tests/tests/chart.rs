@@ -266,3 +266,53 @@ fn dashboards_are_sidecar_config_maps_over_the_worker_and_operator_metrics() -> 
     }
     Ok(())
 }
+
+/// Installs the chart with the real helm into the API emulator, which validates every object
+/// against its built-in schema, then upgrades and uninstalls it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_installs_upgrades_and_uninstalls_the_chart_on_the_api_emulator() -> anyhow::Result<()>
+{
+    if !tools::enabled() {
+        return Ok(());
+    }
+    let cluster = tidemark_e2e::cluster::Cluster::start_without_crd().await?;
+    cluster.ensure_namespace("tidemark-system").await?;
+    let kubeconfig = cluster.kubeconfig();
+    let helm =
+        |args: &[&str]| tokio::task::block_in_place(|| tools::run("helm", Some(&kubeconfig), args));
+    let namespace = ["--namespace", "tidemark-system"];
+    helm(
+        &[
+            &["install", "tidemark", CHART, "--wait=false"][..],
+            &namespace[..],
+        ]
+        .concat(),
+    )?;
+    let deployments: kube::Api<Deployment> =
+        kube::Api::namespaced(cluster.client.clone(), "tidemark-system");
+    let deployment = deployments
+        .get("tidemark")
+        .await
+        .context("operator Deployment installed")?;
+    assert_eq!(deployment.spec.replicas, Some(1));
+    let roles: kube::Api<ClusterRole> = kube::Api::all(cluster.client.clone());
+    assert!(roles.get_opt("tidemark").await?.is_some());
+    let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(cluster.client.clone());
+    assert!(
+        crds.get_opt("marketingpipelines.tidemark.dev")
+            .await?
+            .is_some(),
+        "helm installed the CRD"
+    );
+    helm(
+        &[
+            &["upgrade", "tidemark", CHART, "--set", "operator.replicas=2"][..],
+            &namespace[..],
+        ]
+        .concat(),
+    )?;
+    assert_eq!(deployments.get("tidemark").await?.spec.replicas, Some(2));
+    helm(&[&["uninstall", "tidemark"][..], &namespace[..]].concat())?;
+    assert!(deployments.get_opt("tidemark").await?.is_none());
+    Ok(())
+}
