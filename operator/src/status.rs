@@ -132,16 +132,18 @@ pub fn compute(inputs: &Inputs<'_>, outcome: &Outcome) -> MarketingPipelineStatu
             let scaling = scale.rescaled_from.is_some()
                 || (workers.replicas != desired && workers.replicas > 0);
             let counts = format!("{}/{} workers ready", workers.ready.min(desired), desired);
-            set(
-                CONDITION_READY,
-                ready,
-                if ready {
-                    REASON_WORKERS_READY
-                } else {
-                    REASON_WORKERS_NOT_READY
-                },
-                counts.clone(),
-            );
+            // Ready pods on an older template are not ready for this generation.
+            let ready_message = if !ready && workers.ready >= desired {
+                format!("{counts}, not all on the current config yet")
+            } else {
+                counts.clone()
+            };
+            let ready_reason = if ready {
+                REASON_WORKERS_READY
+            } else {
+                REASON_WORKERS_NOT_READY
+            };
+            set(CONDITION_READY, ready, ready_reason, ready_message);
             let (progress_reason, progress_message) = if ready {
                 (
                     REASON_RECONCILED,

@@ -114,6 +114,10 @@ fn transition_time_moves_only_when_a_condition_status_changes() {
     assert_eq!(get(&rolling, "Ready").reason, "WorkersNotReady");
     assert_eq!(get(&rolling, "Progressing").reason, "RollingUpdate");
     assert_eq!(
+        get(&rolling, "Progressing").message,
+        "1/2 workers updated; 1/2 workers ready"
+    );
+    assert_eq!(
         get(&rolling, "Degraded").last_transition_time,
         at("2026-01-01T00:00:00Z"),
         "Degraded stayed False"

@@ -14,6 +14,10 @@ use tokio::process::{Child, Command};
 
 /// Path of the freshly built operator binary.
 pub fn binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("TIDEMARK_OPERATOR_BIN") {
+        // A prebuilt binary (e.g. a release build for measurements).
+        return Ok(PathBuf::from(path));
+    }
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BUILT
         .get_or_init(|| build().map_err(|err| format!("{err:#}")))
@@ -44,8 +48,9 @@ fn build() -> anyhow::Result<PathBuf> {
         "tidemark-operator",
     ]);
     cargo.arg("--target-dir").arg(target_dir);
-    if profile == "release" {
-        cargo.arg("--release");
+    // target/debug is the dev (and test) profile; any other directory is named after its profile.
+    if profile != "debug" {
+        cargo.args(["--profile", &profile]);
     }
     let status = cargo.status().context("failed to run cargo build")?;
     anyhow::ensure!(status.success(), "cargo build -p tidemark-operator failed");

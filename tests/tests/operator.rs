@@ -398,3 +398,65 @@ async fn the_operator_recovers_after_the_api_server_was_unavailable() -> anyhow:
     .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_service_monitor_is_created_when_its_crd_exists() -> anyhow::Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let cluster = Cluster::start().await?;
+    // A minimal stand-in for the Prometheus Operator's CRD.
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": { "name": "servicemonitors.monitoring.coreos.com" },
+        "spec": {
+            "group": "monitoring.coreos.com",
+            "names": { "kind": "ServiceMonitor", "plural": "servicemonitors", "singular": "servicemonitor", "listKind": "ServiceMonitorList" },
+            "scope": "Namespaced",
+            "versions": [{ "name": "v1", "served": true, "storage": true,
+                "schema": { "openAPIV3Schema": { "type": "object", "properties": {
+                    "spec": { "type": "object", "x-kubernetes-preserve-unknown-fields": true } } } } }]
+        }
+    }))?;
+    Api::<CustomResourceDefinition>::all(cluster.client.clone())
+        .create(&Default::default(), &crd)
+        .await?;
+    let _operator = Operator::start(&cluster.kubeconfig(), &Options::default()).await?;
+    cluster.apply_pipeline("default", PIPELINE).await?;
+    let resource = tidemark_operator::build::service_monitor_resource();
+    let monitors: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(cluster.client.clone(), "default", &resource);
+    let monitor = eventually(WAIT, "the ServiceMonitor", || async {
+        monitors.get_opt("clicks-metrics").await.ok()?
+    })
+    .await?;
+    assert_eq!(
+        monitor.data["spec"]["endpoints"][0]["relabelings"][0]["replacement"],
+        "clicks"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_operator_limited_to_a_namespace_ignores_pipelines_elsewhere() -> anyhow::Result<()> {
+    let cluster = Cluster::start().await?;
+    cluster.ensure_namespace("shop").await?;
+    let options = Options {
+        namespaces: vec!["shop".into()],
+        ..Options::default()
+    };
+    let _operator = Operator::start(&cluster.kubeconfig(), &options).await?;
+    cluster.apply_pipeline("default", PIPELINE).await?;
+    cluster.apply_pipeline("shop", PIPELINE).await?;
+    let shop: Api<StatefulSet> = Api::namespaced(cluster.client.clone(), "shop");
+    eventually(WAIT, "the StatefulSet in shop", || async {
+        shop.get_opt("clicks").await.ok()?
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        get::<StatefulSet>(&cluster, "clicks").await.is_none(),
+        "default is not watched"
+    );
+    assert!(pipeline(&cluster).await.and_then(|p| p.status).is_none());
+    Ok(())
+}
