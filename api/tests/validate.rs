@@ -1,0 +1,148 @@
+//! Manifests parsed into the real types and run through the real validation: every problem is
+//! reported with its field path.
+
+#![allow(clippy::unwrap_used)] // test helpers fail the test by panicking
+
+use rstest::rstest;
+use tidemark_api::{parse_manifest, ManifestError, MarketingPipelineSpec, WindowKind};
+
+const QUICKSTART: &str = include_str!("../../examples/quickstart.yaml");
+
+fn problems(text: &str) -> Vec<String> {
+    match parse_manifest(text) {
+        Ok(_) => Vec::new(),
+        Err(ManifestError::Invalid(problems)) => problems.iter().map(ToString::to_string).collect(),
+        Err(other) => vec![other.to_string()],
+    }
+}
+
+#[test]
+fn the_quickstart_is_valid_and_has_the_seed_jobs_shape() {
+    let pipeline = parse_manifest(QUICKSTART).unwrap();
+    let spec: &MarketingPipelineSpec = &pipeline.spec;
+    assert_eq!(pipeline.metadata.name.as_deref(), Some("quickstart"));
+    let topics: Vec<&str> = spec
+        .sources
+        .iter()
+        .map(|s| s.kafka.as_ref().unwrap().topic.as_str())
+        .collect();
+    assert_eq!(topics, ["click_topic", "purchase_topic"]);
+    assert_eq!(
+        spec.sinks[0].kafka.as_ref().unwrap().topic,
+        "marketing_report_topic"
+    );
+    let join = spec.analytics[0].join.as_ref().unwrap();
+    assert_eq!(join.group.window.kind, WindowKind::Tumbling);
+    assert_eq!(join.group.window.size.as_ref().unwrap().millis(), 3_600_000);
+    assert_eq!(spec.watermark.max_out_of_orderness.millis(), 10_000);
+    assert_eq!(spec.checkpoint.retain, 3, "defaults are filled in");
+}
+
+#[rstest]
+#[case::unknown_join_side(
+    "right: purchases",
+    "right: refunds",
+    "spec.analytics[0].join.right: unknown source \"refunds\""
+)]
+#[case::same_join_sides(
+    "right: purchases",
+    "right: clicks",
+    "spec.analytics[0].join.right: a join needs two different sources"
+)]
+#[case::unknown_ratio_part(
+    "denominator: clicks",
+    "denominator: views",
+    "spec.analytics[0].join.ratios[0].denominator: unknown aggregate \"views\""
+)]
+#[case::sum_without_field(
+    "op: sum, field: price,",
+    "op: sum,",
+    "spec.analytics[0].join.aggregates[2].field: Sum needs a field"
+)]
+#[case::unknown_field(
+    "field: price",
+    "field: cost",
+    "spec.analytics[0].join.aggregates[2].field: unknown field \"cost\""
+)]
+#[case::unknown_key(
+    "keyBy: user",
+    "keyBy: campaign",
+    "spec.analytics[0].join.keyBy: unknown field \"campaign\""
+)]
+#[case::duplicate_source(
+    "- name: purchases",
+    "- name: clicks",
+    "spec.sources[1].name: duplicate name \"clicks\""
+)]
+#[case::bad_name(
+    "name: marketing_report",
+    "name: Marketing",
+    "spec.analytics[0].name: invalid name \"Marketing\""
+)]
+#[case::two_kinds(
+    "kafka: { topic: click_topic }",
+    "kafka: { topic: click_topic }\n      file: { path: x }",
+    "spec.sources[0]: exactly one of kafka, file, stdin or generator must be set"
+)]
+#[case::no_kafka_connection(
+    "  kafka:\n    bootstrapServers: kafka:9092\n",
+    "",
+    "spec.kafka: kafka sources need spec.kafka.bootstrapServers"
+)]
+#[case::session_without_gap(
+    "{ type: tumbling, size: 1h }",
+    "{ type: session, size: 1h }",
+    "spec.analytics[0].join.window.gap: Session windows need gap"
+)]
+#[case::slide_beyond_size(
+    "{ type: tumbling, size: 1h }",
+    "{ type: sliding, size: 1h, slide: 2h }",
+    "spec.analytics[0].join.window.slide: must not exceed size"
+)]
+#[case::bad_cel(
+    "eventTypes: [purchase]",
+    "eventTypes: [purchase]\n      filter: 'event.price >'",
+    "spec.sources[1].filter: invalid CEL expression"
+)]
+#[case::zero_parallelism(
+    "parallelism: 2",
+    "parallelism: 0",
+    "spec.parallelism: must be at least 1"
+)]
+#[case::wrong_kind(
+    "kind: MarketingPipeline",
+    "kind: Pipeline",
+    "kind: must be MarketingPipeline"
+)]
+fn each_invalid_manifest_names_the_field(
+    #[case] from: &str,
+    #[case] to: &str,
+    #[case] expected: &str,
+) {
+    assert!(
+        QUICKSTART.contains(from),
+        "the case edits the quickstart: {from:?}"
+    );
+    let problems = problems(&QUICKSTART.replacen(from, to, 1));
+    assert!(
+        problems.iter().any(|p| p.starts_with(expected)),
+        "expected {expected:?} in {problems:#?}"
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = QUICKSTART
+        .replace("right: purchases", "right: refunds")
+        .replace("parallelism: 2", "parallelism: 0");
+    assert!(problems(&text).len() >= 2);
+}
+
+#[rstest]
+#[case::bad_duration("maxOutOfOrderness: 10s", "maxOutOfOrderness: 10 seconds")]
+#[case::unknown_op("op: count, source: clicks", "op: median, source: clicks")]
+#[case::not_yaml("spec:", "spec: [")]
+fn malformed_manifests_are_parse_errors(#[case] from: &str, #[case] to: &str) {
+    let err = parse_manifest(&QUICKSTART.replacen(from, to, 1)).unwrap_err();
+    assert!(matches!(err, ManifestError::Parse(_)), "{err}");
+}
