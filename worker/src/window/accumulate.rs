@@ -218,6 +218,49 @@ impl AccLayout {
             .map(|slot| block[slot])
     }
 
+    /// A copy of `block` with the members of its distinct-count sets.
+    pub fn export(&self, block: &[u64], distinct: &DistinctSets) -> super::snapshot::BlockSnapshot {
+        let mut slots = block.to_vec();
+        let mut sets = Vec::new();
+        for agg in &self.aggs {
+            if agg.op == AggregateOp::DistinctCount {
+                let slot = &mut slots[agg.offset];
+                let mut members: Vec<u64> = match *slot {
+                    0 => Vec::new(),
+                    index => distinct.sets[(index - 1) as usize]
+                        .iter()
+                        .copied()
+                        .collect(),
+                };
+                members.sort_unstable();
+                sets.push(members);
+                *slot = 0;
+            }
+        }
+        super::snapshot::BlockSnapshot { slots, sets }
+    }
+
+    /// Writes `snapshot` into `block` (of the same layout), recreating its distinct-count sets.
+    pub fn import(
+        &self,
+        block: &mut [u64],
+        snapshot: &super::snapshot::BlockSnapshot,
+        distinct: &mut DistinctSets,
+    ) {
+        block.copy_from_slice(&snapshot.slots[..block.len()]);
+        let mut sets = snapshot.sets.iter();
+        for agg in &self.aggs {
+            if agg.op == AggregateOp::DistinctCount {
+                block[agg.offset] = 0;
+                if let Some(members) = sets.next().filter(|m| !m.is_empty()) {
+                    distinct
+                        .set_mut(&mut block[agg.offset])
+                        .extend(members.iter().copied());
+                }
+            }
+        }
+    }
+
     /// Releases side-table state referenced by `block`.
     pub fn release(&self, block: &mut [u64], distinct: &mut DistinctSets) {
         for agg in &self.aggs {

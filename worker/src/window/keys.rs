@@ -112,6 +112,13 @@ impl KeyTable {
         true
     }
 
+    /// Ids and entries of the interned keys, in id order.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &KeyEntry)> {
+        (0..self.entries.len())
+            .map(|id| (id as u32, self.entries.get(id)))
+            .filter(|(_, e)| e.live != FREED)
+    }
+
     /// Keys interned now.
     pub fn len(&self) -> usize {
         self.table.len()

@@ -9,6 +9,7 @@ pub mod keys;
 pub mod panes;
 pub mod session;
 pub mod slab;
+pub mod snapshot;
 #[cfg(test)]
 mod tests;
 
@@ -125,5 +126,23 @@ impl Windows {
             Windows::Panes(w) => w.stats(),
             Windows::Sessions(w) => w.stats(),
         }
+    }
+
+    /// A logical copy of the state.
+    pub fn snapshot(&self) -> snapshot::WindowsSnapshot {
+        match self {
+            Windows::Panes(w) => snapshot::WindowsSnapshot::Panes(w.snapshot()),
+            Windows::Sessions(w) => snapshot::WindowsSnapshot::Sessions(w.snapshot()),
+        }
+    }
+
+    /// Replaces the (empty) state by `snapshot`; false if the snapshot is of another window kind.
+    pub fn restore(&mut self, snapshot: &snapshot::WindowsSnapshot) -> bool {
+        match (self, snapshot) {
+            (Windows::Panes(w), snapshot::WindowsSnapshot::Panes(s)) => w.restore(s),
+            (Windows::Sessions(w), snapshot::WindowsSnapshot::Sessions(s)) => w.restore(s),
+            _ => return false,
+        }
+        true
     }
 }

@@ -14,6 +14,7 @@ use rustc_hash::FxHashMap;
 
 use super::accumulate::{AccArena, AccLayout, DistinctSets, Value};
 use super::keys::{KeyTable, NONE};
+use super::snapshot::{PaneKey, PaneSnapshot};
 use super::{Emission, EmitFn, WindowStats};
 use crate::event::Event;
 
@@ -347,6 +348,101 @@ impl PaneWindows {
                 self.layout
                     .release(self.arena.get_mut(block), &mut self.distinct);
                 self.arena.free(block);
+            }
+        }
+    }
+
+    /// A logical copy of the state (see [`super::snapshot`]).
+    pub fn snapshot(&self) -> PaneSnapshot {
+        let mut position: FxHashMap<u32, u32> = FxHashMap::default();
+        let mut keys = Vec::with_capacity(self.keys.len());
+        for (id, entry) in self.keys.iter() {
+            position.insert(id, keys.len() as u32);
+            let mut key = PaneKey {
+                name: entry.name.to_string(),
+                next_fire: entry.next_fire,
+                panes: Vec::new(),
+            };
+            if entry.slot != NONE {
+                key.panes.push((
+                    entry.slot,
+                    self.layout
+                        .export(self.arena.get(entry.block), &self.distinct),
+                ));
+            }
+            keys.push(key);
+        }
+        for (&(k, q), &block) in &self.overflow {
+            if let Some(&p) = position.get(&k) {
+                keys[p as usize]
+                    .panes
+                    .push((q, self.layout.export(self.arena.get(block), &self.distinct)));
+            }
+        }
+        for key in &mut keys {
+            key.panes.sort_by_key(|(q, _)| *q);
+        }
+        let map = |ids: &[u32]| {
+            ids.iter()
+                .filter_map(|id| position.get(id).copied())
+                .collect::<Vec<u32>>()
+        };
+        let mut fired: Vec<(u32, i64, Option<u32>)> = self
+            .fired
+            .iter()
+            .filter_map(|(&(k, end), &rev)| position.get(&k).map(|&p| (p, end, rev)))
+            .collect();
+        fired.sort_unstable();
+        PaneSnapshot {
+            keys,
+            fire: self.fire.iter().map(|(&t, ids)| (t, map(ids))).collect(),
+            purge: self
+                .purge
+                .iter()
+                .map(|(&t, due)| {
+                    (
+                        t,
+                        due.iter()
+                            .filter_map(|(k, end)| position.get(k).map(|&p| (p, *end)))
+                            .collect(),
+                    )
+                })
+                .collect(),
+            fired,
+        }
+    }
+
+    /// Loads `snapshot` into this (empty) state.
+    pub fn restore(&mut self, snapshot: &PaneSnapshot) {
+        let mut ids = Vec::with_capacity(snapshot.keys.len());
+        for key in &snapshot.keys {
+            let k = self.keys.intern(&key.name);
+            ids.push(k);
+            for (q, block) in &key.panes {
+                let index = self.insert_pane(k, *q);
+                self.layout
+                    .import(self.arena.get_mut(index), block, &mut self.distinct);
+            }
+            self.keys.get_mut(k).next_fire = key.next_fire;
+        }
+        let id = |p: &u32| ids.get(*p as usize).copied();
+        for (t, positions) in &snapshot.fire {
+            self.fire
+                .entry(*t)
+                .or_default()
+                .extend(positions.iter().filter_map(id));
+        }
+        for (t, due) in &snapshot.purge {
+            for (p, end) in due {
+                if let Some(k) = id(p) {
+                    *self.pending.entry(k).or_default() += 1;
+                    self.purge.entry(*t).or_default().push((k, *end));
+                }
+            }
+        }
+        for (p, end, rev) in &snapshot.fired {
+            if let Some(k) = id(p) {
+                self.fired.insert((k, *end), *rev);
             }
         }
     }

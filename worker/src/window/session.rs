@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use super::accumulate::{AccArena, AccLayout, DistinctSets, Value};
 use super::keys::KeyTable;
+use super::snapshot::{SessionSnapshot, SessionsSnapshot};
 use super::{Emission, EmitFn, WindowStats};
 use crate::event::Event;
 
@@ -231,6 +232,76 @@ impl SessionWindows {
         }
         if list.is_empty() && self.keys.release_if_idle(k) {
             list.shrink_to_fit();
+        }
+    }
+
+    /// A logical copy of the state (see [`super::snapshot`]).
+    pub fn snapshot(&self) -> SessionsSnapshot {
+        let mut position = rustc_hash::FxHashMap::default();
+        let mut keys = Vec::with_capacity(self.keys.len());
+        for (id, entry) in self.keys.iter() {
+            position.insert(id, keys.len() as u32);
+            let sessions = self
+                .sessions
+                .get(id as usize)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let sessions = sessions
+                .iter()
+                .map(|s| SessionSnapshot {
+                    start: s.start,
+                    end: s.end,
+                    revision: s.revision,
+                    fired: s.fired,
+                    block: self.layout.export(self.arena.get(s.block), &self.distinct),
+                })
+                .collect();
+            keys.push((entry.name.to_string(), sessions));
+        }
+        let timers = self
+            .timers
+            .iter()
+            .map(|(&t, ids)| {
+                (
+                    t,
+                    ids.iter()
+                        .filter_map(|id| position.get(id).copied())
+                        .collect(),
+                )
+            })
+            .collect();
+        SessionsSnapshot { keys, timers }
+    }
+
+    /// Loads `snapshot` into this (empty) state.
+    pub fn restore(&mut self, snapshot: &SessionsSnapshot) {
+        let mut ids = Vec::with_capacity(snapshot.keys.len());
+        for (name, sessions) in &snapshot.keys {
+            let k = self.keys.intern(name);
+            ids.push(k);
+            if self.sessions.len() <= k as usize {
+                self.sessions.resize_with(k as usize + 1, Vec::new);
+            }
+            for s in sessions {
+                let block = self.arena.alloc(&self.layout);
+                self.layout
+                    .import(self.arena.get_mut(block), &s.block, &mut self.distinct);
+                self.sessions[k as usize].push(Session {
+                    start: s.start,
+                    end: s.end,
+                    block,
+                    revision: s.revision,
+                    fired: s.fired,
+                });
+                self.keys.get_mut(k).live += 1;
+            }
+        }
+        for (t, positions) in &snapshot.timers {
+            self.timers.entry(*t).or_default().extend(
+                positions
+                    .iter()
+                    .filter_map(|p| ids.get(*p as usize).copied()),
+            );
         }
     }
 

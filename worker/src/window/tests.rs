@@ -96,7 +96,21 @@ fn run_engine(
     require: Vec<usize>,
     events: &[Ev],
 ) -> (Vec<Out>, Vec<usize>) {
-    let mut windows = Windows::new(kind, lateness, layout(!require.is_empty()), require);
+    run_engine_cut(kind, lateness, bound, require, events, None)
+}
+
+/// Like [`run_engine`], but before event `cut` the state is snapshotted, encoded, decoded and
+/// restored into a fresh instance, as a restart from a checkpoint does.
+fn run_engine_cut(
+    kind: WindowKind,
+    lateness: i64,
+    bound: i64,
+    require: Vec<usize>,
+    events: &[Ev],
+    cut: Option<usize>,
+) -> (Vec<Out>, Vec<usize>) {
+    let fresh = || Windows::new(kind, lateness, layout(!require.is_empty()), require.clone());
+    let mut windows = fresh();
     let mut out = Vec::new();
     let mut late = Vec::new();
     let mut wm = i64::MIN;
@@ -111,6 +125,17 @@ fn run_engine(
         ))
     };
     for (i, ev) in events.iter().enumerate() {
+        if cut == Some(i) {
+            let bytes = postcard::to_allocvec(&windows.snapshot()).unwrap();
+            let snapshot: super::snapshot::WindowsSnapshot = postcard::from_bytes(&bytes).unwrap();
+            windows = fresh();
+            assert!(windows.restore(&snapshot));
+            assert_eq!(
+                windows.snapshot(),
+                snapshot,
+                "restore then snapshot is the identity"
+            );
+        }
         let key = format!("u{}", ev.key);
         if !windows.add(&key, ev.source, &event(ev), wm, &mut sink) {
             late.push(i);
@@ -358,6 +383,28 @@ proptest! {
     fn session_windows_match_the_oracle(evs in events(25), gap in 1i64..60) {
         let engine = run_engine(WindowKind::Session { gap }, 0, 25, vec![], &evs);
         prop_assert_eq!(engine, oracle_sessions(gap, 25, &evs));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, .. ProptestConfig::default() })]
+
+    #[test]
+    fn restoring_a_snapshot_mid_stream_changes_no_result(
+        evs in events(30),
+        cut in 0usize..120,
+        kind in prop_oneof![
+            (1i64..120).prop_map(|size| WindowKind::Tumbling { size }),
+            (1i64..40, 1i64..4).prop_map(|(slide, f)| WindowKind::Sliding { size: slide * f, slide }),
+            (1i64..60).prop_map(|gap| WindowKind::Session { gap }),
+        ],
+        lateness in prop_oneof![Just(0i64), 1i64..100],
+        inner in any::<bool>(),
+    ) {
+        let require = if inner { vec![0, 1] } else { vec![] };
+        let whole = run_engine_cut(kind, lateness, 30, require.clone(), &evs, None);
+        let restarted = run_engine_cut(kind, lateness, 30, require, &evs, Some(cut % evs.len()));
+        prop_assert_eq!(whole, restarted);
     }
 }
 
