@@ -33,6 +33,7 @@ pub struct Generator {
     users: Zipf<f64>,
     products: Zipf<f64>,
     clock: i64,
+    start: i64,
     step: i64,
     out_of_order: f64,
     max_delay: i64,
@@ -50,6 +51,7 @@ impl Generator {
             users: zipf(spec.users),
             products: zipf(spec.products),
             clock: spec.start_time,
+            start: spec.start_time,
             step: spec.time_step.millis_i64().max(1),
             out_of_order: spec.out_of_order_fraction.clamp(0.0, 1.0),
             max_delay: spec.max_delay.millis_i64(),
@@ -79,7 +81,8 @@ impl Generator {
             })
             .map_or("view", |(name, _)| name);
         let time = if self.out_of_order > 0.0 && self.rng.random_bool(self.out_of_order) {
-            self.clock - self.rng.random_range(0..=self.max_delay)
+            // Never before the start: the first window is the start's.
+            (self.clock - self.rng.random_range(0..=self.max_delay)).max(self.start)
         } else {
             self.clock
         };
