@@ -55,6 +55,8 @@ pub struct RunSummary {
     pub peak_state_bytes: usize,
     /// Whether the run was interrupted before its input ended.
     pub interrupted: bool,
+    /// Dead-lettered records by reason.
+    pub dead_letters_by_reason: std::collections::BTreeMap<&'static str, u64>,
 }
 
 /// Why a local run failed.
@@ -370,6 +372,12 @@ pub fn run_local(
     summary.dead_letters += out.dead_letters.len() as u64;
     sinks.write(&mut out, &name, task.now_text())?;
     sinks.flush()?;
+    for ((_, reason), count) in &task.counters().dead_letters {
+        *summary
+            .dead_letters_by_reason
+            .entry(reason.as_str())
+            .or_default() += count;
+    }
     summary.elapsed = started.elapsed();
     Ok(summary)
 }

@@ -229,14 +229,20 @@ fn run(pipeline: &MarketingPipeline, args: &RunArgs) -> anyhow::Result<()> {
     let summary = run_local(pipeline, &opts, stop)?;
     if !args.quiet {
         let secs = summary.elapsed.as_secs_f64().max(1e-9);
+        let reasons: Vec<String> = summary
+            .dead_letters_by_reason
+            .iter()
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
         eprintln!(
-            "tidemark: {} {} events in {:.2}s ({:.0}/s), {} results, {} dead letters, peak {} open windows ({} bytes of state)",
+            "tidemark: {} {} events in {:.2}s ({:.0}/s), {} results, {} dead letters{}, peak {} open windows ({} bytes of state)",
             if summary.interrupted { "interrupted after" } else { "done:" },
             summary.records,
             secs,
             summary.records as f64 / secs,
             summary.results,
             summary.dead_letters,
+            if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(", ")) },
             summary.peak_windows,
             summary.peak_state_bytes
         );
