@@ -183,3 +183,90 @@ fn a_filter_that_fails_on_an_event_dead_letters_it_and_the_run_goes_on() {
         "{results:#?}"
     );
 }
+
+/// Runs `manifest` (written into a temporary directory that is also the working directory) and
+/// returns the result lines of `results.jsonl`.
+fn run_in_dir(manifest: &str, files: &[(&str, &str)]) -> Vec<serde_json::Value> {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    std::fs::write(dir.path().join("pipeline.yaml"), manifest).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["run", "-q", "-f", "pipeline.yaml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(dir.path().join("results.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn file_sources_feed_a_join_and_a_file_sink_receives_it() {
+    let quickstart = include_str!("../../examples/quickstart.yaml");
+    let manifest = quickstart
+        .replace("  kafka:\n    bootstrapServers: kafka:9092\n", "")
+        .replace(
+            "kafka: { topic: click_topic }",
+            "file: { path: clicks.jsonl }",
+        )
+        .replace(
+            "kafka: { topic: purchase_topic }",
+            "file: { path: purchases.jsonl }",
+        )
+        .replace(
+            "kafka: { topic: marketing_report_topic }",
+            "file: { path: results.jsonl }",
+        )
+        .replace(
+            "kafka: { topic: tidemark_dead_letter }",
+            "file: { path: dead.jsonl }",
+        );
+    let clicks = [0, 1_000, 3_600_000]
+        .map(|ts| format!(r#"{{"type":"click","user_id":"u1","price":1,"ts":{ts}}}"#))
+        .join("\n");
+    let purchases = r#"{"type":"purchase","user_id":"u1","price":30,"ts":2000}"#;
+    let results = run_in_dir(
+        &manifest,
+        &[("clicks.jsonl", &clicks), ("purchases.jsonl", purchases)],
+    );
+    let summary: Vec<(u64, u64, f64)> = results
+        .iter()
+        .map(|r| {
+            (
+                r["clicks"].as_u64().unwrap(),
+                r["purchases"].as_u64().unwrap(),
+                r["revenue"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(summary, [(2, 1, 30.0), (1, 0, 0.0)]);
+}
+
+#[test]
+fn a_generator_source_runs_a_bounded_stream_to_the_end() {
+    let manifest = MANIFEST
+        .replace(
+            "stdin: {}",
+            "generator: { events: 5000, rate: 0, users: 50, timeStep: 100ms }",
+        )
+        .replace("stdout: {}", "file: { path: results.jsonl }");
+    let results = run_in_dir(&manifest, &[]);
+    let sessions: u64 = results
+        .iter()
+        .filter(|r| r["analytic"] == "sessions")
+        .map(|r| r["total"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        sessions, 5000,
+        "every generated event is in exactly one session"
+    );
+}
