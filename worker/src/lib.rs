@@ -4,6 +4,7 @@ pub mod decode;
 pub mod engine;
 pub mod event;
 pub mod expr;
+pub mod kafka;
 pub mod local;
 pub mod operators;
 pub mod result;
