@@ -28,6 +28,10 @@ use crate::trigger;
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// Longest retry delay.
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Reconciles running at once per watched scope. Each makes about a dozen API calls; bounding
+/// them keeps a burst (operator start with hundreds of pipelines, a relist) from flooding the
+/// API server, and queued pipelines simply wait their turn.
+const CONCURRENCY: u16 = 8;
 
 /// What every reconcile shares.
 pub struct Context {
@@ -161,6 +165,7 @@ where
         api::<PodDisruptionBudget>(client, namespace),
         owned,
     ))
+    .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
     .graceful_shutdown_on(shutdown)
     .run(reconcile, error_policy, ctx.clone())
     .for_each(|result| async move {

@@ -1,11 +1,14 @@
 //! Tidemark's worker: the windowed streaming engine, its sources and sinks, and the local runner.
 
+pub mod checkpoint;
 pub mod decode;
 pub mod engine;
 pub mod event;
 pub mod expr;
 pub mod kafka;
+pub mod http;
 pub mod local;
+pub mod metrics;
 pub mod operators;
 pub mod result;
 pub mod sink;

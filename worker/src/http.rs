@@ -1,0 +1,245 @@
+//! The worker's HTTP endpoint (default `0.0.0.0:9102`): `/metrics`, `/healthz`, `/readyz` and the
+//! snapshot hand-off `GET /v1/tasks/{t}/snapshot` (DESIGN §4, §7).
+//!
+//! Owns the routes and the shared [`Health`] the worker loop reports into (heartbeat, readiness,
+//! tasks running here). Does not own the worker loop, checkpoints' contents or the fetching side
+//! of a hand-off; it serves what the store holds.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderName, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::checkpoint::CheckpointStore;
+use crate::metrics::Metrics;
+
+/// The default listen address.
+pub const DEFAULT_ADDR: &str = "0.0.0.0:9102";
+/// Header carrying the id of the checkpoint a snapshot response holds.
+pub const CHECKPOINT_ID_HEADER: &str = "x-tidemark-checkpoint-id";
+/// Header carrying the assignment epoch of the checkpoint a snapshot response holds.
+pub const EPOCH_HEADER: &str = "x-tidemark-epoch";
+
+/// Failed to serve HTTP.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The address could not be bound.
+    #[error("failed to bind {0}")]
+    Bind(SocketAddr, #[source] std::io::Error),
+    /// The server stopped with an error.
+    #[error("failed to serve HTTP")]
+    Serve(#[source] std::io::Error),
+}
+
+/// What the worker loop tells the probes: a heartbeat, readiness and the tasks it runs.
+/// Shared between the loop and the server; every method is cheap and never blocks for long.
+#[derive(Debug)]
+pub struct Health {
+    stale_after: Duration,
+    beat: Mutex<Instant>,
+    ready: Mutex<Result<(), String>>,
+    running: Mutex<BTreeSet<u32>>,
+}
+
+impl Health {
+    /// Healthy while the last heartbeat is at most `stale_after` old (the creation counts as
+    /// the first beat); not ready ("starting") until [`Health::set_ready`].
+    pub fn new(stale_after: Duration) -> Self {
+        Self {
+            stale_after,
+            beat: Mutex::new(Instant::now()),
+            ready: Mutex::new(Err("starting".to_owned())),
+            running: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// Records that the worker loop is alive. Call it from the loop itself (not a side task),
+    /// so a stuck loop turns `/healthz` red.
+    pub fn beat(&self) {
+        *lock(&self.beat) = Instant::now();
+    }
+
+    /// `Ok` while the heartbeat is fresh at `now`, else how old it is.
+    pub fn liveness(&self, now: Instant) -> Result<(), Duration> {
+        let age = now.saturating_duration_since(*lock(&self.beat));
+        if age > self.stale_after {
+            Err(age)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The worker has restored its tasks and consumes.
+    pub fn set_ready(&self) {
+        *lock(&self.ready) = Ok(());
+    }
+
+    /// The worker does not serve traffic, with a reason shown by `/readyz`.
+    pub fn set_not_ready(&self, reason: impl Into<String>) {
+        *lock(&self.ready) = Err(reason.into());
+    }
+
+    /// Readiness and, when not ready, why.
+    pub fn readiness(&self) -> Result<(), String> {
+        lock(&self.ready).clone()
+    }
+
+    /// Marks `task` as running here: its snapshot is refused (409) because it still changes.
+    pub fn claim(&self, task: u32) {
+        lock(&self.running).insert(task);
+    }
+
+    /// Marks `task` as released after its final checkpoint: its snapshot may be served.
+    pub fn release(&self, task: u32) {
+        lock(&self.running).remove(&task);
+    }
+
+    /// Whether `task` runs here.
+    pub fn is_running(&self, task: u32) -> bool {
+        lock(&self.running).contains(&task)
+    }
+}
+
+/// A poisoned lock only means a panic elsewhere while holding plain data; the data is still valid.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What the routes share.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// Metrics rendered by `/metrics`.
+    pub metrics: Metrics,
+    /// Heartbeat, readiness and running tasks.
+    pub health: Arc<Health>,
+    /// Checkpoints served by the snapshot route.
+    pub store: CheckpointStore,
+}
+
+/// The routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/tasks/{task}/snapshot", get(snapshot))
+        .with_state(state)
+}
+
+/// Binds `addr` (port 0 picks a free port) and returns the bound address and the server future.
+/// The future ends (after in-flight requests finish) once `shutdown` holds `true` or its sender
+/// is dropped.
+pub async fn serve(
+    addr: SocketAddr,
+    state: AppState,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<
+    (
+        SocketAddr,
+        impl std::future::Future<Output = Result<(), HttpError>>,
+    ),
+    HttpError,
+> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|err| HttpError::Bind(addr, err))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|err| HttpError::Bind(addr, err))?;
+    let signal = async move {
+        // An error means the sender is gone: nobody can ask any more, so stop too.
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(signal);
+    Ok((bound, async move { server.await.map_err(HttpError::Serve) }))
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    match state.health.liveness(Instant::now()) {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(age) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("worker loop silent for {:.1} s\n", age.as_secs_f64()),
+        )
+            .into_response(),
+    }
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.health.readiness() {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response(),
+    }
+}
+
+/// Serves the newest valid checkpoint file of a released task, as written (header included) so
+/// the receiver validates it with `Checkpoint::decode`. 409 while the task runs here, 404 when
+/// there is none, 500 when the store cannot be read.
+async fn snapshot(State(state): State<AppState>, Path(task): Path<u32>) -> Response {
+    if state.health.is_running(task) {
+        return (
+            StatusCode::CONFLICT,
+            format!("task {task} still runs here; retry after its release\n"),
+        )
+            .into_response();
+    }
+    let store = state.store.clone();
+    // Reading and checking a large file is blocking work: keep it off the async threads.
+    let found = tokio::task::spawn_blocking(move || store.latest_valid(task)).await;
+    let recovery = match found {
+        Ok(Ok(recovery)) => recovery,
+        Ok(Err(err)) => {
+            tracing::warn!(task, error = %err, "failed to read checkpoints for a snapshot");
+            return (StatusCode::INTERNAL_SERVER_ERROR, format!("{err}\n")).into_response();
+        }
+        Err(err) => {
+            tracing::warn!(task, error = %err, "snapshot reader panicked");
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "snapshot reader failed\n",
+            )
+                .into_response();
+        }
+    };
+    for skipped in &recovery.skipped {
+        tracing::warn!(task, id = skipped.id, path = %skipped.path.display(),
+            problem = %skipped.problem, "skipped a corrupt checkpoint while serving a snapshot");
+    }
+    match recovery.checkpoint {
+        None => (
+            StatusCode::NOT_FOUND,
+            format!("no checkpoint of task {task}\n"),
+        )
+            .into_response(),
+        Some(checkpoint) => {
+            let id = checkpoint.meta.checkpoint_id.to_string();
+            let epoch = checkpoint.meta.epoch.to_string();
+            (
+                [
+                    (CONTENT_TYPE, "application/octet-stream".to_owned()),
+                    (HeaderName::from_static(CHECKPOINT_ID_HEADER), id),
+                    (HeaderName::from_static(EPOCH_HEADER), epoch),
+                ],
+                checkpoint.into_bytes(),
+            )
+                .into_response()
+        }
+    }
+}

@@ -1,0 +1,637 @@
+//! The worker's Prometheus metrics (DESIGN §7): names defined once here, one registry per worker
+//! process with a constant `pipeline` label, rendered in the text format by `crate::http`.
+//!
+//! Owns the series and how engine counters become Prometheus counters ([`TaskMetrics`] publishes
+//! a task's [`Counters`] as deltas). Does not own when to publish (the worker loop), the HTTP
+//! endpoint, or the chart's dashboards and alerts, which use these names.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::engine::{Counters, Task};
+use crate::event::Reason;
+use crate::window::WindowStats;
+
+/// Counter of records received, by `source`.
+pub const RECORDS_IN_TOTAL: &str = "tidemark_records_in_total";
+/// Counter of records written, by `sink`.
+pub const RECORDS_OUT_TOTAL: &str = "tidemark_records_out_total";
+/// Counter of results emitted, by `analytic`.
+pub const RESULTS_TOTAL: &str = "tidemark_results_total";
+/// Counter of dead-lettered records, by `source` and `reason`.
+pub const DEAD_LETTER_TOTAL: &str = "tidemark_dead_letter_total";
+/// Counter of events later than the allowed lateness, by `analytic`.
+pub const LATE_RECORDS_TOTAL: &str = "tidemark_late_records_total";
+/// Counter of events dropped by filters, by `source`.
+pub const FILTERED_TOTAL: &str = "tidemark_filtered_total";
+/// Gauge of records behind the end of a partition, by `source` and `partition`.
+pub const SOURCE_LAG: &str = "tidemark_source_lag";
+/// Gauge of wall clock minus watermark, by `task`.
+pub const WATERMARK_DELAY_SECONDS: &str = "tidemark_watermark_delay_seconds";
+/// Histogram of checkpoint write durations.
+pub const CHECKPOINT_DURATION_SECONDS: &str = "tidemark_checkpoint_duration_seconds";
+/// Gauge of the size of the last checkpoint written.
+pub const CHECKPOINT_SIZE_BYTES: &str = "tidemark_checkpoint_size_bytes";
+/// Gauge of the Unix time of the last successful checkpoint.
+pub const CHECKPOINT_LAST_SUCCESS_TIMESTAMP_SECONDS: &str =
+    "tidemark_checkpoint_last_success_timestamp_seconds";
+/// Counter of failed checkpoint writes.
+pub const CHECKPOINT_FAILURES_TOTAL: &str = "tidemark_checkpoint_failures_total";
+/// Counter of corrupt checkpoints found (and skipped) when reading.
+pub const CHECKPOINT_CORRUPT_TOTAL: &str = "tidemark_checkpoint_corrupt_total";
+/// Gauge of live keys, by `task`.
+pub const STATE_KEYS: &str = "tidemark_state_keys";
+/// Gauge of live key-windows, by `task`.
+pub const STATE_WINDOWS: &str = "tidemark_state_windows";
+/// Gauge of state bytes, by `task`.
+pub const STATE_BYTES: &str = "tidemark_state_bytes";
+/// Gauge of the share of wall time the worker's task threads spent processing, 0..1.
+pub const BUSY_RATIO: &str = "tidemark_busy_ratio";
+/// The constant label on every series.
+pub const PIPELINE_LABEL: &str = "pipeline";
+/// `source` label value of dead letters that no source accepted (routing by event type failed).
+pub const UNROUTED_SOURCE: &str = "unrouted";
+
+/// The worker's metrics and the registry that exposes them. Cheap to clone (handles).
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    registry: Registry,
+    records_in: IntCounterVec,
+    records_out: IntCounterVec,
+    results: IntCounterVec,
+    dead_letter: IntCounterVec,
+    late: IntCounterVec,
+    filtered: IntCounterVec,
+    source_lag: IntGaugeVec,
+    watermark_delay: GaugeVec,
+    checkpoint_duration: Histogram,
+    checkpoint_size: IntGauge,
+    checkpoint_last_success: Gauge,
+    checkpoint_failures: IntCounter,
+    checkpoint_corrupt: IntCounter,
+    state_keys: IntGaugeVec,
+    state_windows: IntGaugeVec,
+    state_bytes: IntGaugeVec,
+    busy_ratio: Gauge,
+}
+
+impl Metrics {
+    /// Registers every metric in a fresh registry whose series carry `pipeline="<pipeline>"`.
+    ///
+    /// Errors: only on an invalid label value or a duplicate registration (a bug).
+    pub fn new(pipeline: &str) -> Result<Self, prometheus::Error> {
+        let labels = HashMap::from([(PIPELINE_LABEL.to_owned(), pipeline.to_owned())]);
+        let registry = Registry::new_custom(None, Some(labels))?;
+        let counter = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<_> {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let int_gauge = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<_> {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let metrics = Self {
+            records_in: counter(RECORDS_IN_TOTAL, "Records received.", &["source"])?,
+            records_out: counter(RECORDS_OUT_TOTAL, "Records written.", &["sink"])?,
+            results: counter(RESULTS_TOTAL, "Results emitted.", &["analytic"])?,
+            dead_letter: counter(
+                DEAD_LETTER_TOTAL,
+                "Records sent to the dead-letter output.",
+                &["source", "reason"],
+            )?,
+            late: counter(
+                LATE_RECORDS_TOTAL,
+                "Events later than the allowed lateness.",
+                &["analytic"],
+            )?,
+            filtered: counter(FILTERED_TOTAL, "Events dropped by filters.", &["source"])?,
+            source_lag: int_gauge(
+                SOURCE_LAG,
+                "Records between the consumer position and the end of the partition.",
+                &["source", "partition"],
+            )?,
+            watermark_delay: {
+                let g = GaugeVec::new(
+                    Opts::new(WATERMARK_DELAY_SECONDS, "Wall clock minus watermark."),
+                    &["task"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            checkpoint_duration: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(CHECKPOINT_DURATION_SECONDS, "Checkpoint write time.")
+                        .buckets(vec![
+                            0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                        ]),
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                h
+            },
+            checkpoint_size: {
+                let g = IntGauge::new(CHECKPOINT_SIZE_BYTES, "Size of the last checkpoint.")?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            checkpoint_last_success: {
+                let g = Gauge::new(
+                    CHECKPOINT_LAST_SUCCESS_TIMESTAMP_SECONDS,
+                    "Unix time of the last successful checkpoint.",
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            checkpoint_failures: {
+                let c = IntCounter::new(CHECKPOINT_FAILURES_TOTAL, "Failed checkpoint writes.")?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
+            checkpoint_corrupt: {
+                let c = IntCounter::new(
+                    CHECKPOINT_CORRUPT_TOTAL,
+                    "Corrupt checkpoints skipped when reading.",
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
+            state_keys: int_gauge(STATE_KEYS, "Live keys.", &["task"])?,
+            state_windows: int_gauge(STATE_WINDOWS, "Live key-windows.", &["task"])?,
+            state_bytes: int_gauge(STATE_BYTES, "Bytes of window state.", &["task"])?,
+            busy_ratio: {
+                let g = Gauge::new(BUSY_RATIO, "Share of wall time spent processing.")?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            registry,
+        };
+        Ok(metrics)
+    }
+
+    /// Counts `n` records written to `sink`.
+    pub fn records_out(&self, sink: &str, n: u64) {
+        self.records_out.with_label_values(&[sink]).inc_by(n);
+    }
+
+    /// Sets the lag of one source partition.
+    pub fn set_source_lag(&self, source: &str, partition: i32, lag: i64) {
+        self.source_lag
+            .with_label_values(&[source, &partition.to_string()])
+            .set(lag);
+    }
+
+    /// Sets the busy ratio (clamped to 0..1).
+    pub fn set_busy_ratio(&self, ratio: f64) {
+        self.busy_ratio.set(ratio.clamp(0.0, 1.0));
+    }
+
+    /// Records a successful checkpoint of `bytes` that took `duration`, finished at Unix time
+    /// `at_unix_seconds`.
+    pub fn checkpoint_succeeded(&self, duration: Duration, bytes: u64, at_unix_seconds: f64) {
+        self.checkpoint_duration.observe(duration.as_secs_f64());
+        self.checkpoint_size
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.checkpoint_last_success.set(at_unix_seconds);
+    }
+
+    /// Counts a failed checkpoint write.
+    pub fn checkpoint_failed(&self) {
+        self.checkpoint_failures.inc();
+    }
+
+    /// Counts `n` corrupt checkpoints skipped by a reader.
+    pub fn checkpoint_corrupt(&self, n: u64) {
+        self.checkpoint_corrupt.inc_by(n);
+    }
+
+    /// Sets a task's state gauges.
+    pub fn set_state(&self, task: u32, stats: WindowStats) {
+        let task = task.to_string();
+        let gauge = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        self.state_keys
+            .with_label_values(&[&task])
+            .set(gauge(stats.keys));
+        self.state_windows
+            .with_label_values(&[&task])
+            .set(gauge(stats.windows));
+        self.state_bytes
+            .with_label_values(&[&task])
+            .set(gauge(stats.bytes));
+    }
+
+    /// Sets a task's watermark delay from its watermark and the wall clock (both epoch ms).
+    /// Before the first event (`i64::MIN`) the series is left alone; at the end of time
+    /// (`i64::MAX`) the delay is 0.
+    pub fn set_watermark(&self, task: u32, watermark_ms: i64, now_ms: i64) {
+        if watermark_ms == i64::MIN {
+            return;
+        }
+        let delay = (now_ms.saturating_sub(watermark_ms)).max(0) as f64 / 1000.0;
+        self.watermark_delay
+            .with_label_values(&[&task.to_string()])
+            .set(delay);
+    }
+
+    /// Drops a task's per-task series (after its hand-off), so a moved task is not reported
+    /// by two workers.
+    pub fn remove_task(&self, task: u32) {
+        let task = task.to_string();
+        for vec in [&self.state_keys, &self.state_windows, &self.state_bytes] {
+            let _ = vec.remove_label_values(&[&task]);
+        }
+        let _ = self.watermark_delay.remove_label_values(&[&task]);
+    }
+
+    /// The exposition text of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        // Encoding well-formed families into a Vec cannot fail; an empty page is the fallback.
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .is_err()
+        {
+            return String::new();
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+
+    /// The registry, for callers that add their own collectors.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}
+
+/// Publishes one task's counters into [`Metrics`] as deltas since the last publish.
+///
+/// Engine counters are cumulative per task; Prometheus counters are per worker and summed over
+/// its tasks, so each publish adds only what grew. A counter that went down (a task rebuilt
+/// after a restore starts from zero) counts as a reset: its whole value is added.
+#[derive(Debug)]
+pub struct TaskMetrics {
+    task: u32,
+    sources: Vec<String>,
+    analytics: Vec<String>,
+    last: Counters,
+}
+
+impl TaskMetrics {
+    /// A publisher for task `task` whose sources and analytics are named in plan order. Creates
+    /// the task's series at zero, so rates exist before the first event.
+    pub fn new(metrics: &Metrics, task: u32, sources: Vec<String>, analytics: Vec<String>) -> Self {
+        for source in &sources {
+            metrics.records_in.with_label_values(&[source]);
+            metrics.filtered.with_label_values(&[source]);
+            for reason in Reason::ALL {
+                metrics
+                    .dead_letter
+                    .with_label_values(&[source, reason.as_str()]);
+            }
+        }
+        for analytic in &analytics {
+            metrics.results.with_label_values(&[analytic]);
+            metrics.late.with_label_values(&[analytic]);
+        }
+        Self {
+            task,
+            sources,
+            analytics,
+            last: Counters::default(),
+        }
+    }
+
+    /// A publisher named after `task`'s plan.
+    pub fn for_task(metrics: &Metrics, task_id: u32, task: &Task) -> Self {
+        let plan = task.plan();
+        Self::new(
+            metrics,
+            task_id,
+            plan.sources.iter().map(|s| s.name.clone()).collect(),
+            plan.analytics.iter().map(|a| a.name.clone()).collect(),
+        )
+    }
+
+    /// Publishes a task's counters, state gauges and watermark delay at wall time `now_ms`.
+    pub fn publish_task(&mut self, metrics: &Metrics, task: &Task, now_ms: i64) {
+        self.publish(metrics, task.counters());
+        metrics.set_state(self.task, task.stats());
+        metrics.set_watermark(self.task, task.watermark(), now_ms);
+    }
+
+    /// Adds what grew in `counters` since the last call. Idempotent for unchanged counters.
+    pub fn publish(&mut self, metrics: &Metrics, counters: &Counters) {
+        let add = |vec: &IntCounterVec, names: &[String], now: &[u64], before: &[u64]| {
+            for (i, name) in names.iter().enumerate() {
+                let now = now.get(i).copied().unwrap_or(0);
+                let delta = delta(now, before.get(i).copied().unwrap_or(0));
+                if delta > 0 {
+                    vec.with_label_values(&[name]).inc_by(delta);
+                }
+            }
+        };
+        add(
+            &metrics.records_in,
+            &self.sources,
+            &counters.records_in,
+            &self.last.records_in,
+        );
+        add(
+            &metrics.filtered,
+            &self.sources,
+            &counters.filtered,
+            &self.last.filtered,
+        );
+        add(
+            &metrics.results,
+            &self.analytics,
+            &counters.results,
+            &self.last.results,
+        );
+        add(
+            &metrics.late,
+            &self.analytics,
+            &counters.late,
+            &self.last.late,
+        );
+        for ((source, reason), &now) in &counters.dead_letters {
+            let before = self
+                .last
+                .dead_letters
+                .get(&(source.clone(), *reason))
+                .copied()
+                .unwrap_or(0);
+            let delta = delta(now, before);
+            if delta > 0 {
+                let source = if source.is_empty() {
+                    UNROUTED_SOURCE
+                } else {
+                    source
+                };
+                metrics
+                    .dead_letter
+                    .with_label_values(&[source, reason.as_str()])
+                    .inc_by(delta);
+            }
+        }
+        self.last.clone_from(counters);
+    }
+}
+
+fn delta(now: u64, before: u64) -> u64 {
+    if now >= before {
+        now - before
+    } else {
+        now
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// The value of the sample `name` whose labels are exactly `labels` (in any order).
+    fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let mut want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        want.sort();
+        text.lines().find_map(|line| {
+            let rest = line.strip_prefix(name)?.strip_prefix('{')?;
+            let (inner, value) = rest.split_once("} ")?;
+            let mut got: Vec<String> = inner.split(',').map(str::to_owned).collect();
+            got.sort();
+            (got == want).then(|| value.parse().ok())?
+        })
+    }
+
+    fn counters(records_in: u64, dead: u64) -> Counters {
+        Counters {
+            records_in: vec![records_in, 1],
+            filtered: vec![2, 0],
+            dead_letters: BTreeMap::from([
+                (("clicks".to_owned(), Reason::MalformedJson), dead),
+                ((String::new(), Reason::UnexpectedType), 1),
+            ]),
+            results: vec![3],
+            late: vec![1],
+        }
+    }
+
+    fn publisher(metrics: &Metrics, task: u32) -> TaskMetrics {
+        TaskMetrics::new(
+            metrics,
+            task,
+            vec!["clicks".into(), "purchases".into()],
+            vec!["marketing_report".into()],
+        )
+    }
+
+    #[test]
+    fn every_design_metric_is_exposed_with_the_pipeline_label() {
+        let metrics = Metrics::new("quickstart").unwrap();
+        let _ = publisher(&metrics, 0);
+        metrics.records_out("reports", 1);
+        metrics.set_source_lag("clicks", 0, 5);
+        metrics.set_watermark(0, 1_000, 3_000);
+        metrics.set_state(0, WindowStats::default());
+        let text = metrics.render();
+        for name in [
+            RECORDS_IN_TOTAL,
+            RECORDS_OUT_TOTAL,
+            RESULTS_TOTAL,
+            DEAD_LETTER_TOTAL,
+            LATE_RECORDS_TOTAL,
+            FILTERED_TOTAL,
+            SOURCE_LAG,
+            WATERMARK_DELAY_SECONDS,
+            CHECKPOINT_DURATION_SECONDS,
+            CHECKPOINT_SIZE_BYTES,
+            CHECKPOINT_LAST_SUCCESS_TIMESTAMP_SECONDS,
+            CHECKPOINT_FAILURES_TOTAL,
+            CHECKPOINT_CORRUPT_TOTAL,
+            STATE_KEYS,
+            STATE_WINDOWS,
+            STATE_BYTES,
+            BUSY_RATIO,
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{name} missing:\n{text}"
+            );
+        }
+        assert_eq!(
+            sample(
+                &text,
+                "tidemark_watermark_delay_seconds",
+                &[("pipeline", "quickstart"), ("task", "0")]
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "tidemark_source_lag",
+                &[
+                    ("partition", "0"),
+                    ("pipeline", "quickstart"),
+                    ("source", "clicks")
+                ]
+            ),
+            Some(5.0)
+        );
+    }
+
+    #[test]
+    fn counters_are_published_as_deltas_and_a_reset_adds_the_new_value() {
+        let metrics = Metrics::new("p").unwrap();
+        let mut task = publisher(&metrics, 0);
+        task.publish(&metrics, &counters(10, 2));
+        task.publish(&metrics, &counters(10, 2));
+        task.publish(&metrics, &counters(15, 3));
+        let text = metrics.render();
+        assert_eq!(
+            sample(
+                &text,
+                "tidemark_records_in_total",
+                &[("pipeline", "p"), ("source", "clicks")]
+            ),
+            Some(15.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "tidemark_records_in_total",
+                &[("pipeline", "p"), ("source", "purchases")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "tidemark_dead_letter_total",
+                &[
+                    ("pipeline", "p"),
+                    ("reason", "malformed_json"),
+                    ("source", "clicks")
+                ]
+            ),
+            Some(3.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "tidemark_dead_letter_total",
+                &[
+                    ("pipeline", "p"),
+                    ("reason", "unexpected_type"),
+                    ("source", "unrouted")
+                ]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "tidemark_results_total",
+                &[("analytic", "marketing_report"), ("pipeline", "p")]
+            ),
+            Some(3.0)
+        );
+        // A task rebuilt after a restore counts from zero again.
+        task.publish(&metrics, &counters(4, 3));
+        assert_eq!(
+            sample(
+                &metrics.render(),
+                "tidemark_records_in_total",
+                &[("pipeline", "p"), ("source", "clicks")]
+            ),
+            Some(19.0)
+        );
+    }
+
+    #[test]
+    fn two_tasks_of_a_worker_add_up_and_a_released_task_loses_its_gauges() {
+        let metrics = Metrics::new("p").unwrap();
+        let (mut a, mut b) = (publisher(&metrics, 0), publisher(&metrics, 1));
+        a.publish(&metrics, &counters(10, 0));
+        b.publish(&metrics, &counters(5, 0));
+        metrics.set_state(
+            1,
+            WindowStats {
+                keys: 3,
+                windows: 4,
+                bytes: 500,
+            },
+        );
+        let text = metrics.render();
+        assert_eq!(
+            sample(
+                &text,
+                "tidemark_records_in_total",
+                &[("pipeline", "p"), ("source", "clicks")]
+            ),
+            Some(15.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "tidemark_state_bytes",
+                &[("pipeline", "p"), ("task", "1")]
+            ),
+            Some(500.0)
+        );
+        metrics.remove_task(1);
+        assert!(!metrics.render().contains(r#"task="1""#));
+    }
+
+    #[test]
+    fn checkpoint_outcomes_are_recorded() {
+        let metrics = Metrics::new("p").unwrap();
+        metrics.checkpoint_succeeded(Duration::from_millis(120), 4096, 1_767_225_600.5);
+        metrics.checkpoint_failed();
+        metrics.checkpoint_corrupt(2);
+        metrics.set_busy_ratio(1.7);
+        let text = metrics.render();
+        assert_eq!(
+            sample(
+                &text,
+                "tidemark_checkpoint_duration_seconds_count",
+                &[("pipeline", "p")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "tidemark_checkpoint_size_bytes",
+                &[("pipeline", "p")]
+            ),
+            Some(4096.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "tidemark_checkpoint_last_success_timestamp_seconds",
+                &[("pipeline", "p")]
+            ),
+            Some(1767225600.5)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "tidemark_checkpoint_corrupt_total",
+                &[("pipeline", "p")]
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(&text, "tidemark_busy_ratio", &[("pipeline", "p")]),
+            Some(1.0)
+        );
+    }
+}
