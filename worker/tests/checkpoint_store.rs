@@ -264,3 +264,22 @@ fn a_concurrent_reader_sees_only_complete_checkpoints() {
     done.store(true, Ordering::Release);
     assert!(reader.join().unwrap() > 0);
 }
+
+#[test]
+fn a_checkpoint_chosen_by_id_reads_back_and_a_corrupt_one_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = CheckpointStore::new(dir.path(), 3);
+    for id in 1..=3 {
+        write(&store, 0, id);
+    }
+    flip_bit(&store.list(0).unwrap()[0].path, 100);
+    assert_eq!(store.read(0, 2).unwrap().unwrap().meta, meta(0, 2));
+    assert!(store.read(0, 9).unwrap().is_none());
+    let err = store.read(0, 3).unwrap_err();
+    assert!(matches!(err, CheckpointError::Corrupt { .. }), "{err:?}");
+
+    let scan = store.scan(0).unwrap();
+    assert_eq!(scan.valid, vec![2, 1]);
+    assert_eq!(scan.skipped.len(), 1);
+    assert_eq!(scan.skipped[0].id, 3);
+}

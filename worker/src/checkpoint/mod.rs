@@ -12,7 +12,7 @@ pub mod format;
 pub mod store;
 
 pub use format::{Checkpoint, Corruption, Metadata};
-pub use store::{CheckpointStore, Recovery, Skipped, StoredFile, Written};
+pub use store::{CheckpointStore, Recovery, Scan, Skipped, StoredFile, Written};
 
 /// Failed to write, list or read checkpoints. Every variant is retryable by the caller: the
 /// store keeps nothing in memory, so the next call starts from what is on disk.
@@ -94,6 +94,15 @@ pub enum CheckpointError {
         id: u64,
         /// The newest id on disk.
         newest: u64,
+    },
+    /// A checkpoint asked for by id failed validation.
+    #[error("failed to validate checkpoint {path}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        problem: Corruption,
     },
     /// Files kept vanishing under a reader (pruned by a fast writer) three listings in a row.
     #[error("failed to find a stable checkpoint of task {task}")]

@@ -60,6 +60,15 @@ pub struct Recovery {
     pub skipped: Vec<Skipped>,
 }
 
+/// Every checkpoint of a task, validated.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Scan {
+    /// Ids of valid checkpoints, newest first.
+    pub valid: Vec<u64>,
+    /// Corrupt ones, newest first.
+    pub skipped: Vec<Skipped>,
+}
+
 /// What a successful write did.
 #[derive(Debug)]
 pub struct Written {
@@ -242,19 +251,11 @@ impl CheckpointStore {
                         })
                     }
                 };
-                match Checkpoint::decode(bytes) {
-                    Ok(checkpoint) if checkpoint.meta.task == task => {
+                match Checkpoint::decode(bytes).and_then(|c| check_task(c, task)) {
+                    Ok(checkpoint) => {
                         recovery.checkpoint = Some(checkpoint);
                         return Ok(recovery);
                     }
-                    Ok(checkpoint) => recovery.skipped.push(Skipped {
-                        id: file.id,
-                        path: file.path,
-                        problem: Corruption::WrongTask {
-                            expected: task,
-                            found: checkpoint.meta.task,
-                        },
-                    }),
                     Err(problem) => recovery.skipped.push(Skipped {
                         id: file.id,
                         path: file.path,
@@ -267,6 +268,53 @@ impl CheckpointStore {
             }
         }
         Err(CheckpointError::Unstable { task })
+    }
+
+    /// Checkpoint `id` of `task`, validated; `Ok(None)` when there is no such file.
+    ///
+    /// For a restore point chosen by id (exactly-once recovery restores the checkpoint whose
+    /// transaction Kafka committed, which need not be the newest). Errors: the file cannot be
+    /// read, or it is corrupt ([`CheckpointError::Corrupt`], which the caller reports like a
+    /// [`Skipped`]).
+    pub fn read(&self, task: u32, id: u64) -> Result<Option<Checkpoint>, CheckpointError> {
+        let path = self.task_dir(task).join(file_name(id));
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(CheckpointError::Read { path, source }),
+        };
+        match Checkpoint::decode(bytes).and_then(|c| check_task(c, task)) {
+            Ok(checkpoint) => Ok(Some(checkpoint)),
+            Err(problem) => Err(CheckpointError::Corrupt { path, problem }),
+        }
+    }
+
+    /// Validates every checkpoint of `task`: the ids of the valid ones (newest first) and a
+    /// report of each corrupt one. Reads every file in full (retain × state size). Read-only.
+    pub fn scan(&self, task: u32) -> Result<Scan, CheckpointError> {
+        let mut scan = Scan::default();
+        for file in self.list(task)? {
+            let bytes = match fs::read(&file.path) {
+                Ok(bytes) => bytes,
+                // Pruned by a concurrent write since the listing.
+                Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                Err(source) => {
+                    return Err(CheckpointError::Read {
+                        path: file.path,
+                        source,
+                    })
+                }
+            };
+            match Checkpoint::decode(bytes).and_then(|c| check_task(c, task)) {
+                Ok(_) => scan.valid.push(file.id),
+                Err(problem) => scan.skipped.push(Skipped {
+                    id: file.id,
+                    path: file.path,
+                    problem,
+                }),
+            }
+        }
+        Ok(scan)
     }
 
     /// Removes temp files of `task` left by a crashed write; returns how many. Call it before
@@ -315,6 +363,18 @@ impl CheckpointStore {
             sync_dir(&self.task_dir(task))?;
         }
         Ok(pruned)
+    }
+}
+
+/// A valid checkpoint of another task is as unusable here as a corrupt one.
+fn check_task(checkpoint: Checkpoint, task: u32) -> Result<Checkpoint, Corruption> {
+    if checkpoint.meta.task == task {
+        Ok(checkpoint)
+    } else {
+        Err(Corruption::WrongTask {
+            expected: task,
+            found: checkpoint.meta.task,
+        })
     }
 }
 
