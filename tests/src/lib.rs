@@ -8,6 +8,7 @@
 //! the StatefulSet status themselves, as the StatefulSet controller would.
 
 pub mod cluster;
+pub mod fixtures;
 pub mod operator;
 pub mod tools;
 

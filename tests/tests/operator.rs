@@ -1,4 +1,5 @@
-//! The real `tidemark-operator` binary against the API emulator, through a kubeconfig.
+//! The real `tidemark-operator` binary against the API emulator, through a kubeconfig: the life
+//! of a pipeline (create, change, scale, invalid spec, delete) and an API server outage.
 //!
 //! The emulator has no StatefulSet controller or kubelet; where a scenario needs ready workers,
 //! the test writes the StatefulSet status as the StatefulSet controller would.
@@ -12,90 +13,11 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::Api;
 use serde_json::json;
-use tidemark_api::MarketingPipeline;
 use tidemark_e2e::cluster::Cluster;
 use tidemark_e2e::eventually;
+use tidemark_e2e::fixtures::*;
 use tidemark_e2e::operator::{Operator, Options};
 use tidemark_operator::names::*;
-
-const WAIT: Duration = Duration::from_secs(30);
-
-const PIPELINE: &str = r#"
-apiVersion: tidemark.dev/v1alpha1
-kind: MarketingPipeline
-metadata:
-  name: clicks
-spec:
-  sources:
-    - name: events
-      generator: { rate: 100 }
-  analytics:
-    - name: per_user
-      aggregate:
-        sources: [events]
-        keyBy: user
-        window: { type: tumbling, size: 1m }
-        aggregates: [{ name: events, op: count }]
-  sinks:
-    - name: out
-      stdout: {}
-  checkpoint: { storageSize: 2Gi, storageClassName: standard }
-  parallelism: 2
-"#;
-
-async fn get<K>(cluster: &Cluster, name: &str) -> Option<K>
-where
-    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    Api::<K>::namespaced(cluster.client.clone(), "default")
-        .get_opt(name)
-        .await
-        .ok()
-        .flatten()
-}
-
-fn condition(p: &MarketingPipeline, type_: &str) -> Option<(String, String)> {
-    let c = p
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)?;
-    Some((c.status.clone(), c.reason.clone()))
-}
-
-fn config_hash(sts: &StatefulSet) -> Option<String> {
-    sts.spec
-        .template
-        .metadata
-        .as_ref()?
-        .annotations
-        .as_ref()?
-        .get(ANNOTATION_CONFIG_HASH)
-        .cloned()
-}
-
-/// The operator's reconcile counter for `result`.
-async fn reconciles(operator: &Operator, result: &str) -> anyhow::Result<u64> {
-    let text = operator.http_get("/metrics").await?;
-    let prefix = format!("tidemark_operator_reconciles_total{{result=\"{result}\"}} ");
-    let line = text.lines().find(|l| l.starts_with(&prefix));
-    Ok(line
-        .and_then(|l| l[prefix.len()..].trim().parse().ok())
-        .unwrap_or(0))
-}
-
-async fn pipeline(cluster: &Cluster) -> Option<MarketingPipeline> {
-    cluster
-        .pipelines("default")
-        .get_opt("clicks")
-        .await
-        .ok()
-        .flatten()
-}
 
 #[tokio::test]
 async fn a_new_pipeline_gets_every_owned_object_and_becomes_ready() -> anyhow::Result<()> {
@@ -396,67 +318,5 @@ async fn the_operator_recovers_after_the_api_server_was_unavailable() -> anyhow:
         || get::<StatefulSet>(&cluster, "after-outage"),
     )
     .await?;
-    Ok(())
-}
-
-#[tokio::test]
-async fn a_service_monitor_is_created_when_its_crd_exists() -> anyhow::Result<()> {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    let cluster = Cluster::start().await?;
-    // A minimal stand-in for the Prometheus Operator's CRD.
-    let crd: CustomResourceDefinition = serde_json::from_value(json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": { "name": "servicemonitors.monitoring.coreos.com" },
-        "spec": {
-            "group": "monitoring.coreos.com",
-            "names": { "kind": "ServiceMonitor", "plural": "servicemonitors", "singular": "servicemonitor", "listKind": "ServiceMonitorList" },
-            "scope": "Namespaced",
-            "versions": [{ "name": "v1", "served": true, "storage": true,
-                "schema": { "openAPIV3Schema": { "type": "object", "properties": {
-                    "spec": { "type": "object", "x-kubernetes-preserve-unknown-fields": true } } } } }]
-        }
-    }))?;
-    Api::<CustomResourceDefinition>::all(cluster.client.clone())
-        .create(&Default::default(), &crd)
-        .await?;
-    let _operator = Operator::start(&cluster.kubeconfig(), &Options::default()).await?;
-    cluster.apply_pipeline("default", PIPELINE).await?;
-    let resource = tidemark_operator::build::service_monitor_resource();
-    let monitors: Api<kube::api::DynamicObject> =
-        Api::namespaced_with(cluster.client.clone(), "default", &resource);
-    let monitor = eventually(WAIT, "the ServiceMonitor", || async {
-        monitors.get_opt("clicks-metrics").await.ok()?
-    })
-    .await?;
-    assert_eq!(
-        monitor.data["spec"]["endpoints"][0]["relabelings"][0]["replacement"],
-        "clicks"
-    );
-    Ok(())
-}
-
-#[tokio::test]
-async fn an_operator_limited_to_a_namespace_ignores_pipelines_elsewhere() -> anyhow::Result<()> {
-    let cluster = Cluster::start().await?;
-    cluster.ensure_namespace("shop").await?;
-    let options = Options {
-        namespaces: vec!["shop".into()],
-        ..Options::default()
-    };
-    let _operator = Operator::start(&cluster.kubeconfig(), &options).await?;
-    cluster.apply_pipeline("default", PIPELINE).await?;
-    cluster.apply_pipeline("shop", PIPELINE).await?;
-    let shop: Api<StatefulSet> = Api::namespaced(cluster.client.clone(), "shop");
-    eventually(WAIT, "the StatefulSet in shop", || async {
-        shop.get_opt("clicks").await.ok()?
-    })
-    .await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(
-        get::<StatefulSet>(&cluster, "clicks").await.is_none(),
-        "default is not watched"
-    );
-    assert!(pipeline(&cluster).await.and_then(|p| p.status).is_none());
     Ok(())
 }
