@@ -92,6 +92,13 @@ impl ProducerContext for DeliveryTracker {
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((error, _)) = result {
+            // Purged records belong to an aborted transaction: not a delivery failure.
+            if matches!(
+                error.rdkafka_error_code(),
+                Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+            ) {
+                return;
+            }
             let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
             failures.0 += 1;
             failures.1.get_or_insert_with(|| error.to_string());
@@ -282,15 +289,18 @@ impl TaskSink {
         self.begin()
     }
 
-    /// Aborts the open transaction (`exactlyOnce`), e.g. when the task stops before its next
-    /// checkpoint. Its records never become visible to `read_committed` consumers.
+    /// Aborts the open transaction and begins the next one (`exactlyOnce`); a no-op for
+    /// `atLeastOnce`. The aborted records never become visible to `read_committed` consumers;
+    /// the task must rewind to its restore point before writing again, or their results are
+    /// lost.
     pub fn abort(&mut self) -> Result<(), SinkError> {
         if self.delivery != Delivery::ExactlyOnce {
             return Ok(());
         }
         self.producer
             .abort_transaction(self.options.timeout)
-            .map_err(|e| classify("abort", e))
+            .map_err(|e| classify("abort", e))?;
+        self.begin()
     }
 
     fn begin(&self) -> Result<(), SinkError> {
@@ -316,7 +326,11 @@ impl TaskSink {
 fn classify(what: &'static str, error: KafkaError) -> SinkError {
     let fenced = matches!(
         error.rdkafka_error_code(),
-        Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch)
+        Some(
+            RDKafkaErrorCode::Fenced
+                | RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+        )
     );
     let fatal = matches!(&error, KafkaError::Transaction(e) if e.is_fatal());
     if fenced {

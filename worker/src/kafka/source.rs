@@ -29,7 +29,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::assignment::{co_partitioned, AssignmentError};
 use super::config::KafkaSettings;
-use super::sink::parse_checkpoint_marker;
+use super::sink::{checkpoint_marker, parse_checkpoint_marker};
 
 /// Next offset to read per source name and partition: the checkpoint's `offsets`.
 pub type SourceOffsets = BTreeMap<String, BTreeMap<i32, i64>>;
@@ -348,12 +348,19 @@ impl KafkaSource {
         Ok(lags)
     }
 
-    /// Commits `task`'s offsets to the group, for tools that show consumer-group lag. Only
-    /// informative: the checkpoint, not this commit, is where a restart resumes.
-    pub fn commit(&self, task: u32) -> Result<(), SourceError> {
+    /// Commits `task`'s offsets, marked with `checkpoint_id` (the checkpoint that holds them),
+    /// to the group without waiting, for tools that show consumer-group lag. Only informative
+    /// with `atLeastOnce`: the checkpoint, not this commit, is where a restart resumes.
+    pub fn commit(&self, task: u32, checkpoint_id: u64) -> Result<(), SourceError> {
         let list = self.offset_list(&self.offsets(task))?;
         if list.count() == 0 {
             return Ok(());
+        }
+        let marker = checkpoint_marker(checkpoint_id);
+        for element in list.elements() {
+            if let Some(mut e) = list.find_partition(element.topic(), element.partition()) {
+                e.set_metadata(&marker);
+            }
         }
         self.consumer
             .commit(&list, CommitMode::Async)

@@ -1,0 +1,186 @@
+//! The Kafka source against librdkafka's mock cluster: static assignment, resuming at
+//! checkpoint offsets, back-pressure, lag and the co-partitioning check.
+#![allow(clippy::unwrap_used)]
+
+mod kafka_support;
+
+use std::collections::BTreeMap;
+
+use kafka_support::*;
+use tidemark_worker::kafka::{
+    Assignment, KafkaSource, SourceError, SourceOffsets, SourceOptions, SourceTopic,
+};
+
+fn topics() -> Vec<SourceTopic> {
+    vec![SourceTopic {
+        name: "clicks".into(),
+        index: 0,
+        topic: "click_topic".into(),
+    }]
+}
+
+fn connect(bootstrap: &str, options: SourceOptions) -> KafkaSource {
+    KafkaSource::connect(&settings(bootstrap), "test", topics(), options).unwrap()
+}
+
+#[test]
+fn two_workers_each_consume_exactly_the_partitions_of_their_tasks() {
+    let cluster = cluster(&[("click_topic", 4)]);
+    let bootstrap = cluster.bootstrap_servers();
+    let producer = producer(&bootstrap);
+    for p in 0..4 {
+        produce(&producer, "click_topic", p, &values(&format!("p{p}"), 5));
+    }
+    // Both workers live at once, as in a StatefulSet of two pods.
+    let mut workers: Vec<(Vec<u32>, KafkaSource)> = (0..2)
+        .map(|ordinal| {
+            let mut source = connect(&bootstrap, SourceOptions::default());
+            assert_eq!(source.partitions(), 4);
+            let tasks = Assignment::new(ordinal, 2, 1)
+                .unwrap()
+                .tasks(source.partitions());
+            source.assign(&tasks, &BTreeMap::new()).unwrap();
+            (tasks, source)
+        })
+        .collect();
+    for (tasks, source) in &mut workers {
+        let taken = take_until(source, |r| r.len() >= 10);
+        let mut seen: Vec<(u32, String)> = taken
+            .iter()
+            .map(|r| (r.task, String::from_utf8(r.payload.clone()).unwrap()))
+            .collect();
+        seen.sort();
+        let expected: Vec<(u32, String)> = tasks
+            .iter()
+            .flat_map(|&t| values(&format!("p{t}"), 5).into_iter().map(move |v| (t, v)))
+            .collect();
+        assert_eq!(seen, expected, "tasks {tasks:?}");
+        assert!(taken.iter().all(|r| r.source == 0));
+        for &task in tasks.iter() {
+            assert_eq!(source.offsets(task)["clicks"][&(task as i32)], 5);
+        }
+    }
+}
+
+#[test]
+fn a_source_assigned_at_checkpoint_offsets_resumes_exactly_there() {
+    let cluster = cluster(&[("click_topic", 2)]);
+    let bootstrap = cluster.bootstrap_servers();
+    produce(&producer(&bootstrap), "click_topic", 1, &values("v", 10));
+
+    let mut first = connect(&bootstrap, SourceOptions::default());
+    first.assign(&[1], &BTreeMap::new()).unwrap();
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let mut taken = Vec::new();
+    while taken.len() < 4 {
+        assert!(std::time::Instant::now() < deadline);
+        first.poll(std::time::Duration::from_millis(100)).unwrap();
+        first.take(1, 4 - taken.len(), &mut taken).unwrap();
+    }
+    let checkpoint: SourceOffsets = first.offsets(1);
+    assert_eq!(checkpoint["clicks"][&1], 4);
+    drop(first);
+
+    let mut second = connect(&bootstrap, SourceOptions::default());
+    second
+        .assign(&[1], &BTreeMap::from([(1, checkpoint)]))
+        .unwrap();
+    let rest = take_until(&mut second, |r| r.len() >= 6);
+    let offsets: Vec<i64> = rest.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, (4..10).collect::<Vec<_>>());
+    assert_eq!(rest[0].payload, b"v-4");
+    assert_eq!(second.offsets(1)["clicks"][&1], 10);
+}
+
+#[test]
+fn a_full_task_buffer_pauses_its_partitions_until_the_task_drains_it() {
+    let cluster = cluster(&[("click_topic", 1)]);
+    let bootstrap = cluster.bootstrap_servers();
+    produce(&producer(&bootstrap), "click_topic", 0, &values("v", 40));
+    let options = SourceOptions {
+        buffer_records: 8,
+        ..SourceOptions::default()
+    };
+    let mut source = connect(&bootstrap, options);
+    source.assign(&[0], &BTreeMap::new()).unwrap();
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while !source.is_paused(0) {
+        assert!(std::time::Instant::now() < deadline, "never paused");
+        source.poll(std::time::Duration::from_millis(100)).unwrap();
+    }
+    assert!(source.buffered(0) >= 8);
+    let mut taken = Vec::new();
+    source.take(0, usize::MAX, &mut taken).unwrap();
+    assert!(!source.is_paused(0));
+    let rest = take_until(&mut source, |r| taken.len() + r.len() >= 40);
+    taken.extend(rest);
+    let offsets: Vec<i64> = taken.iter().map(|r| r.offset).collect();
+    assert_eq!(
+        offsets,
+        (0..40).collect::<Vec<_>>(),
+        "no record lost or doubled"
+    );
+}
+
+#[test]
+fn lag_counts_the_records_a_task_has_not_taken() {
+    let cluster = cluster(&[("click_topic", 1)]);
+    let bootstrap = cluster.bootstrap_servers();
+    produce(&producer(&bootstrap), "click_topic", 0, &values("v", 10));
+    let mut source = connect(&bootstrap, SourceOptions::default());
+    source.assign(&[0], &BTreeMap::new()).unwrap();
+    assert_eq!(source.lag().unwrap()[0].lag, 10);
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let mut taken = Vec::new();
+    while taken.len() < 3 {
+        assert!(std::time::Instant::now() < deadline);
+        source.poll(std::time::Duration::from_millis(100)).unwrap();
+        source.take(0, 3 - taken.len(), &mut taken).unwrap();
+    }
+    let lag = &source.lag().unwrap()[0];
+    assert_eq!((lag.position, lag.high_watermark, lag.lag), (3, 10, 7));
+    assert_eq!(lag.source, "clicks");
+}
+
+#[test]
+fn sources_with_different_partition_counts_are_refused_naming_each_topic() {
+    let cluster = cluster(&[("click_topic", 4), ("purchase_topic", 6)]);
+    let mut topics = topics();
+    topics.push(SourceTopic {
+        name: "purchases".into(),
+        index: 1,
+        topic: "purchase_topic".into(),
+    });
+    let err = KafkaSource::connect(
+        &settings(&cluster.bootstrap_servers()),
+        "test",
+        topics,
+        SourceOptions::default(),
+    )
+    .err()
+    .unwrap();
+    assert!(matches!(err, SourceError::Assignment(_)));
+    assert!(
+        err.to_string()
+            .ends_with("\"click_topic\" has 4 partitions, \"purchase_topic\" has 6 partitions"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_checkpoint_marker_committed_with_a_tasks_offsets_is_read_back() {
+    let cluster = cluster(&[("click_topic", 2)]);
+    let bootstrap = cluster.bootstrap_servers();
+    produce(&producer(&bootstrap), "click_topic", 1, &values("v", 3));
+    let mut source = connect(&bootstrap, SourceOptions::default());
+    source.assign(&[1], &BTreeMap::new()).unwrap();
+    assert_eq!(source.committed_checkpoint(1).unwrap(), None);
+    take_until(&mut source, |r| r.len() >= 3);
+    source.commit(1, 42).unwrap();
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while source.committed_checkpoint(1).unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "commit never landed");
+        source.poll(std::time::Duration::from_millis(50)).unwrap();
+    }
+    assert_eq!(source.committed_checkpoint(1).unwrap(), Some(42));
+}
