@@ -95,6 +95,12 @@ async fn of_two_replicas_one_leads_and_the_other_takes_over_when_it_stops() -> a
     assert_eq!(holder(&cluster).await.as_deref(), Some("operator-a"));
     assert!(is_leader(&a).await);
     assert!(!is_leader(&b).await, "the standby does not lead");
+    assert!(tidemark_e2e::fixtures::reconciles(&a, "success").await? > 0);
+    assert_eq!(
+        tidemark_e2e::fixtures::reconciles(&b, "success").await?,
+        0,
+        "the standby does not reconcile"
+    );
 
     // Graceful stop releases the Lease; the standby takes it without waiting for expiry.
     let status = a.terminate(Duration::from_secs(15)).await?;
