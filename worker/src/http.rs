@@ -24,6 +24,9 @@ use crate::metrics::Metrics;
 
 /// The default listen address.
 pub const DEFAULT_ADDR: &str = "0.0.0.0:9102";
+/// A heartbeat older than this turns `/healthz` red by default: several checkpoint intervals,
+/// so one slow checkpoint or a long restore does not get the pod restarted.
+pub const DEFAULT_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 /// Header carrying the id of the checkpoint a snapshot response holds.
 pub const CHECKPOINT_ID_HEADER: &str = "x-tidemark-checkpoint-id";
 /// Header carrying the assignment epoch of the checkpoint a snapshot response holds.
