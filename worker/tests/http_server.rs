@@ -201,3 +201,29 @@ async fn the_server_stops_gracefully_when_shutdown_is_signalled() {
     timeout(LIMIT, server.task).await.unwrap().unwrap().unwrap();
     assert!(tokio::net::TcpStream::connect(server.addr).await.is_err());
 }
+
+#[tokio::test]
+async fn a_corrupt_newest_checkpoint_is_not_served_and_the_previous_one_is() {
+    let server = start(Duration::from_secs(60)).await;
+    for id in 1..=2 {
+        let meta = Metadata {
+            task: 2,
+            checkpoint_id: id,
+            ..Metadata::default()
+        };
+        server.store.write(&meta, &[id as u8; 1000]).unwrap();
+    }
+    let newest = server.store.list(2).unwrap()[0].path.clone();
+    let mut bytes = std::fs::read(&newest).unwrap();
+    bytes[500] ^= 1;
+    std::fs::write(&newest, bytes).unwrap();
+
+    let reply = get(server.addr, "/v1/tasks/2/snapshot").await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply.headers.contains("x-tidemark-checkpoint-id: 1"),
+        "{}",
+        reply.headers
+    );
+    assert_eq!(Checkpoint::decode(reply.body).unwrap().state(), [1u8; 1000]);
+}
