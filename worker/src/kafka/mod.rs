@@ -18,5 +18,5 @@ pub use recovery::{restore_point, RecoveryError, RestorePoint};
 pub use routes::SinkRoutes;
 pub use sink::{SinkError, SinkOptions, TaskSink};
 pub use source::{
-    KafkaRecord, KafkaSource, SourceError, SourceOffsets, SourceOptions, SourceTopic,
+    KafkaRecord, KafkaSource, PartitionLag, SourceError, SourceOffsets, SourceOptions, SourceTopic,
 };

@@ -2,8 +2,8 @@
 //!
 //! This module owns consuming: manual assignment (no consumer-group rebalancing), starting each
 //! (topic, partition) at a checkpoint's offset, batching records into bounded per-task buffers
-//! with back-pressure, the offsets that a checkpoint stores, lag and the co-partitioning check
-//! against broker metadata. It does not own the checkpoint (it hands offsets out and takes them
+//! with back-pressure and the co-partitioning check against broker metadata; its `progress`
+//! half owns the offsets that a checkpoint stores, lag and the group's committed offsets. It does not own the checkpoint (it hands offsets out and takes them
 //! back), nor the tasks that process the records.
 //!
 //! **Offsets are the engine's progress.** [`KafkaSource::offsets`] says, per source and
@@ -23,13 +23,16 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerGroupMetadata};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use super::assignment::{co_partitioned, AssignmentError};
-use super::config::KafkaSettings;
-use super::sink::{checkpoint_marker, parse_checkpoint_marker};
+use crate::kafka::assignment::{co_partitioned, AssignmentError};
+use crate::kafka::config::KafkaSettings;
+
+mod progress;
+
+pub use progress::PartitionLag;
 
 /// Next offset to read per source name and partition: the checkpoint's `offsets`.
 pub type SourceOffsets = BTreeMap<String, BTreeMap<i32, i64>>;
@@ -107,22 +110,6 @@ pub struct KafkaRecord {
     pub offset: i64,
     /// The record's value (empty for a null value).
     pub payload: Vec<u8>,
-}
-
-/// Lag of one owned partition: records after the task's position up to the end of the log
-/// (for `read_committed`, the last stable offset).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PartitionLag {
-    /// Source name.
-    pub source: String,
-    /// Partition (= task).
-    pub partition: i32,
-    /// Next offset the task will take.
-    pub position: i64,
-    /// End of the partition.
-    pub high_watermark: i64,
-    /// `high_watermark - position`, never negative.
-    pub lag: i64,
 }
 
 #[derive(Debug, Default)]
@@ -233,7 +220,6 @@ impl KafkaSource {
     pub fn poll(&mut self, timeout: Duration) -> Result<usize, SourceError> {
         let mut buffered = 0;
         let mut wait = timeout;
-        let mut full = Vec::new();
         while buffered < self.options.poll_batch {
             let Some(result) = self.consumer.poll(wait) else {
                 break;
@@ -255,15 +241,12 @@ impl KafkaSource {
             });
             buffered += 1;
             if buffer.records.len() >= self.options.buffer_records && !buffer.paused {
+                // Marked only once paused, so a failed pause is retried by the next record.
+                self.consumer
+                    .pause(&partitions_of(&self.topics, task))
+                    .map_err(|e| SourceError::Partitions("pause", e))?;
                 buffer.paused = true;
-                full.push(task);
             }
-        }
-        for task in full {
-            let list = self.task_partitions(task);
-            self.consumer
-                .pause(&list)
-                .map_err(|e| SourceError::Partitions("pause", e))?;
         }
         Ok(buffered)
     }
@@ -290,11 +273,10 @@ impl KafkaSource {
             out.push(record);
         }
         if buffer.paused && buffer.records.len() <= self.options.buffer_records / 2 {
-            buffer.paused = false;
-            let list = self.task_partitions(task);
             self.consumer
-                .resume(&list)
+                .resume(&partitions_of(&self.topics, task))
                 .map_err(|e| SourceError::Partitions("resume", e))?;
+            buffer.paused = false;
         }
         Ok(n)
     }
@@ -309,103 +291,18 @@ impl KafkaSource {
         self.buffers.get(&task).is_some_and(|b| b.paused)
     }
 
-    /// The offsets to checkpoint with `task`'s state: the next offset not yet taken per source
-    /// partition. Partitions still at the beginning of their log are left out.
-    pub fn offsets(&self, task: u32) -> SourceOffsets {
-        let mut offsets = SourceOffsets::new();
-        for (i, source) in self.topics.iter().enumerate() {
-            if let Some(&next) = self.next.get(&(i, task)) {
-                offsets
-                    .entry(source.name.clone())
-                    .or_default()
-                    .insert(task as i32, next);
-            }
-        }
-        offsets
-    }
-
-    /// Lag of every owned partition from the brokers' watermarks; blocks up to `timeout` per
-    /// partition, so call it from the metrics schedule, not per record.
-    pub fn lag(&self) -> Result<Vec<PartitionLag>, SourceError> {
-        let mut lags = Vec::new();
-        for &task in self.buffers.keys() {
-            for (i, source) in self.topics.iter().enumerate() {
-                let partition = task as i32;
-                let (low, high) = self
-                    .consumer
-                    .fetch_watermarks(&source.topic, partition, self.options.timeout)
-                    .map_err(|e| SourceError::Watermarks(source.topic.clone(), partition, e))?;
-                let position = self.next.get(&(i, task)).copied().unwrap_or(low);
-                lags.push(PartitionLag {
-                    source: source.name.clone(),
-                    partition,
-                    position,
-                    high_watermark: high,
-                    lag: (high - position).max(0),
-                });
-            }
-        }
-        Ok(lags)
-    }
-
-    /// Commits `task`'s offsets, marked with `checkpoint_id` (the checkpoint that holds them),
-    /// to the group without waiting, for tools that show consumer-group lag. Only informative
-    /// with `atLeastOnce`: the checkpoint, not this commit, is where a restart resumes.
-    pub fn commit(&self, task: u32, checkpoint_id: u64) -> Result<(), SourceError> {
-        let list = self.offset_list(&self.offsets(task))?;
-        if list.count() == 0 {
-            return Ok(());
-        }
-        let marker = checkpoint_marker(checkpoint_id);
-        for element in list.elements() {
-            if let Some(mut e) = list.find_partition(element.topic(), element.partition()) {
-                e.set_metadata(&marker);
-            }
-        }
-        self.consumer
-            .commit(&list, CommitMode::Async)
-            .map_err(SourceError::Commit)
-    }
-
-    /// The checkpoint id marked on `task`'s committed offsets by its last committed
-    /// transaction (`super::sink::checkpoint_marker`), `None` when the group holds none. The
-    /// task's partitions are committed atomically, so the first marker found speaks for all.
-    /// Blocks up to the timeout.
-    pub fn committed_checkpoint(&self, task: u32) -> Result<Option<u64>, SourceError> {
-        let committed = self
-            .consumer
-            .committed_offsets(self.task_partitions(task), self.options.timeout)
-            .map_err(SourceError::Committed)?;
-        Ok(committed
-            .elements()
-            .iter()
-            .find_map(|e| parse_checkpoint_marker(e.metadata())))
-    }
-
-    /// The group's identity for `send_offsets_to_transaction` (exactly-once sinks).
-    pub fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {
-        self.consumer.group_metadata()
-    }
-
-    /// `offsets` as a partition list of this source's topics.
-    pub fn offset_list(&self, offsets: &SourceOffsets) -> Result<TopicPartitionList, SourceError> {
-        let mut list = TopicPartitionList::new();
-        for source in &self.topics {
-            for (&partition, &offset) in offsets.get(&source.name).into_iter().flatten() {
-                list.add_partition_offset(&source.topic, partition, Offset::Offset(offset))
-                    .map_err(SourceError::Commit)?;
-            }
-        }
-        Ok(list)
-    }
-
     fn task_partitions(&self, task: u32) -> TopicPartitionList {
-        let mut list = TopicPartitionList::new();
-        for source in &self.topics {
-            list.add_partition(&source.topic, task as i32);
-        }
-        list
+        partitions_of(&self.topics, task)
     }
+}
+
+/// The partitions of `task`: its partition index in every source topic.
+fn partitions_of(topics: &[SourceTopic], task: u32) -> TopicPartitionList {
+    let mut list = TopicPartitionList::new();
+    for source in topics {
+        list.add_partition(&source.topic, task as i32);
+    }
+    list
 }
 
 /// The partition count of each source topic, from broker metadata (0 for an unknown topic).

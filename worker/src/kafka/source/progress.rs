@@ -1,0 +1,119 @@
+//! The progress side of the source: the offsets a checkpoint stores, lag for metrics, and
+//! the group's committed offsets (informative, or the exactly-once outcome marker).
+//!
+//! Split from the consuming side (`super`) along what callers do with it: the task loop asks for
+//! offsets at checkpoints, the metrics schedule for lag, recovery for the committed marker.
+
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerGroupMetadata};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{KafkaSource, SourceError, SourceOffsets};
+use crate::kafka::sink::{checkpoint_marker, parse_checkpoint_marker};
+
+/// Lag of one owned partition: records after the task's position up to the end of the log
+/// (for `read_committed`, the last stable offset).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionLag {
+    /// Source name.
+    pub source: String,
+    /// Partition (= task).
+    pub partition: i32,
+    /// Next offset the task will take.
+    pub position: i64,
+    /// End of the partition.
+    pub high_watermark: i64,
+    /// `high_watermark - position`, never negative.
+    pub lag: i64,
+}
+
+impl KafkaSource {
+    /// The offsets to checkpoint with `task`'s state: the next offset not yet taken per source
+    /// partition. Partitions still at the beginning of their log are left out.
+    pub fn offsets(&self, task: u32) -> SourceOffsets {
+        let mut offsets = SourceOffsets::new();
+        for (i, source) in self.topics.iter().enumerate() {
+            if let Some(&next) = self.next.get(&(i, task)) {
+                offsets
+                    .entry(source.name.clone())
+                    .or_default()
+                    .insert(task as i32, next);
+            }
+        }
+        offsets
+    }
+
+    /// Lag of every owned partition from the brokers' watermarks; blocks up to `timeout` per
+    /// partition, so call it from the metrics schedule, not per record.
+    pub fn lag(&self) -> Result<Vec<PartitionLag>, SourceError> {
+        let mut lags = Vec::new();
+        for &task in self.buffers.keys() {
+            for (i, source) in self.topics.iter().enumerate() {
+                let partition = task as i32;
+                let (low, high) = self
+                    .consumer
+                    .fetch_watermarks(&source.topic, partition, self.options.timeout)
+                    .map_err(|e| SourceError::Watermarks(source.topic.clone(), partition, e))?;
+                let position = self.next.get(&(i, task)).copied().unwrap_or(low);
+                lags.push(PartitionLag {
+                    source: source.name.clone(),
+                    partition,
+                    position,
+                    high_watermark: high,
+                    lag: (high - position).max(0),
+                });
+            }
+        }
+        Ok(lags)
+    }
+
+    /// Commits `task`'s offsets, marked with `checkpoint_id` (the checkpoint that holds them),
+    /// to the group without waiting, for tools that show consumer-group lag. Only informative
+    /// with `atLeastOnce`: the checkpoint, not this commit, is where a restart resumes.
+    pub fn commit(&self, task: u32, checkpoint_id: u64) -> Result<(), SourceError> {
+        let list = self.offset_list(&self.offsets(task))?;
+        if list.count() == 0 {
+            return Ok(());
+        }
+        let marker = checkpoint_marker(checkpoint_id);
+        for element in list.elements() {
+            if let Some(mut e) = list.find_partition(element.topic(), element.partition()) {
+                e.set_metadata(&marker);
+            }
+        }
+        self.consumer
+            .commit(&list, CommitMode::Async)
+            .map_err(SourceError::Commit)
+    }
+
+    /// The checkpoint id marked on `task`'s committed offsets by its last committed
+    /// transaction (`super::sink::checkpoint_marker`), `None` when the group holds none. The
+    /// task's partitions are committed atomically, so the first marker found speaks for all.
+    /// Blocks up to the timeout.
+    pub fn committed_checkpoint(&self, task: u32) -> Result<Option<u64>, SourceError> {
+        let committed = self
+            .consumer
+            .committed_offsets(self.task_partitions(task), self.options.timeout)
+            .map_err(SourceError::Committed)?;
+        Ok(committed
+            .elements()
+            .iter()
+            .find_map(|e| parse_checkpoint_marker(e.metadata())))
+    }
+
+    /// The group's identity for `send_offsets_to_transaction` (exactly-once sinks).
+    pub fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {
+        self.consumer.group_metadata()
+    }
+
+    /// `offsets` as a partition list of this source's topics.
+    pub fn offset_list(&self, offsets: &SourceOffsets) -> Result<TopicPartitionList, SourceError> {
+        let mut list = TopicPartitionList::new();
+        for source in &self.topics {
+            for (&partition, &offset) in offsets.get(&source.name).into_iter().flatten() {
+                list.add_partition_offset(&source.topic, partition, Offset::Offset(offset))
+                    .map_err(SourceError::Commit)?;
+            }
+        }
+        Ok(list)
+    }
+}
