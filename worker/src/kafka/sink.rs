@@ -37,12 +37,12 @@ pub enum SinkError {
     /// The producer could not be created (bad settings).
     #[error("failed to create the Kafka producer")]
     Create(#[source] KafkaError),
-    /// A transaction call failed; the transaction was aborted or was never started.
-    #[error("failed to {0} the transaction")]
+    /// Flushing or a transaction call failed; the transaction was aborted or was never started.
+    #[error("failed to {0}")]
     Transaction(&'static str, #[source] KafkaError),
     /// Another producer with this task's `transactional.id` took over: this worker is a zombie
     /// for the task and must stop it.
-    #[error("failed to {0} the transaction: the producer was fenced by a newer one for the task")]
+    #[error("failed to {0}: the producer was fenced by a newer one for the task")]
     Fenced(&'static str, #[source] KafkaError),
     /// A fatal producer error: the producer must be recreated.
     #[error("failed to {0}: fatal producer error")]
@@ -175,7 +175,7 @@ impl TaskSink {
         if delivery == Delivery::ExactlyOnce {
             sink.producer
                 .init_transactions(sink.options.timeout)
-                .map_err(|e| classify("initialize", e))?;
+                .map_err(|e| classify("initialize transactions", e))?;
             sink.begin()?;
         }
         Ok(sink)
@@ -251,7 +251,7 @@ impl TaskSink {
     ) -> Result<(), SinkError> {
         self.producer
             .flush(self.options.timeout)
-            .map_err(|e| classify("flush", e))?;
+            .map_err(|e| classify("flush the producer", e))?;
         self.producer.context().take()?;
         if let (Delivery::ExactlyOnce, Some(group)) = (self.delivery, group) {
             let marked = offsets.clone();
@@ -264,7 +264,7 @@ impl TaskSink {
             if marked.count() > 0 {
                 self.producer
                     .send_offsets_to_transaction(&marked, group, self.options.timeout)
-                    .map_err(|e| classify("add offsets to", e))?;
+                    .map_err(|e| classify("add the offsets to the transaction", e))?;
             }
         }
         Ok(())
@@ -272,7 +272,7 @@ impl TaskSink {
 
     /// Commits the transaction of the checkpoint just made durable and begins the next one
     /// (`exactlyOnce`); a no-op for `atLeastOnce`, whose records `prepare` already delivered.
-    /// A retriable failure (a timeout) is retried once within the timeout; on any error the
+    /// A retriable failure (a timeout) is retried once, with a second timeout; on any error the
     /// outcome may be unknown and recovery decides it from the committed marker.
     pub fn commit(&mut self) -> Result<(), SinkError> {
         if self.delivery != Delivery::ExactlyOnce {
@@ -283,8 +283,8 @@ impl TaskSink {
             Err(KafkaError::Transaction(ref e)) if e.is_retriable() => self
                 .producer
                 .commit_transaction(self.options.timeout)
-                .map_err(|e| self.abort_after("commit", e))?,
-            other => other.map_err(|e| self.abort_after("commit", e))?,
+                .map_err(|e| self.abort_after("commit the transaction", e))?,
+            other => other.map_err(|e| self.abort_after("commit the transaction", e))?,
         }
         self.begin()
     }
@@ -299,14 +299,14 @@ impl TaskSink {
         }
         self.producer
             .abort_transaction(self.options.timeout)
-            .map_err(|e| classify("abort", e))?;
+            .map_err(|e| classify("abort the transaction", e))?;
         self.begin()
     }
 
     fn begin(&self) -> Result<(), SinkError> {
         self.producer
             .begin_transaction()
-            .map_err(|e| classify("begin", e))
+            .map_err(|e| classify("begin a transaction", e))
     }
 
     /// Classifies `error` of `what`, aborting the transaction when librdkafka requires it.
