@@ -20,3 +20,15 @@ pub use sink::{SinkError, SinkOptions, TaskSink};
 pub use source::{
     KafkaRecord, KafkaSource, PartitionLag, SourceError, SourceOffsets, SourceOptions, SourceTopic,
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_and_sinks_can_move_to_the_threads_that_run_tasks() {
+        fn movable<T: Send>() {}
+        movable::<KafkaSource>();
+        movable::<TaskSink>();
+    }
+}
