@@ -13,6 +13,12 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
+echo "--- real parts for the tests" >&2
+# Prometheus (Debian package) for the worker's scrape test; the test fails instead of skipping.
+prometheus_dir="$(bash .ci/tools/prometheus.sh | tail -n1)"
+export PATH="$prometheus_dir:$PATH"
+export TIDEMARK_REQUIRE_PROMETHEUS=1
+
 echo "--- formatting and lints" >&2
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
