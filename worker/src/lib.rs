@@ -11,6 +11,7 @@ pub mod local;
 pub mod metrics;
 pub mod operators;
 pub mod result;
+pub mod runtime;
 pub mod sink;
 pub mod source;
 pub mod watermark;

@@ -7,8 +7,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use tidemark_api::{parse_manifest, Duration, GeneratorSpec, ManifestError, MarketingPipeline};
+use tidemark_api::{
+    parse_manifest, Delivery, Duration, GeneratorSpec, ManifestError, MarketingPipeline,
+};
 use tidemark_worker::local::{run_local, LocalOptions};
+use tidemark_worker::runtime::{run_worker, WorkerOptions};
 use tidemark_worker::source::generator::Generator;
 
 /// Tidemark: real-time marketing analytics.
@@ -22,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a pipeline manifest.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Write generated clickstream events as JSON lines.
     Generate(GenerateArgs),
     /// Check a pipeline manifest; prints one line per problem.
@@ -56,6 +59,43 @@ struct RunArgs {
     quiet: bool,
     #[command(flatten)]
     generator: GeneratorArgs,
+    #[command(flatten)]
+    worker: WorkerArgs,
+}
+
+/// Settings of a worker on Kafka (used when the pipeline's sources are Kafka topics and neither
+/// --input nor --embedded is given).
+#[derive(Args)]
+struct WorkerArgs {
+    /// Kafka bootstrap servers, replacing spec.kafka.bootstrapServers.
+    #[arg(long)]
+    bootstrap_servers: Option<String>,
+    /// This worker's ordinal (default: from POD_NAME `NAME-i`, else 0).
+    #[arg(long)]
+    ordinal: Option<u32>,
+    /// Number of workers (default: the runtime file's, else spec.parallelism).
+    #[arg(long)]
+    parallelism: Option<u32>,
+    /// The operator's runtime file (parallelism, assignmentEpoch).
+    #[arg(long)]
+    runtime: Option<PathBuf>,
+    /// Checkpoint directory.
+    #[arg(long, default_value = "/var/lib/tidemark/checkpoints")]
+    checkpoint_dir: PathBuf,
+    /// Delivery guarantee, replacing spec.delivery.
+    #[arg(long, value_parser = parse_delivery)]
+    delivery: Option<Delivery>,
+    /// Address of /metrics, /healthz, /readyz and the snapshot API.
+    #[arg(long, default_value = "0.0.0.0:9102")]
+    http_addr: std::net::SocketAddr,
+}
+
+fn parse_delivery(text: &str) -> Result<Delivery, String> {
+    match text {
+        "exactlyOnce" => Ok(Delivery::ExactlyOnce),
+        "atLeastOnce" => Ok(Delivery::AtLeastOnce),
+        other => Err(format!("{other:?} is not exactlyOnce or atLeastOnce")),
+    }
 }
 
 /// Settings of the built-in generator.
@@ -218,6 +258,20 @@ fn run(pipeline: &MarketingPipeline, args: &RunArgs) -> anyhow::Result<()> {
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
         .context("failed to install the interrupt handler")?;
+    let kafka_sources = pipeline.spec.sources.iter().any(|s| s.kafka.is_some());
+    if kafka_sources && !args.embedded && args.input.is_none() {
+        let w = &args.worker;
+        let opts = WorkerOptions {
+            bootstrap_servers: w.bootstrap_servers.clone(),
+            ordinal: w.ordinal,
+            parallelism: w.parallelism,
+            runtime_file: w.runtime.clone(),
+            checkpoint_dir: w.checkpoint_dir.clone(),
+            delivery: w.delivery,
+            http_addr: w.http_addr,
+        };
+        return Ok(run_worker(pipeline, &opts, stop)?);
+    }
     let opts = LocalOptions {
         input: args.input.clone(),
         output: args.output.clone(),
