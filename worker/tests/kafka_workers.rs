@@ -271,6 +271,61 @@ fn two_workers_produce_every_report_once_and_stop_with_a_final_checkpoint() {
     drop(mock);
 }
 
+/// Newest checkpoint file of `task_dir`, if any.
+fn newest_checkpoint(task_dir: &Path) -> Option<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(task_dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "tdmk"))
+        .collect();
+    files.sort();
+    files.pop()
+}
+
+#[test]
+fn a_worker_killed_ten_times_mid_stream_resumes_from_its_checkpoints_and_loses_no_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mock, bootstrap) = start_mock();
+    let manifest = write_manifest(dir.path(), &bootstrap);
+    let events = events(12_000);
+    let expected = oracle(&events);
+    let steady = worker(&manifest, 1, dir.path());
+    let mut victim = worker(&manifest, 0, dir.path());
+    let task_dir = dir.path().join("worker-0/task-0");
+    let chunks: Vec<_> = events.chunks(events.len() / 10 + 1).collect();
+    for (round, chunk) in chunks.iter().enumerate() {
+        let before = newest_checkpoint(&task_dir);
+        produce_all(&bootstrap, chunk);
+        // Kill after the victim checkpointed something new: at a different point of its
+        // checkpoint cycle each round, since production and checkpoints are not in step.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while newest_checkpoint(&task_dir) == before {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no new checkpoint"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        victim.kill().unwrap();
+        victim.wait().unwrap();
+        if round == chunks.len() - 1 {
+            // A flipped bit in the newest checkpoint: the restart falls back to the previous one.
+            let newest = newest_checkpoint(&task_dir).unwrap();
+            let mut bytes = std::fs::read(&newest).unwrap();
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0x10;
+            std::fs::write(&newest, bytes).unwrap();
+        }
+        victim = worker(&manifest, 0, dir.path());
+    }
+    let reader = reader(&bootstrap, "marketing_report_topic", 1);
+    let reports = read_reports(&reader, expected.len());
+    check(&reports, &expected, false);
+    assert!(terminate(victim).success());
+    assert!(terminate(steady).success());
+    drop(mock);
+}
+
 #[test]
 fn a_worker_killed_mid_stream_resumes_from_its_checkpoint_and_loses_no_report() {
     let dir = tempfile::tempdir().unwrap();
