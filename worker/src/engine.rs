@@ -248,18 +248,8 @@ impl Task {
         raw: &[u8],
         out: &mut Output,
     ) {
-        let name = source.map(|s| self.plan.sources[s].name.clone());
-        *self
-            .counters
-            .dead_letters
-            .entry((name.clone().unwrap_or_default(), rejection.reason))
-            .or_default() += 1;
-        out.dead_letters.push(DeadLetter {
-            source: name,
-            reason: rejection.reason,
-            detail: rejection.detail,
-            raw: raw.to_vec(),
-        });
+        let name = source.map(|s| self.plan.sources[s].name.as_str());
+        record_dead_letter(&mut self.counters, name, rejection, raw, out);
     }
 
     fn process_event(
@@ -291,44 +281,33 @@ impl Task {
                 }
             }
         }
-        if let Some(filter) = &plan.filter {
-            match filter.matches(&event) {
-                Ok(true) => {}
-                Ok(false) => {
-                    self.counters.filtered[source] += 1;
-                    return;
-                }
-                Err(err) => {
-                    return self.dead_letter(
-                        Some(source),
-                        Rejection::new(Reason::ExpressionError, err.to_string()),
-                        raw,
-                        out,
-                    )
-                }
-            }
+        let name = plan.name.as_str();
+        if !passes(
+            plan.filter.as_ref(),
+            &mut self.counters,
+            source,
+            name,
+            &event,
+            raw,
+            out,
+        ) {
+            return;
         }
         let wm = self.watermarks.current();
         for c in 0..self.plan.sources[source].consumers.len() {
             let (a, local) = self.plan.sources[source].consumers[c];
             let analytic = &self.plan.analytics[a];
-            if let Some(filter) = &analytic.filter {
-                match filter.matches(&event) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        self.counters.filtered[source] += 1;
-                        continue;
-                    }
-                    Err(err) => {
-                        self.dead_letter(
-                            Some(source),
-                            Rejection::new(Reason::ExpressionError, err.to_string()),
-                            raw,
-                            out,
-                        );
-                        continue;
-                    }
-                }
+            let name = self.plan.sources[source].name.as_str();
+            if !passes(
+                analytic.filter.as_ref(),
+                &mut self.counters,
+                source,
+                name,
+                &event,
+                raw,
+                out,
+            ) {
+                continue;
             }
             let key_value = analytic.key[local].read(&event);
             let key: &str = match &key_value {
@@ -410,6 +389,53 @@ impl Task {
     pub fn finish(&mut self, now: i64, out: &mut Output) {
         for source in 0..self.plan.sources.len() {
             self.finish_source(source, now, out);
+        }
+    }
+}
+
+/// Counts a rejected record and queues it for the dead-letter output.
+fn record_dead_letter(
+    counters: &mut Counters,
+    source: Option<&str>,
+    rejection: Rejection,
+    raw: &[u8],
+    out: &mut Output,
+) {
+    let name = source.map(str::to_owned);
+    *counters
+        .dead_letters
+        .entry((name.clone().unwrap_or_default(), rejection.reason))
+        .or_default() += 1;
+    out.dead_letters.push(DeadLetter {
+        source: name,
+        reason: rejection.reason,
+        detail: rejection.detail,
+        raw: raw.to_vec(),
+    });
+}
+
+/// Whether `event` of source `source` (named `name`) passes `filter` (none passes everything).
+/// A failing filter counts the event as filtered; an evaluation error dead-letters it. Either
+/// way the answer is false.
+fn passes(
+    filter: Option<&crate::expr::Expr>,
+    counters: &mut Counters,
+    source: usize,
+    name: &str,
+    event: &Event<'_>,
+    raw: &[u8],
+    out: &mut Output,
+) -> bool {
+    match filter.map(|f| f.matches(event)) {
+        None | Some(Ok(true)) => true,
+        Some(Ok(false)) => {
+            counters.filtered[source] += 1;
+            false
+        }
+        Some(Err(err)) => {
+            let rejection = Rejection::new(Reason::ExpressionError, err.to_string());
+            record_dead_letter(counters, Some(name), rejection, raw, out);
+            false
         }
     }
 }
