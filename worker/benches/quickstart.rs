@@ -125,6 +125,33 @@ fn main() {
         "| decoding only (JSON line → event, in memory) | {:.0} | - | - | - |",
         rates[RUNS / 2]
     );
+    // Checkpoint cost of 1 M live keys: one click per user in the same hour.
+    let pipeline = parse_manifest(&quickstart).expect("quickstart is valid");
+    let plan =
+        || tidemark_worker::operators::Plan::compile("quickstart", &pipeline.spec).expect("plan");
+    let mut task = tidemark_worker::engine::Task::new(plan(), 0);
+    let mut out = tidemark_worker::result::Output::default();
+    for user in 0..1_000_000u32 {
+        let line = format!(
+            r#"{{"type":"click","user_id":"u{user}","price":1.5,"ts":{}}}"#,
+            1_767_225_600_000i64 + i64::from(user % 1000)
+        );
+        task.process(0, line.as_bytes(), 0, &mut out);
+    }
+    let started = Instant::now();
+    let bytes = task.snapshot();
+    let snapshot = started.elapsed();
+    let started = Instant::now();
+    let mut restored = tidemark_worker::engine::Task::new(plan(), 0);
+    restored.restore(&bytes).expect("restore");
+    let restore = started.elapsed();
+    assert_eq!(restored.stats().windows, 1_000_000);
+    println!(
+        "\ncheckpoint of 1 M live key-windows: snapshot (processing pause) {:.0} ms, {:.1} MB, restore {:.0} ms",
+        snapshot.as_secs_f64() * 1e3,
+        bytes.len() as f64 / 1e6,
+        restore.as_secs_f64() * 1e3
+    );
     println!(
         "\npeak RSS of the benchmark process: {} MiB",
         peak_rss_kib() / 1024
