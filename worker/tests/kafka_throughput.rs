@@ -1,0 +1,152 @@
+//! Throughput of one worker process, Kafka → engine → Kafka, on the quickstart (a measurement, not
+//! an assertion of speed: ignored by default, run with
+//! `cargo test --release -p tidemark-worker --test kafka_throughput -- --ignored --nocapture`).
+//!
+//! 500 k generated events (100 k users) are produced into `tidemark-mock-kafka` first; then one
+//! worker (all its tasks on one thread) is started and timed from its start until
+//! `tidemark_records_in_total` reaches the event count on its `/metrics`. The mock keeps at most
+//! 5 MB per partition (librdkafka's `rd_kafka_mock_partition` retention), so the topics have 32
+//! partitions to hold the 50 MB of events.
+
+#![allow(clippy::unwrap_used)] // test helpers fail the test by panicking
+
+mod kafka_support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kafka_support::*;
+use rdkafka::producer::{BaseRecord, Producer};
+use tidemark_api::GeneratorSpec;
+use tidemark_worker::source::generator::Generator;
+
+const EVENTS: u64 = 500_000;
+
+fn metric_sum(addr: &str, name: &str) -> Option<f64> {
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: w\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).ok()?;
+    Some(
+        body.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum(),
+    )
+}
+
+#[test]
+#[ignore = "a measurement; run explicitly in release mode"]
+fn one_worker_throughput_from_kafka_to_kafka() {
+    let mut mock = Command::new(env!("CARGO_BIN_EXE_tidemark-mock-kafka"))
+        .args(["--topic", "click_topic:32", "--topic", "purchase_topic:32"])
+        .args([
+            "--topic",
+            "marketing_report_topic:1",
+            "--topic",
+            "tidemark_dead_letter:1",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(mock.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let bootstrap = line.trim().strip_prefix("bootstrap=").unwrap().to_owned();
+
+    let started = Instant::now();
+    let producer = producer(&bootstrap);
+    let spec = GeneratorSpec {
+        events: Some(EVENTS),
+        users: 100_000,
+        ..GeneratorSpec::default()
+    };
+    let mut generator = Generator::new(&spec);
+    let mut value = Vec::new();
+    while let Some(kind) = generator.next_into(&mut value) {
+        let topic = if kind == "purchase" {
+            "purchase_topic"
+        } else {
+            "click_topic"
+        };
+        let user = {
+            let v: serde_json::Value = serde_json::from_slice(&value).unwrap();
+            v["user_id"].as_str().unwrap().to_owned()
+        };
+        loop {
+            match producer.send(BaseRecord::to(topic).key(&user).payload(&value)) {
+                Ok(()) => break,
+                Err(_) => {
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+        value.clear();
+    }
+    producer.flush(DEADLINE).unwrap();
+    eprintln!(
+        "produced {EVENTS} events in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = include_str!("../../examples/quickstart.yaml")
+        .replace(
+            "bootstrapServers: kafka:9092",
+            &format!("bootstrapServers: \"{bootstrap}\""),
+        )
+        .replace("delivery: exactlyOnce", "delivery: atLeastOnce");
+    std::fs::write(dir.path().join("p.yaml"), manifest).unwrap();
+    let addr = "127.0.0.1:19102";
+    let started = Instant::now();
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .current_dir(dir.path())
+        .args([
+            "run",
+            "-q",
+            "-f",
+            "p.yaml",
+            "--ordinal",
+            "0",
+            "--parallelism",
+            "1",
+            "--checkpoint-dir",
+            "ck",
+        ])
+        .args(["--http-addr", addr])
+        .env("RUST_LOG", "error")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Until the count stops moving for 3 s: the mock's retention may have dropped records of
+    // the hottest partitions before the worker started, which the printout shows.
+    let mut last = (0.0, Instant::now());
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        let consumed = metric_sum(addr, "tidemark_records_in_total").unwrap_or(0.0);
+        if consumed > last.0 {
+            last = (consumed, Instant::now());
+        }
+        if consumed >= EVENTS as f64 || last.1.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    let secs = last.1.duration_since(started).as_secs_f64();
+    eprintln!(
+        "one worker (32 tasks, one thread) consumed, processed and produced {} of {EVENTS} events in {secs:.2} s including start-up: {:.0} events/s",
+        last.0,
+        last.0 / secs
+    );
+    worker.kill().unwrap();
+    let _ = worker.wait();
+    drop(mock.stdin.take());
+    let _ = mock.wait();
+}
