@@ -213,26 +213,25 @@ impl Task {
     /// Processes one record whose source is chosen by its event type: the first source (in spec
     /// order) whose `eventTypes` include it. Records of no source's type are dead-lettered.
     pub fn route(&mut self, raw: &[u8], now: i64, out: &mut Output) {
-        let mut decoded: Vec<Option<Result<Event<'_>, Rejection>>> =
-            (0..self.plan.sources.len()).map(|_| None).collect();
+        // One decode per record when the sources share a field mapping (the usual case); a
+        // source with another mapping decodes again. No allocation per record.
+        let mut cached: Option<(usize, Result<Event<'_>, Rejection>)> = None;
         let mut first_error = None;
         for source in 0..self.plan.sources.len() {
             let group = self.plan.sources[source].decode_group;
-            let slot =
-                decoded[group].get_or_insert_with(|| self.plan.sources[group].decoder.decode(raw));
-            match slot {
-                Ok(event) if accepts(&self.plan.sources[source].event_types, event) => {
-                    let event = match decoded[group].take() {
-                        Some(Ok(event)) => event,
-                        _ => unreachable!("matched Ok above"),
-                    };
+            if cached.as_ref().is_none_or(|(g, _)| *g != group) {
+                cached = Some((group, self.plan.sources[group].decoder.decode(raw)));
+            }
+            match cached.take() {
+                Some((_, Ok(event))) if accepts(&self.plan.sources[source].event_types, &event) => {
                     self.counters.records_in[source] += 1;
                     return self.process_event(source, event, raw, now, out);
                 }
-                Ok(_) => {}
-                Err(rejection) => {
+                Some((_, Err(rejection))) => {
                     first_error.get_or_insert_with(|| rejection.clone());
+                    cached = Some((group, Err(rejection)));
                 }
+                other => cached = other,
             }
         }
         let rejection = first_error.unwrap_or_else(|| {

@@ -12,7 +12,7 @@
 
 mod kafka_support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -43,23 +43,12 @@ fn metric_sum(addr: &str, name: &str) -> Option<f64> {
 #[test]
 #[ignore = "a measurement; run explicitly in release mode"]
 fn one_worker_throughput_from_kafka_to_kafka() {
-    let mut mock = Command::new(env!("CARGO_BIN_EXE_tidemark-mock-kafka"))
-        .args(["--topic", "click_topic:32", "--topic", "purchase_topic:32"])
-        .args([
-            "--topic",
-            "marketing_report_topic:1",
-            "--topic",
-            "tidemark_dead_letter:1",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(mock.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let bootstrap = line.trim().strip_prefix("bootstrap=").unwrap().to_owned();
+    let (mut mock, bootstrap) = start_mock_binary(&[
+        "click_topic:32",
+        "purchase_topic:32",
+        "marketing_report_topic:1",
+        "tidemark_dead_letter:1",
+    ]);
 
     let started = Instant::now();
     let producer = producer(&bootstrap);

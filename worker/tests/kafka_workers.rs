@@ -12,7 +12,6 @@
 mod kafka_support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,26 +27,12 @@ const HOUR: i64 = 3_600_000;
 const PARTITIONS: i32 = 4;
 
 fn start_mock() -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark-mock-kafka"))
-        .args(["--topic", "click_topic:4", "--topic", "purchase_topic:4"])
-        .args([
-            "--topic",
-            "marketing_report_topic:1",
-            "--topic",
-            "tidemark_dead_letter:1",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (
-        child,
-        line.trim().strip_prefix("bootstrap=").unwrap().to_owned(),
-    )
+    start_mock_binary(&[
+        "click_topic:4",
+        "purchase_topic:4",
+        "marketing_report_topic:1",
+        "tidemark_dead_letter:1",
+    ])
 }
 
 fn write_manifest(dir: &Path, bootstrap: &str) -> std::path::PathBuf {

@@ -24,6 +24,27 @@ pub fn cluster(topics: &[(&str, i32)]) -> MockCluster<'static, DefaultProducerCo
     cluster
 }
 
+/// Starts `tidemark-mock-kafka` with `topics` (`NAME:PARTITIONS`); returns the process (it stops
+/// when its standard input closes) and its bootstrap servers.
+pub fn start_mock_binary(topics: &[&str]) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark-mock-kafka"));
+    for topic in topics {
+        command.args(["--topic", topic]);
+    }
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let bootstrap = line.trim().strip_prefix("bootstrap=").unwrap().to_owned();
+    (child, bootstrap)
+}
+
 /// A plain idempotent producer.
 pub fn producer(bootstrap: &str) -> BaseProducer {
     ClientConfig::new()
