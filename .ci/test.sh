@@ -18,6 +18,12 @@ echo "--- real parts for the tests" >&2
 prometheus_dir="$(bash .ci/tools/prometheus.sh | tail -n1)"
 export PATH="$prometheus_dir:$PATH"
 export TIDEMARK_REQUIRE_PROMETHEUS=1
+# Tansu, a Kafka-compatible broker (built from crates.io into target/tools/bin: about 18 min the
+# first time, seconds once cached), for the worker tests against a real broker
+# (worker/tests/tansu_workers.rs); they fail instead of skipping.
+tansu_dir="$(bash .ci/tools/tansu.sh | tail -n1)"
+export TIDEMARK_TANSU_BIN="$tansu_dir/tansu"
+export TIDEMARK_REQUIRE_TANSU=1
 
 echo "--- formatting and lints" >&2
 cargo fmt --all --check

@@ -1,6 +1,11 @@
 //! Helpers shared by the Kafka tests: a mock cluster with topics, a plain producer, a
-//! `read_committed` reader, and polling with a deadline instead of sleeps.
+//! `read_committed` reader, and polling with a deadline instead of sleeps; a real broker
+//! ([`tansu`]), worker processes ([`worker`]) and the quickstart with its oracle ([`quickstart`]).
 #![allow(dead_code)]
+
+pub mod quickstart;
+pub mod tansu;
+pub mod worker;
 
 use std::time::{Duration, Instant};
 
