@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 pub mod decode;
+pub mod embedded;
 pub mod engine;
 pub mod event;
 pub mod expr;

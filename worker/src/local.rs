@@ -1,6 +1,7 @@
 //! Local runs: one task on one thread over files, standard input or the generator, writing to
 //! files, standard output or standard error. `--input` replaces every source by one file whose
-//! records are routed by event type; `--embedded` stands in the generator for Kafka sources.
+//! records are routed by event type. (Kafka pipelines run on the embedded Kafka of
+//! `crate::embedded`, or as a worker of `crate::runtime`.)
 
 use std::fs::File;
 use std::io;
@@ -30,10 +31,6 @@ pub struct LocalOptions {
     pub output: Option<PathBuf>,
     /// Write dead letters to this file.
     pub dead_letter: Option<PathBuf>,
-    /// Use the generator in place of Kafka sources and standard output for Kafka sinks.
-    pub embedded: bool,
-    /// Generator settings for `embedded`.
-    pub generator: GeneratorSpec,
     /// Print a progress line on standard error every few seconds.
     pub progress: bool,
 }
@@ -66,7 +63,7 @@ pub enum LocalError {
     #[error(transparent)]
     Plan(#[from] PlanError),
     /// A Kafka source or sink without a broker.
-    #[error("{what} {name:?} uses Kafka: run with --embedded to use the built-in generator, or with --input/--output files")]
+    #[error("{what} {name:?} uses Kafka: run it with --embedded (an embedded Kafka fed by the built-in generator), or with --input/--output files")]
     NeedsKafka {
         /// "source" or "sink".
         what: &'static str,
@@ -139,7 +136,6 @@ fn inputs(pipeline: &MarketingPipeline, opts: &LocalOptions) -> Result<Vec<Input
             &source.stdin,
             &source.generator,
         ) {
-            (Some(_), ..) if opts.embedded => Some(opts.generator.clone()),
             (Some(_), ..) => {
                 return Err(LocalError::NeedsKafka {
                     what: "source",
@@ -205,7 +201,6 @@ fn sinks(pipeline: &MarketingPipeline, opts: &LocalOptions) -> Result<Sinks, Loc
                         .collect()
                 });
                 let line_sink = match (&sink.kafka, &sink.file) {
-                    (Some(_), _) if opts.embedded => LineSink::stdout(),
                     (Some(_), _) => {
                         return Err(LocalError::NeedsKafka {
                             what: "sink",

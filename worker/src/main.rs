@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use tidemark_api::{
     parse_manifest, Delivery, Duration, GeneratorSpec, ManifestError, MarketingPipeline,
 };
+use tidemark_worker::embedded::{run_embedded, EmbeddedOptions};
 use tidemark_worker::local::{run_local, LocalOptions};
 use tidemark_worker::runtime::{run_worker, WorkerOptions};
 use tidemark_worker::source::generator::Generator;
@@ -50,10 +51,14 @@ struct RunArgs {
     /// Write dead letters to this file (default: the manifest's, else standard error).
     #[arg(long)]
     dead_letter: Option<PathBuf>,
-    /// Run on the embedded default: the built-in generator in place of Kafka sources, standard
-    /// output in place of Kafka sinks.
+    /// Run on the embedded default: an in-process Kafka (librdkafka's mock cluster) with the
+    /// manifest's topics, the built-in generator producing into the sources' topics, the worker
+    /// owning every task, and the sink topics printed to standard output.
     #[arg(long)]
     embedded: bool,
+    /// Partitions of every embedded topic (the number of tasks).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    partitions: u32,
     /// No progress line.
     #[arg(short, long)]
     quiet: bool,
@@ -79,15 +84,17 @@ struct WorkerArgs {
     /// The operator's runtime file (parallelism, assignmentEpoch).
     #[arg(long)]
     runtime: Option<PathBuf>,
-    /// Checkpoint directory.
-    #[arg(long, default_value = "/var/lib/tidemark/checkpoints")]
-    checkpoint_dir: PathBuf,
+    /// Checkpoint directory (default: /var/lib/tidemark/checkpoints; with --embedded a
+    /// temporary one, removed at the end).
+    #[arg(long)]
+    checkpoint_dir: Option<PathBuf>,
     /// Delivery guarantee, replacing spec.delivery.
     #[arg(long, value_parser = parse_delivery)]
     delivery: Option<Delivery>,
-    /// Address of /metrics, /healthz, /readyz and the snapshot API.
-    #[arg(long, default_value = "0.0.0.0:9102")]
-    http_addr: std::net::SocketAddr,
+    /// Address of /metrics, /healthz, /readyz and the snapshot API (default: 0.0.0.0:9102;
+    /// with --embedded 127.0.0.1 on a free port).
+    #[arg(long)]
+    http_addr: Option<std::net::SocketAddr>,
 }
 
 fn parse_delivery(text: &str) -> Result<Delivery, String> {
@@ -259,16 +266,46 @@ fn run(pipeline: &MarketingPipeline, args: &RunArgs) -> anyhow::Result<()> {
     ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
         .context("failed to install the interrupt handler")?;
     let kafka_sources = pipeline.spec.sources.iter().any(|s| s.kafka.is_some());
-    if kafka_sources && !args.embedded && args.input.is_none() {
-        let w = &args.worker;
+    let w = &args.worker;
+    if kafka_sources && args.embedded && args.input.is_none() {
+        let opts = EmbeddedOptions {
+            generator: args.generator.spec()?,
+            partitions: args.partitions,
+            checkpoint_dir: w.checkpoint_dir.clone(),
+            delivery: w.delivery,
+            http_addr: w.http_addr.unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
+            output: args.output.clone(),
+            progress: !args.quiet,
+        };
+        let summary = run_embedded(pipeline, &opts, stop)?;
+        if !args.quiet {
+            let secs = summary.elapsed.as_secs_f64().max(1e-9);
+            eprintln!(
+                "tidemark: {} {} events in {:.2}s ({:.0}/s) through the embedded Kafka, {} results, {} dead letters",
+                if summary.interrupted { "interrupted after" } else { "done:" },
+                summary.produced,
+                secs,
+                summary.produced as f64 / secs,
+                summary.results,
+                summary.dead_letters,
+            );
+        }
+        return Ok(());
+    }
+    if kafka_sources && args.input.is_none() {
         let opts = WorkerOptions {
             bootstrap_servers: w.bootstrap_servers.clone(),
             ordinal: w.ordinal,
             parallelism: w.parallelism,
             runtime_file: w.runtime.clone(),
-            checkpoint_dir: w.checkpoint_dir.clone(),
+            checkpoint_dir: w
+                .checkpoint_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/var/lib/tidemark/checkpoints")),
             delivery: w.delivery,
-            http_addr: w.http_addr,
+            http_addr: w.http_addr.unwrap_or_else(|| ([0, 0, 0, 0], 9102).into()),
+            input_ended: None,
+            taken: None,
         };
         return Ok(run_worker(pipeline, &opts, stop)?);
     }
@@ -276,8 +313,6 @@ fn run(pipeline: &MarketingPipeline, args: &RunArgs) -> anyhow::Result<()> {
         input: args.input.clone(),
         output: args.output.clone(),
         dead_letter: args.dead_letter.clone(),
-        embedded: args.embedded,
-        generator: args.generator.spec()?,
         progress: !args.quiet,
     };
     let summary = run_local(pipeline, &opts, stop)?;

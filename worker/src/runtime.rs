@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,12 @@ use crate::result::Output;
 /// Records a task takes from its buffer per turn: bounds how long other tasks wait.
 const TAKE: usize = 4_096;
 
+/// How often the source lag metric is refreshed (librdkafka reports partition ends every second).
+const LAG_EVERY: Duration = Duration::from_secs(1);
+
+/// How often a worker on bounded input asks the brokers whether it has read everything.
+const END_CHECK: Duration = Duration::from_millis(200);
+
 /// Settings of a worker that are not in the manifest (flags, the runtime file, the pod).
 #[derive(Clone, Debug)]
 pub struct WorkerOptions {
@@ -54,6 +60,13 @@ pub struct WorkerOptions {
     pub delivery: Option<Delivery>,
     /// Address of the HTTP server.
     pub http_addr: SocketAddr,
+    /// Bounded input: set once nothing more will be written to the source topics. The worker
+    /// then stops when it has taken every owned partition up to its end, closing every window
+    /// first (as a run over a file does) and taking a final checkpoint. `None`: unbounded.
+    pub input_ended: Option<Arc<AtomicBool>>,
+    /// Counts the records the tasks have taken from the sources (an embedded producer keeps
+    /// within a bounded distance of it).
+    pub taken: Option<Arc<AtomicU64>>,
 }
 
 /// The operator's runtime file.
@@ -254,6 +267,8 @@ pub fn run_worker(
     let mut records: Vec<KafkaRecord> = Vec::with_capacity(TAKE);
     let mut out = Output::default();
     let started = Instant::now();
+    let mut last_end_check = Instant::now();
+    let mut last_lag = Instant::now();
     let result = (|| -> Result<(), WorkerError> {
         while !stop.load(Ordering::Relaxed) {
             health.beat();
@@ -265,6 +280,9 @@ pub fn run_worker(
                 task.task.set_wall_clock(now_ms());
                 records.clear();
                 source.take(task.id, TAKE, &mut records)?;
+                if let Some(taken) = &opts.taken {
+                    taken.fetch_add(records.len() as u64, Ordering::Relaxed);
+                }
                 for record in &records {
                     task.task
                         .process(record.source, &record.payload, processing, &mut out);
@@ -277,9 +295,30 @@ pub fn run_worker(
             metrics.set_busy_ratio(
                 busy.elapsed().as_secs_f64() / turn.elapsed().as_secs_f64().max(1e-9),
             );
+            if last_lag.elapsed() >= LAG_EVERY {
+                last_lag = Instant::now();
+                for p in source.known_lag() {
+                    metrics.set_source_lag(&p.source, p.partition, p.lag);
+                }
+            }
             if last_checkpoint.elapsed() >= interval {
                 checkpoint_all(&mut owned, &source, &store, &metrics, assignment.epoch())?;
                 last_checkpoint = Instant::now();
+            }
+            let ended = opts
+                .input_ended
+                .as_ref()
+                .is_some_and(|ended| ended.load(Ordering::Relaxed));
+            if ended && last_end_check.elapsed() >= END_CHECK {
+                last_end_check = Instant::now();
+                if caught_up(&source)? {
+                    for task in &mut owned {
+                        task.task.finish(processing, &mut out);
+                        write(task, &mut out, &metrics)?;
+                    }
+                    info!("bounded input taken to its end: every window closed");
+                    break;
+                }
             }
         }
         checkpoint_all(&mut owned, &source, &store, &metrics, assignment.epoch())
@@ -290,6 +329,14 @@ pub fn run_worker(
     }
     server.stop();
     result
+}
+
+/// Whether every owned partition has been taken up to its end (nothing buffered, no lag).
+fn caught_up(source: &KafkaSource) -> Result<bool, WorkerError> {
+    if source.tasks().iter().any(|&t| source.buffered(t) > 0) {
+        return Ok(false);
+    }
+    Ok(source.lag()?.iter().all(|p| p.lag == 0))
 }
 
 fn write(task: &mut Owned, out: &mut Output, metrics: &Metrics) -> Result<(), WorkerError> {

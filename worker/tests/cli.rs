@@ -166,37 +166,91 @@ fn malformed_records_are_dead_lettered_with_their_reason_and_processing_goes_on(
     assert_eq!(results[0]["conversion_rate"], 1.0);
 }
 
+/// Reports without their wall-clock `emitted_at`, as sorted JSON texts.
+fn reports(text: &str) -> Vec<String> {
+    let mut reports: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let mut report: serde_json::Value = serde_json::from_str(l).unwrap();
+            report.as_object_mut().unwrap().remove("emitted_at");
+            report.to_string()
+        })
+        .collect();
+    reports.sort();
+    reports
+}
+
 #[test]
-fn the_embedded_quickstart_prints_reports_as_windows_close() {
+fn the_embedded_quickstart_runs_the_kafka_path_and_reports_what_a_file_run_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let generator = [
+        "--events",
+        "60000",
+        "--users",
+        "300",
+        "--time-step",
+        "200ms",
+        "--seed",
+        "7",
+    ];
+    let events = dir.path().join("events.jsonl");
+    let out = tidemark(
+        &[
+            &["generate", "--out", events.to_str().unwrap()],
+            &generator[..],
+        ]
+        .concat(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let quickstart = example("quickstart.yaml");
+    let file_run = dir.path().join("file.jsonl");
     let out = tidemark(&[
         "run",
         "-q",
         "-f",
-        example("quickstart.yaml").to_str().unwrap(),
-        "--embedded",
-        "--rate",
-        "0",
-        "--events",
-        "150000",
+        quickstart.to_str().unwrap(),
+        "--input",
+        events.to_str().unwrap(),
+        "--output",
+        file_run.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let reports: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert!(reports.len() > 100, "{} reports", reports.len());
-    let windows: std::collections::BTreeSet<&str> = reports
-        .iter()
-        .map(|r| r["window"]["start"].as_str().unwrap())
-        .collect();
+    let expected = reports(&std::fs::read_to_string(&file_run).unwrap());
     assert!(
-        windows.len() >= 3,
-        "150k events at 50 ms span two hours: {windows:?}"
+        expected.len() > 900,
+        "four hours of 300 users: {}",
+        expected.len()
     );
-    let total: u64 = reports
-        .iter()
-        .map(|r| r["clicks"].as_u64().unwrap() + r["purchases"].as_u64().unwrap())
-        .sum();
-    assert_eq!(total, 150_000, "every generated event is counted once");
+
+    // The same events through the embedded Kafka: produced into click_topic and
+    // purchase_topic, consumed by the worker's tasks (4 partitions, transactions),
+    // read back from marketing_report_topic.
+    for delivery in ["exactlyOnce", "atLeastOnce"] {
+        let out = tidemark(
+            &[
+                &[
+                    "run",
+                    "-f",
+                    quickstart.to_str().unwrap(),
+                    "--embedded",
+                    "--rate",
+                    "0",
+                    "--delivery",
+                    delivery,
+                ],
+                &generator[..],
+            ]
+            .concat(),
+        );
+        let err = stderr(&out);
+        assert!(out.status.success(), "{err}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(reports(&stdout), expected, "{delivery}");
+        let summary = err.lines().last().unwrap_or_default();
+        assert!(
+            summary.starts_with("tidemark: done: 60000 events")
+                && summary.contains("through the embedded Kafka"),
+            "{err}"
+        );
+    }
 }

@@ -38,6 +38,7 @@ pub struct Generator {
     out_of_order: f64,
     max_delay: i64,
     remaining: Option<u64>,
+    user: u64,
 }
 
 impl Generator {
@@ -56,6 +57,7 @@ impl Generator {
             out_of_order: spec.out_of_order_fraction.clamp(0.0, 1.0),
             max_delay: spec.max_delay.millis_i64(),
             remaining: spec.events,
+            user: 0,
         }
     }
 
@@ -70,6 +72,7 @@ impl Generator {
         }
         self.clock += self.step;
         let user = self.users.sample(&mut self.rng) as u64;
+        self.user = user;
         let product = self.products.sample(&mut self.rng) as u64;
         let mut pick = self.rng.random_range(0..100u32);
         let kind = TYPES
@@ -96,6 +99,12 @@ impl Generator {
             cents % 100
         );
         Some(kind)
+    }
+
+    /// The user of the last event (`user_id` is `u` followed by it): the Kafka key that keeps a
+    /// user's clicks and purchases in the same partition of their topics.
+    pub fn user(&self) -> u64 {
+        self.user
     }
 
     /// Event time of the generator's clock (the newest in-order event).

@@ -21,11 +21,13 @@
 //! is therefore bounded by tasks × (`buffer_records` × record size + prefetch).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
 use crate::kafka::assignment::{co_partitioned, AssignmentError};
 use crate::kafka::config::KafkaSettings;
@@ -118,9 +120,40 @@ struct TaskBuffer {
     paused: bool,
 }
 
+/// How often librdkafka reports the ends of the assigned partitions (for [`KafkaSource::known_lag`]).
+const STATISTICS_INTERVAL_MS: u32 = 1_000;
+
+/// The consumer's context: keeps the end of each assigned partition from librdkafka's
+/// statistics, which it learns from fetch responses, so lag costs no request.
+#[derive(Default)]
+pub struct SourceContext {
+    /// Low watermark and last stable offset (the end for `read_committed`) per (topic,
+    /// partition).
+    ends: Mutex<HashMap<(String, i32), (i64, i64)>>,
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, statistics: Statistics) {
+        let mut ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, topic) in statistics.topics {
+            for (&partition, p) in &topic.partitions {
+                // Partition -1 is librdkafka's internal UA partition; -1001 means unknown.
+                if partition >= 0 && p.ls_offset >= 0 {
+                    ends.insert((name.clone(), partition), (p.lo_offset.max(0), p.ls_offset));
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {}
+
 /// The worker's consumer over its tasks.
 pub struct KafkaSource {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<SourceContext>,
+    /// A second client for watermark queries: on the consumer's own connections they would
+    /// wait behind its long-polling fetches.
+    watermarks: BaseConsumer,
     topics: Vec<SourceTopic>,
     by_topic: HashMap<String, usize>,
     partitions: u32,
@@ -141,7 +174,7 @@ impl KafkaSource {
         options: SourceOptions,
     ) -> Result<Self, SourceError> {
         let queued_kbytes = 16 * 1024;
-        let consumer: BaseConsumer = settings
+        let consumer: BaseConsumer<SourceContext> = settings
             .client_config()
             .set("group.id", group_id)
             .set("enable.auto.commit", "false")
@@ -149,6 +182,12 @@ impl KafkaSource {
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest")
             .set("queued.max.messages.kbytes", queued_kbytes.to_string())
+            .set("statistics.interval.ms", STATISTICS_INTERVAL_MS.to_string())
+            .create_with_context(SourceContext::default())
+            .map_err(SourceError::Create)?;
+        let watermarks: BaseConsumer = settings
+            .client_config()
+            .set("isolation.level", "read_committed")
             .create()
             .map_err(SourceError::Create)?;
         let counts = partition_counts(&consumer, &topics, options.timeout)?;
@@ -160,6 +199,7 @@ impl KafkaSource {
             .collect();
         Ok(Self {
             consumer,
+            watermarks,
             topics,
             by_topic,
             partitions,
@@ -307,7 +347,7 @@ fn partitions_of(topics: &[SourceTopic], task: u32) -> TopicPartitionList {
 
 /// The partition count of each source topic, from broker metadata (0 for an unknown topic).
 fn partition_counts(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<SourceContext>,
     topics: &[SourceTopic],
     timeout: Duration,
 ) -> Result<Vec<(String, u32)>, SourceError> {

@@ -42,15 +42,15 @@ impl KafkaSource {
         offsets
     }
 
-    /// Lag of every owned partition from the brokers' watermarks; blocks up to `timeout` per
-    /// partition, so call it from the metrics schedule, not per record.
+    /// Lag of every owned partition from the brokers' watermarks, asked now: exact, but it
+    /// blocks up to `timeout` per partition. [`KafkaSource::known_lag`] costs nothing.
     pub fn lag(&self) -> Result<Vec<PartitionLag>, SourceError> {
         let mut lags = Vec::new();
         for &task in self.buffers.keys() {
             for (i, source) in self.topics.iter().enumerate() {
                 let partition = task as i32;
                 let (low, high) = self
-                    .consumer
+                    .watermarks
                     .fetch_watermarks(&source.topic, partition, self.options.timeout)
                     .map_err(|e| SourceError::Watermarks(source.topic.clone(), partition, e))?;
                 let position = self.next.get(&(i, task)).copied().unwrap_or(low);
@@ -64,6 +64,36 @@ impl KafkaSource {
             }
         }
         Ok(lags)
+    }
+
+    /// Lag of the owned partitions whose end librdkafka has reported in its statistics (every
+    /// second, from fetch responses): no request, never blocks, up to a second old. A
+    /// partition not reported yet is left out.
+    pub fn known_lag(&self) -> Vec<PartitionLag> {
+        let ends = self
+            .consumer
+            .context()
+            .ends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut lags = Vec::new();
+        for &task in self.buffers.keys() {
+            for (i, source) in self.topics.iter().enumerate() {
+                let partition = task as i32;
+                let Some(&(low, high)) = ends.get(&(source.topic.clone(), partition)) else {
+                    continue;
+                };
+                let position = self.next.get(&(i, task)).copied().unwrap_or(low);
+                lags.push(PartitionLag {
+                    source: source.name.clone(),
+                    partition,
+                    position,
+                    high_watermark: high,
+                    lag: (high - position).max(0),
+                });
+            }
+        }
+        lags
     }
 
     /// Commits `task`'s offsets, marked with `checkpoint_id` (the checkpoint that holds them),
