@@ -295,20 +295,16 @@ fn a_flipped_bit_in_the_newest_checkpoint_falls_back_to_the_previous_one() {
     victim.wait_ready();
     let task_dir = setup.task_dir(0, 0);
     // Checkpoint A holds the first third; the second third is produced right after it, and
-    // the worker is killed right after the next checkpoint B, which holds (part of) it.
+    // the worker is killed right after the next checkpoint B, which holds (part of) it. So
+    // falling back from B to A replays records that B had taken.
     setup.produce(thirds[0]);
     wait_consumed(&mut victim, setup.records_of(&[0, 2]));
     let a = wait_new_checkpoint(&task_dir, None);
     let a = wait_new_checkpoint(&task_dir, Some(&a));
     setup.produce(thirds[1]);
-    let b = wait_new_checkpoint(&task_dir, Some(&a));
+    wait_new_checkpoint(&task_dir, Some(&a));
     victim.kill();
-    let files = quickstart::checkpoints(&task_dir);
-    assert_eq!(
-        &files[files.len() - 2..],
-        [a, b.clone()],
-        "A and B are the newest two"
-    );
+    let b = quickstart::newest_checkpoint(&task_dir).unwrap();
     let store = CheckpointStore::new(setup.checkpoint_dir(0), 3);
     let newest_id = store.list(0).unwrap()[0].id;
     let taken = |id: u64| -> i64 {
