@@ -48,6 +48,8 @@ pub struct EmbeddedOptions {
     pub delivery: Option<Delivery>,
     /// Address of the worker's `/metrics`, `/healthz`, `/readyz`.
     pub http_addr: SocketAddr,
+    /// Task threads (default: one per CPU).
+    pub threads: Option<usize>,
     /// Write results to this file instead of standard output.
     pub output: Option<PathBuf>,
     /// Print a progress line on standard error every few seconds.
@@ -209,6 +211,7 @@ pub fn run_embedded(
         http_addr: opts.http_addr,
         input_ended: Some(input_ended.clone()),
         taken: Some(counts.taken.clone()),
+        threads: opts.threads,
     };
     let worker = {
         let pipeline = pipeline.clone();

@@ -88,6 +88,9 @@ struct WorkerArgs {
     /// temporary one, removed at the end).
     #[arg(long)]
     checkpoint_dir: Option<PathBuf>,
+    /// Task threads, replacing spec.worker.threads (default: one per CPU, at most one per task).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
     /// Delivery guarantee, replacing spec.delivery.
     #[arg(long, value_parser = parse_delivery)]
     delivery: Option<Delivery>,
@@ -274,6 +277,7 @@ fn run(pipeline: &MarketingPipeline, args: &RunArgs) -> anyhow::Result<()> {
             checkpoint_dir: w.checkpoint_dir.clone(),
             delivery: w.delivery,
             http_addr: w.http_addr.unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
+            threads: w.threads.map(usize::from),
             output: args.output.clone(),
             progress: !args.quiet,
         };
@@ -306,6 +310,7 @@ fn run(pipeline: &MarketingPipeline, args: &RunArgs) -> anyhow::Result<()> {
             http_addr: w.http_addr.unwrap_or_else(|| ([0, 0, 0, 0], 9102).into()),
             input_ended: None,
             taken: None,
+            threads: w.threads.map(usize::from),
         };
         return Ok(run_worker(pipeline, &opts, stop)?);
     }

@@ -29,6 +29,9 @@ pub const DEAD_LETTER_TOTAL: &str = "tidemark_dead_letter_total";
 pub const LATE_RECORDS_TOTAL: &str = "tidemark_late_records_total";
 /// Counter of events dropped by filters, by `source`.
 pub const FILTERED_TOTAL: &str = "tidemark_filtered_total";
+/// Counter of records deleted from a source's log (retention) before a task read them, by
+/// `source`.
+pub const SOURCE_RECORDS_SKIPPED_TOTAL: &str = "tidemark_source_records_skipped_total";
 /// Gauge of records behind the end of a partition, by `source` and `partition`.
 pub const SOURCE_LAG: &str = "tidemark_source_lag";
 /// Gauge of wall clock minus watermark, by `task`.
@@ -68,6 +71,7 @@ pub struct Metrics {
     late: IntCounterVec,
     filtered: IntCounterVec,
     source_lag: IntGaugeVec,
+    source_skipped: IntCounterVec,
     watermark_delay: GaugeVec,
     checkpoint_duration: Histogram,
     checkpoint_size: IntGauge,
@@ -116,6 +120,11 @@ impl Metrics {
                 SOURCE_LAG,
                 "Records between the consumer position and the end of the partition.",
                 &["source", "partition"],
+            )?,
+            source_skipped: counter(
+                SOURCE_RECORDS_SKIPPED_TOTAL,
+                "Records deleted from the log (retention) before a task read them.",
+                &["source"],
             )?,
             watermark_delay: {
                 let g = GaugeVec::new(
@@ -177,6 +186,11 @@ impl Metrics {
     /// Counts `n` records written to `sink`.
     pub fn records_out(&self, sink: &str, n: u64) {
         self.records_out.with_label_values(&[sink]).inc_by(n);
+    }
+
+    /// Counts `n` records of `source` deleted from the log before a task read them.
+    pub fn records_skipped(&self, source: &str, n: u64) {
+        self.source_skipped.with_label_values(&[source]).inc_by(n);
     }
 
     /// Sets the lag of one source partition.

@@ -4,8 +4,11 @@
 //! This module wires the parts; it owns the loop and the checkpoint schedule, not Kafka
 //! (`crate::kafka`), the file format (`crate::checkpoint`) or the engine (`crate::engine`).
 //!
-//! The loop runs every owned task on one thread, in turn (a pool of task threads is the next
-//! step; the task state is already single-threaded and `Send`). Per checkpoint, per task:
+//! Owned tasks run on a small fixed pool of task threads (`spec.worker.threads`, `--threads`,
+//! default one per CPU, never more than tasks); each thread polls its tasks' own partition
+//! queues ([`crate::kafka::TaskInput`]) and processes records in place, and checkpoints its
+//! tasks. The main thread serves the consumer's callbacks, publishes lag, and watches the task
+//! threads' heartbeats for `/healthz`. Per checkpoint, per task:
 //! snapshot the state and the offsets of the records it has taken, `prepare` the sink (flush; under
 //! exactly-once, add the offsets with the checkpoint marker to the open transaction), write the
 //! checkpoint durably, then `commit` (exactly-once: commit the transaction and begin the next).
@@ -26,19 +29,27 @@ use crate::checkpoint::{CheckpointError, CheckpointStore, Metadata};
 use crate::engine::{RestoreError, Task};
 use crate::http::{self, AppState, Health};
 use crate::kafka::{
-    ordinal_from_pod_name, restore_point, Assignment, AssignmentError, ConfigError, KafkaRecord,
-    KafkaSettings, KafkaSource, RecoveryError, RestorePoint, SinkError, SinkOptions, SinkRoutes,
-    SourceError, SourceOffsets, SourceOptions, SourceTopic, TaskSink,
+    ordinal_from_pod_name, restore_point, Assignment, AssignmentError, ConfigError, KafkaSettings,
+    KafkaSource, RecoveryError, RestorePoint, SinkError, SinkOptions, SinkRoutes, SourceError,
+    SourceOffsets, SourceOptions, SourceTopic, TaskInput, TaskSink,
 };
 use crate::metrics::{Metrics, TaskMetrics};
 use crate::operators::{Plan, PlanError};
 use crate::result::Output;
+use rdkafka::consumer::ConsumerGroupMetadata;
 
 /// Records a task takes from its buffer per turn: bounds how long other tasks wait.
 const TAKE: usize = 4_096;
 
-/// How often the source lag metric is refreshed (librdkafka reports partition ends every second).
+/// How often the source lag metric and the busy ratio are refreshed (librdkafka reports
+/// partition ends every second).
 const LAG_EVERY: Duration = Duration::from_secs(1);
+
+/// Longest a task thread sleeps when its partitions are empty (ticks: idle timeouts, checkpoints).
+const IDLE_WAIT: Duration = Duration::from_millis(50);
+
+/// A task thread whose last turn began longer ago than this fails `/healthz`.
+const STALE_TURN_MS: u64 = 30_000;
 
 /// How often a worker on bounded input asks the brokers whether it has read everything.
 const END_CHECK: Duration = Duration::from_millis(200);
@@ -67,6 +78,8 @@ pub struct WorkerOptions {
     /// Counts the records the tasks have taken from the sources (an embedded producer keeps
     /// within a bounded distance of it).
     pub taken: Option<Arc<AtomicU64>>,
+    /// Task threads; default `spec.worker.threads`, else one per CPU (at most one per task).
+    pub threads: Option<usize>,
 }
 
 /// The operator's runtime file.
@@ -133,15 +146,58 @@ pub enum WorkerError {
     /// The HTTP server failed to start.
     #[error("failed to start the HTTP server: {0}")]
     Http(String),
+    /// A task's input failed.
+    #[error("task {task}: {source}")]
+    Input {
+        /// The task.
+        task: u32,
+        /// The error.
+        #[source]
+        source: SourceError,
+    },
+    /// A task thread could not start or panicked.
+    #[error("task thread: {0}")]
+    Thread(String),
 }
 
-/// One owned task with its sink and bookkeeping.
+/// One owned task with its input, sink and bookkeeping.
 struct Owned {
     id: u32,
     task: Task,
+    input: Option<TaskInput>,
     sink: TaskSink,
     metrics: TaskMetrics,
     next_checkpoint: u64,
+    /// Bounded input only: every window closed, nothing more to read.
+    finished: bool,
+}
+
+/// What the task threads share.
+struct Shared {
+    stop: Arc<AtomicBool>,
+    store: CheckpointStore,
+    metrics: Metrics,
+    group: Option<ConsumerGroupMetadata>,
+    epoch: u64,
+    interval: Duration,
+    input_ended: Option<Arc<AtomicBool>>,
+    taken: Option<Arc<AtomicU64>>,
+    started: Instant,
+}
+
+/// A running task thread and what it reports.
+type Running = (
+    std::thread::JoinHandle<Result<(), WorkerError>>,
+    Arc<ThreadState>,
+);
+
+/// What a task thread reports to the main thread.
+#[derive(Default)]
+struct ThreadState {
+    /// Milliseconds since the worker started at the thread's last turn.
+    beat_ms: AtomicU64,
+    /// Share of the last second spent processing (f64 bits).
+    busy: AtomicU64,
 }
 
 fn now_ms() -> i64 {
@@ -254,89 +310,224 @@ pub fn run_worker(
         owned.push(Owned {
             id: t,
             task,
+            input: None,
             sink,
             metrics: metrics_of_task,
             next_checkpoint: store.next_id(t)?,
+            finished: false,
         });
     }
-    source.assign(&tasks, &start)?;
+    for input in source.assign(&tasks, &start)? {
+        if let Some(task) = owned.iter_mut().find(|o| o.id == input.task()) {
+            task.input = Some(input);
+        }
+    }
     health.set_ready();
 
-    let interval = Duration::from_millis(spec.checkpoint.interval.millis().max(100));
-    let mut last_checkpoint = Instant::now();
-    let mut records: Vec<KafkaRecord> = Vec::with_capacity(TAKE);
-    let mut out = Output::default();
-    let started = Instant::now();
-    let mut last_end_check = Instant::now();
+    let threads = opts
+        .threads
+        .or_else(|| spec.worker.threads.and_then(|t| usize::try_from(t).ok()))
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, owned.len().max(1));
+    let mut groups: Vec<Vec<Owned>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, task) in owned.into_iter().enumerate() {
+        groups[i % threads].push(task);
+    }
+    let shared = Arc::new(Shared {
+        stop: stop.clone(),
+        store,
+        metrics: metrics.clone(),
+        group: source.group_metadata(),
+        epoch: assignment.epoch(),
+        interval: Duration::from_millis(spec.checkpoint.interval.millis().max(100)),
+        input_ended: opts.input_ended.clone(),
+        taken: opts.taken.clone(),
+        started: Instant::now(),
+    });
+    info!(threads, "task threads starting");
+    let mut running = Vec::with_capacity(threads);
+    for (i, group) in groups.into_iter().enumerate() {
+        let state = Arc::new(ThreadState::default());
+        let (shared, mine) = (shared.clone(), state.clone());
+        let handle = std::thread::Builder::new()
+            .name(format!("tasks-{i}"))
+            .spawn(move || {
+                let result = run_tasks(group, &shared, &mine);
+                if result.is_err() {
+                    // One failed thread stops the others, each at a final checkpoint.
+                    shared.stop.store(true, Ordering::Relaxed);
+                }
+                result
+            })
+            .map_err(|e| WorkerError::Thread(e.to_string()))?;
+        running.push((handle, state));
+    }
+
+    let result = supervise(&source, &running, &shared, &health);
+    if result.is_err() {
+        stop.store(true, Ordering::Relaxed);
+    }
+    let mut first_error = result.err();
+    for (handle, _) in running {
+        let outcome = handle
+            .join()
+            .unwrap_or_else(|_| Err(WorkerError::Thread("a task thread panicked".into())));
+        if let Err(err) = outcome {
+            first_error.get_or_insert(err);
+        }
+    }
+    health.set_not_ready("stopping");
+    for &t in &tasks {
+        health.release(t);
+    }
+    server.stop();
+    first_error.map_or(Ok(()), Err)
+}
+
+/// The main thread's loop while task threads run: serves the consumer, publishes lag and the
+/// busy ratio, and beats `/healthz` while every task thread is turning.
+fn supervise(
+    source: &KafkaSource,
+    running: &[Running],
+    shared: &Shared,
+    health: &Health,
+) -> Result<(), WorkerError> {
     let mut last_lag = Instant::now();
-    let result = (|| -> Result<(), WorkerError> {
-        while !stop.load(Ordering::Relaxed) {
+    while running.iter().any(|(handle, _)| !handle.is_finished()) {
+        source.serve(Duration::from_millis(100))?;
+        let now = millis_since(shared.started);
+        let stale = running
+            .iter()
+            .any(|(_, s)| now.saturating_sub(s.beat_ms.load(Ordering::Relaxed)) > STALE_TURN_MS);
+        if !stale {
             health.beat();
+        }
+        if last_lag.elapsed() >= LAG_EVERY {
+            last_lag = Instant::now();
+            for p in source.known_lag() {
+                shared.metrics.set_source_lag(&p.source, p.partition, p.lag);
+            }
+            let busy: f64 = running
+                .iter()
+                .map(|(_, s)| f64::from_bits(s.busy.load(Ordering::Relaxed)))
+                .sum();
+            shared.metrics.set_busy_ratio(busy / running.len() as f64);
+        }
+    }
+    Ok(())
+}
+
+fn millis_since(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A task thread: its tasks in turn until stopped (or, on bounded input, until every one has
+/// read everything), checkpointing them every interval and once more at the end.
+fn run_tasks(
+    mut group: Vec<Owned>,
+    shared: &Shared,
+    state: &ThreadState,
+) -> Result<(), WorkerError> {
+    let waker = std::thread::current();
+    for task in &mut group {
+        if let Some(input) = &mut task.input {
+            let waker = waker.clone();
+            input.wake_on_records(move || waker.unpark());
+        }
+    }
+    let metrics = &shared.metrics;
+    let mut out = Output::default();
+    let mut last_checkpoint = Instant::now();
+    let mut last_end_check = Instant::now();
+    let (mut window, mut busy) = (Instant::now(), Duration::ZERO);
+    let result = (|| -> Result<(), WorkerError> {
+        while !shared.stop.load(Ordering::Relaxed) {
+            state
+                .beat_ms
+                .store(millis_since(shared.started), Ordering::Relaxed);
             let turn = Instant::now();
-            source.poll(Duration::from_millis(50))?;
-            let busy = Instant::now();
-            let processing = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
-            for task in &mut owned {
-                task.task.set_wall_clock(now_ms());
-                records.clear();
-                source.take(task.id, TAKE, &mut records)?;
-                if let Some(taken) = &opts.taken {
-                    taken.fetch_add(records.len() as u64, Ordering::Relaxed);
+            let processing = i64::try_from(millis_since(shared.started)).unwrap_or(i64::MAX);
+            let mut taken = 0;
+            for owned in group.iter_mut().filter(|o| !o.finished) {
+                let Owned {
+                    task, input, id, ..
+                } = owned;
+                let Some(input) = input.as_mut() else {
+                    continue;
+                };
+                task.set_wall_clock(now_ms());
+                let n = input
+                    .poll(TAKE, |source, _, payload| {
+                        task.process(source, payload, processing, &mut out);
+                    })
+                    .map_err(|source| WorkerError::Input { task: *id, source })?;
+                for (source, skipped) in input.take_skipped() {
+                    metrics.records_skipped(&source, skipped);
                 }
-                for record in &records {
-                    task.task
-                        .process(record.source, &record.payload, processing, &mut out);
-                }
-                task.task.tick(processing, &mut out);
-                write(task, &mut out, &metrics)?;
-                task.metrics.publish_task(&metrics, &task.task, now_ms());
+                taken += n;
+                task.tick(processing, &mut out);
+                write(owned, &mut out, metrics)?;
+                owned.metrics.publish_task(metrics, &owned.task, now_ms());
             }
-            // Share of the turn spent processing rather than waiting for records.
-            metrics.set_busy_ratio(
-                busy.elapsed().as_secs_f64() / turn.elapsed().as_secs_f64().max(1e-9),
-            );
-            if last_lag.elapsed() >= LAG_EVERY {
-                last_lag = Instant::now();
-                for p in source.known_lag() {
-                    metrics.set_source_lag(&p.source, p.partition, p.lag);
-                }
+            if let Some(counter) = &shared.taken {
+                counter.fetch_add(taken as u64, Ordering::Relaxed);
             }
-            if last_checkpoint.elapsed() >= interval {
-                checkpoint_all(&mut owned, &source, &store, &metrics, assignment.epoch())?;
+            busy += turn.elapsed();
+            if last_checkpoint.elapsed() >= shared.interval {
+                checkpoint_all(&mut group, shared)?;
                 last_checkpoint = Instant::now();
             }
-            let ended = opts
+            let ended = shared
                 .input_ended
                 .as_ref()
                 .is_some_and(|ended| ended.load(Ordering::Relaxed));
             if ended && last_end_check.elapsed() >= END_CHECK {
                 last_end_check = Instant::now();
-                if caught_up(&source)? {
-                    for task in &mut owned {
-                        task.task.finish(processing, &mut out);
-                        write(task, &mut out, &metrics)?;
-                    }
+                if finish_caught_up(&mut group, &mut out, shared)? {
                     info!("bounded input taken to its end: every window closed");
                     break;
                 }
             }
+            if taken == 0 {
+                // Nothing to do: sleep until a partition queue fills (its callback unparks
+                // this thread) or the next tick is due.
+                std::thread::park_timeout(IDLE_WAIT);
+            }
+            if window.elapsed() >= LAG_EVERY {
+                let ratio = busy.as_secs_f64() / window.elapsed().as_secs_f64().max(1e-9);
+                state.busy.store(ratio.to_bits(), Ordering::Relaxed);
+                (window, busy) = (Instant::now(), Duration::ZERO);
+            }
         }
-        checkpoint_all(&mut owned, &source, &store, &metrics, assignment.epoch())
+        Ok(())
     })();
-    health.set_not_ready("stopping");
-    for task in &owned {
-        health.release(task.id);
-    }
-    server.stop();
-    result
+    // A final checkpoint, also after an error elsewhere: what was taken is not replayed twice.
+    let last = checkpoint_all(&mut group, shared);
+    result.and(last)
 }
 
-/// Whether every owned partition has been taken up to its end (nothing buffered, no lag).
-fn caught_up(source: &KafkaSource) -> Result<bool, WorkerError> {
-    if source.tasks().iter().any(|&t| source.buffered(t) > 0) {
-        return Ok(false);
+/// Closes every window of each task that has read its partitions to their end; whether all have.
+fn finish_caught_up(
+    group: &mut [Owned],
+    out: &mut Output,
+    shared: &Shared,
+) -> Result<bool, WorkerError> {
+    let processing = i64::try_from(millis_since(shared.started)).unwrap_or(i64::MAX);
+    for owned in group.iter_mut().filter(|o| !o.finished) {
+        let caught_up = match &owned.input {
+            Some(input) => input.caught_up().map_err(|source| WorkerError::Input {
+                task: owned.id,
+                source,
+            })?,
+            None => true,
+        };
+        if caught_up {
+            owned.task.finish(processing, out);
+            write(owned, out, &shared.metrics)?;
+            owned.finished = true;
+        }
     }
-    Ok(source.lag()?.iter().all(|p| p.lag == 0))
+    Ok(group.iter().all(|o| o.finished))
 }
 
 fn write(task: &mut Owned, out: &mut Output, metrics: &Metrics) -> Result<(), WorkerError> {
@@ -355,25 +546,27 @@ fn write(task: &mut Owned, out: &mut Output, metrics: &Metrics) -> Result<(), Wo
     Ok(())
 }
 
-/// Checkpoints every task. A checkpoint that cannot be written is counted and logged and the
-/// task goes on: its transaction stays open (exactly-once) and the next checkpoint retries, so
-/// nothing is lost; if the transaction times out meanwhile, the commit fails and the worker
-/// restarts from the last committed checkpoint.
-fn checkpoint_all(
-    owned: &mut [Owned],
-    source: &KafkaSource,
-    store: &CheckpointStore,
-    metrics: &Metrics,
-    epoch: u64,
-) -> Result<(), WorkerError> {
-    let group = source.group_metadata();
-    for task in owned {
+/// Checkpoints every task of a thread. A checkpoint that cannot be written is counted and
+/// logged and the task goes on: its transaction stays open (exactly-once) and the next
+/// checkpoint retries, so nothing is lost; if the transaction times out meanwhile, the commit
+/// fails and the worker restarts from the last committed checkpoint.
+fn checkpoint_all(group: &mut [Owned], shared: &Shared) -> Result<(), WorkerError> {
+    let metrics = &shared.metrics;
+    for task in group {
+        let Some(input) = &task.input else {
+            continue;
+        };
         let id = task.next_checkpoint;
-        let offsets = source.offsets(task.id);
+        let offsets = input.offsets();
         let state = task.task.snapshot();
-        let list = source.offset_list(&offsets)?;
+        let list = input
+            .offset_list(&offsets)
+            .map_err(|source| WorkerError::Input {
+                task: task.id,
+                source,
+            })?;
         task.sink
-            .prepare(id, &list, group.as_ref())
+            .prepare(id, &list, shared.group.as_ref())
             .map_err(|source| WorkerError::Sink {
                 task: task.id,
                 source,
@@ -381,12 +574,12 @@ fn checkpoint_all(
         let meta = Metadata {
             task: task.id,
             checkpoint_id: id,
-            epoch,
+            epoch: shared.epoch,
             offsets,
             watermark: task.task.watermark(),
             created_at_ms: now_ms(),
         };
-        match store.write(&meta, &state) {
+        match shared.store.write(&meta, &state) {
             Ok(written) => {
                 metrics.checkpoint_succeeded(
                     written.duration,
@@ -397,7 +590,7 @@ fn checkpoint_all(
                     task: task.id,
                     source,
                 })?;
-                if let Err(err) = source.commit(task.id, id) {
+                if let Err(err) = input.commit(id) {
                     warn!(task = task.id, error = %err, "informative offset commit failed");
                 }
                 task.next_checkpoint = id + 1;

@@ -47,10 +47,10 @@ fn the_mock_kafka_binary_serves_its_topics_over_tcp_until_stdin_closes() {
     let mut source =
         KafkaSource::connect(&settings(&bootstrap), "t", topics, SourceOptions::default()).unwrap();
     assert_eq!(source.partitions(), 4);
-    source.assign(&[3], &BTreeMap::new()).unwrap();
-    let taken = take_until(&mut source, |r| r.len() >= 3);
+    let mut inputs = source.assign(&[3], &BTreeMap::new()).unwrap();
+    let taken = take_until(&mut inputs, |r| r.len() >= 3);
     assert_eq!(taken[2].payload, b"v-2");
-    drop(source);
+    drop((inputs, source));
 
     drop(child.stdin.take());
     let (exited, exit) = mpsc::channel();

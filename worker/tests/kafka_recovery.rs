@@ -12,7 +12,8 @@ use kafka_support::*;
 use tidemark_api::Delivery;
 use tidemark_worker::engine::Task;
 use tidemark_worker::kafka::{
-    KafkaRecord, KafkaSource, SinkOptions, SinkRoutes, SourceOptions, SourceTopic, TaskSink,
+    KafkaRecord, KafkaSource, SinkOptions, SinkRoutes, SourceOptions, SourceTopic, TaskInput,
+    TaskSink,
 };
 use tidemark_worker::operators::Plan;
 use tidemark_worker::result::Output;
@@ -79,7 +80,7 @@ fn source(
     bootstrap: &str,
     task: u32,
     start: &BTreeMap<u32, tidemark_worker::kafka::SourceOffsets>,
-) -> KafkaSource {
+) -> (KafkaSource, TaskInput) {
     let mut source = KafkaSource::connect(
         &settings(bootstrap),
         "quickstart",
@@ -87,8 +88,8 @@ fn source(
         SourceOptions::default(),
     )
     .unwrap();
-    source.assign(&[task], start).unwrap();
-    source
+    let input = source.assign(&[task], start).unwrap().pop().unwrap();
+    (source, input)
 }
 
 fn task_sink(bootstrap: &str, task: u32) -> TaskSink {
@@ -105,8 +106,8 @@ fn task_sink(bootstrap: &str, task: u32) -> TaskSink {
     .unwrap()
 }
 
-/// Takes `n` records of `task`.
-fn take(source: &mut KafkaSource, task: u32, n: usize) -> Vec<KafkaRecord> {
+/// Takes `n` records of the input's task.
+fn take((_, input): &mut (KafkaSource, TaskInput), n: usize) -> Vec<KafkaRecord> {
     let mut taken = Vec::new();
     let deadline = std::time::Instant::now() + DEADLINE;
     while taken.len() < n {
@@ -115,8 +116,7 @@ fn take(source: &mut KafkaSource, task: u32, n: usize) -> Vec<KafkaRecord> {
             "took {} of {n}",
             taken.len()
         );
-        source.poll(std::time::Duration::from_millis(100)).unwrap();
-        source.take(task, n - taken.len(), &mut taken).unwrap();
+        input.take(n - taken.len(), &mut taken).unwrap();
     }
     taken
 }
@@ -156,7 +156,7 @@ fn a_task_restored_from_its_checkpoint_and_replayed_from_its_offsets_loses_no_re
     let mut expected = Output::default();
     let mut whole = Task::new(plan(), 0);
     let mut once = source(&bootstrap, task_id, &BTreeMap::new());
-    process(&mut whole, &take(&mut once, task_id, total), &mut expected);
+    process(&mut whole, &take(&mut once, total), &mut expected);
     whole.finish(0, &mut expected);
     drop(once);
     assert!(expected.results.len() > 20, "{}", expected.results.len());
@@ -167,21 +167,13 @@ fn a_task_restored_from_its_checkpoint_and_replayed_from_its_offsets_loses_no_re
     let mut consumer = source(&bootstrap, task_id, &BTreeMap::new());
     let mut sink = task_sink(&bootstrap, task_id);
     let mut out = Output::default();
-    process(
-        &mut task,
-        &take(&mut consumer, task_id, total / 3),
-        &mut out,
-    );
+    process(&mut task, &take(&mut consumer, total / 3), &mut out);
     sink.write(&out, "now").unwrap();
     sink.prepare(1, &rdkafka::TopicPartitionList::new(), None)
         .unwrap();
     written.results.append(&mut out.results);
-    let (snapshot, offsets) = (task.snapshot(), consumer.offsets(task_id));
-    process(
-        &mut task,
-        &take(&mut consumer, task_id, total / 3),
-        &mut out,
-    );
+    let (snapshot, offsets) = (task.snapshot(), consumer.1.offsets());
+    process(&mut task, &take(&mut consumer, total / 3), &mut out);
     sink.write(&out, "now").unwrap();
     written.results.append(&mut out.results);
     drop((task, consumer, sink));
@@ -196,11 +188,7 @@ fn a_task_restored_from_its_checkpoint_and_replayed_from_its_offsets_loses_no_re
         .sum();
     let mut consumer = source(&bootstrap, task_id, &BTreeMap::from([(task_id, offsets)]));
     let mut sink = task_sink(&bootstrap, task_id);
-    process(
-        &mut task,
-        &take(&mut consumer, task_id, total - done),
-        &mut out,
-    );
+    process(&mut task, &take(&mut consumer, total - done), &mut out);
     task.finish(0, &mut out);
     sink.write(&out, "now").unwrap();
     sink.prepare(2, &rdkafka::TopicPartitionList::new(), None)

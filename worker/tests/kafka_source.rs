@@ -1,5 +1,6 @@
-//! The Kafka source against librdkafka's mock cluster: static assignment, resuming at
-//! checkpoint offsets, back-pressure, lag and the co-partitioning check.
+//! The Kafka source against librdkafka's mock cluster: static assignment, one input per task,
+//! resuming at checkpoint offsets, bounded prefetch, records deleted before they were read, lag
+//! and the co-partitioning check.
 #![allow(clippy::unwrap_used)]
 
 mod kafka_support;
@@ -7,8 +8,9 @@ mod kafka_support;
 use std::collections::BTreeMap;
 
 use kafka_support::*;
+use rdkafka::consumer::Consumer;
 use tidemark_worker::kafka::{
-    Assignment, KafkaSource, SourceError, SourceOffsets, SourceOptions, SourceTopic,
+    Assignment, KafkaSource, SourceError, SourceOffsets, SourceOptions, SourceTopic, TaskInput,
 };
 
 fn topics() -> Vec<SourceTopic> {
@@ -32,19 +34,23 @@ fn two_workers_each_consume_exactly_the_partitions_of_their_tasks() {
         produce(&producer, "click_topic", p, &values(&format!("p{p}"), 5));
     }
     // Both workers live at once, as in a StatefulSet of two pods.
-    let mut workers: Vec<(Vec<u32>, KafkaSource)> = (0..2)
+    let mut workers: Vec<(Vec<u32>, KafkaSource, Vec<TaskInput>)> = (0..2)
         .map(|ordinal| {
             let mut source = connect(&bootstrap, SourceOptions::default());
             assert_eq!(source.partitions(), 4);
             let tasks = Assignment::new(ordinal, 2, 1)
                 .unwrap()
                 .tasks(source.partitions());
-            source.assign(&tasks, &BTreeMap::new()).unwrap();
-            (tasks, source)
+            let inputs = source.assign(&tasks, &BTreeMap::new()).unwrap();
+            assert_eq!(
+                inputs.iter().map(TaskInput::task).collect::<Vec<_>>(),
+                tasks
+            );
+            (tasks, source, inputs)
         })
         .collect();
-    for (tasks, source) in &mut workers {
-        let taken = take_until(source, |r| r.len() >= 10);
+    for (tasks, source, inputs) in &mut workers {
+        let taken = take_until(inputs, |r| r.len() >= 10);
         let mut seen: Vec<(u32, String)> = taken
             .iter()
             .map(|r| (r.task, String::from_utf8(r.payload.clone()).unwrap()))
@@ -56,8 +62,9 @@ fn two_workers_each_consume_exactly_the_partitions_of_their_tasks() {
             .collect();
         assert_eq!(seen, expected, "tasks {tasks:?}");
         assert!(taken.iter().all(|r| r.source == 0));
-        for &task in tasks.iter() {
+        for (&task, input) in tasks.iter().zip(inputs.iter()) {
             assert_eq!(source.offsets(task)["clicks"][&(task as i32)], 5);
+            assert_eq!(input.offsets(), source.offsets(task));
         }
     }
 }
@@ -69,23 +76,22 @@ fn a_source_assigned_at_checkpoint_offsets_resumes_exactly_there() {
     produce(&producer(&bootstrap), "click_topic", 1, &values("v", 10));
 
     let mut first = connect(&bootstrap, SourceOptions::default());
-    first.assign(&[1], &BTreeMap::new()).unwrap();
+    let mut inputs = first.assign(&[1], &BTreeMap::new()).unwrap();
     let deadline = std::time::Instant::now() + DEADLINE;
     let mut taken = Vec::new();
     while taken.len() < 4 {
         assert!(std::time::Instant::now() < deadline);
-        first.poll(std::time::Duration::from_millis(100)).unwrap();
-        first.take(1, 4 - taken.len(), &mut taken).unwrap();
+        inputs[0].take(4 - taken.len(), &mut taken).unwrap();
     }
-    let checkpoint: SourceOffsets = first.offsets(1);
+    let checkpoint: SourceOffsets = inputs[0].offsets();
     assert_eq!(checkpoint["clicks"][&1], 4);
-    drop(first);
+    drop((inputs, first));
 
     let mut second = connect(&bootstrap, SourceOptions::default());
-    second
+    let mut inputs = second
         .assign(&[1], &BTreeMap::from([(1, checkpoint)]))
         .unwrap();
-    let rest = take_until(&mut second, |r| r.len() >= 6);
+    let rest = take_until(&mut inputs, |r| r.len() >= 6);
     let offsets: Vec<i64> = rest.iter().map(|r| r.offset).collect();
     assert_eq!(offsets, (4..10).collect::<Vec<_>>());
     assert_eq!(rest[0].payload, b"v-4");
@@ -93,27 +99,21 @@ fn a_source_assigned_at_checkpoint_offsets_resumes_exactly_there() {
 }
 
 #[test]
-fn a_full_task_buffer_pauses_its_partitions_until_the_task_drains_it() {
+fn a_task_that_does_not_poll_holds_a_bounded_prefetch_and_later_gets_every_record_once() {
     let cluster = cluster(&[("click_topic", 1)]);
     let bootstrap = cluster.bootstrap_servers();
     produce(&producer(&bootstrap), "click_topic", 0, &values("v", 40));
     let options = SourceOptions {
-        buffer_records: 8,
+        prefetch_records: 8,
+        prefetch_kbytes: 1,
         ..SourceOptions::default()
     };
     let mut source = connect(&bootstrap, options);
-    source.assign(&[0], &BTreeMap::new()).unwrap();
-    let deadline = std::time::Instant::now() + DEADLINE;
-    while !source.is_paused(0) {
-        assert!(std::time::Instant::now() < deadline, "never paused");
-        source.poll(std::time::Duration::from_millis(100)).unwrap();
-    }
-    assert!(source.buffered(0) >= 8);
-    let mut taken = Vec::new();
-    source.take(0, usize::MAX, &mut taken).unwrap();
-    assert!(!source.is_paused(0));
-    let rest = take_until(&mut source, |r| taken.len() + r.len() >= 40);
-    taken.extend(rest);
+    let mut inputs = source.assign(&[0], &BTreeMap::new()).unwrap();
+    // librdkafka fetches up to its bound and stops; nothing is dropped meanwhile.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    source.serve(std::time::Duration::from_millis(10)).unwrap();
+    let taken = take_until(&mut inputs, |r| r.len() >= 40);
     let offsets: Vec<i64> = taken.iter().map(|r| r.offset).collect();
     assert_eq!(
         offsets,
@@ -123,19 +123,49 @@ fn a_full_task_buffer_pauses_its_partitions_until_the_task_drains_it() {
 }
 
 #[test]
+fn records_deleted_before_the_task_read_them_are_counted_and_reading_goes_on() {
+    let cluster = cluster(&[("click_topic", 1)]);
+    let bootstrap = cluster.bootstrap_servers();
+    // The mock keeps at most 5 MB per partition: 60 records of 100 kB push the first out.
+    let big: Vec<String> = (0..60)
+        .map(|i| format!("{i:03}{}", "x".repeat(100_000)))
+        .collect();
+    produce(&producer(&bootstrap), "click_topic", 0, &big);
+    let (first_kept, end) = reader(&bootstrap, "click_topic", 1)
+        .fetch_watermarks("click_topic", 0, DEADLINE)
+        .unwrap();
+    assert_eq!(end, 60);
+    assert!(first_kept > 0, "the mock dropped nothing");
+    // A checkpoint that says "next: offset 0", older than the log.
+    let start = BTreeMap::from([(
+        0,
+        SourceOffsets::from([("clicks".into(), BTreeMap::from([(0, 0)]))]),
+    )]);
+    let mut source = connect(&bootstrap, SourceOptions::default());
+    let mut inputs = source.assign(&[0], &start).unwrap();
+    let taken = take_until(&mut inputs, |r| r.len() as i64 >= 60 - first_kept);
+    let offsets: Vec<i64> = taken.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, (first_kept..60).collect::<Vec<_>>());
+    assert_eq!(
+        inputs[0].take_skipped(),
+        vec![("clicks".to_owned(), first_kept as u64)]
+    );
+    assert_eq!(inputs[0].offsets()["clicks"][&0], 60);
+}
+
+#[test]
 fn lag_counts_the_records_a_task_has_not_taken() {
     let cluster = cluster(&[("click_topic", 1)]);
     let bootstrap = cluster.bootstrap_servers();
     produce(&producer(&bootstrap), "click_topic", 0, &values("v", 10));
     let mut source = connect(&bootstrap, SourceOptions::default());
-    source.assign(&[0], &BTreeMap::new()).unwrap();
+    let mut inputs = source.assign(&[0], &BTreeMap::new()).unwrap();
     assert_eq!(source.lag().unwrap()[0].lag, 10);
     let deadline = std::time::Instant::now() + DEADLINE;
     let mut taken = Vec::new();
     while taken.len() < 3 {
         assert!(std::time::Instant::now() < deadline);
-        source.poll(std::time::Duration::from_millis(100)).unwrap();
-        source.take(0, 3 - taken.len(), &mut taken).unwrap();
+        inputs[0].take(3 - taken.len(), &mut taken).unwrap();
     }
     let lag = &source.lag().unwrap()[0];
     assert_eq!((lag.position, lag.high_watermark, lag.lag), (3, 10, 7));
@@ -173,14 +203,14 @@ fn the_checkpoint_marker_committed_with_a_tasks_offsets_is_read_back() {
     let bootstrap = cluster.bootstrap_servers();
     produce(&producer(&bootstrap), "click_topic", 1, &values("v", 3));
     let mut source = connect(&bootstrap, SourceOptions::default());
-    source.assign(&[1], &BTreeMap::new()).unwrap();
+    let mut inputs = source.assign(&[1], &BTreeMap::new()).unwrap();
     assert_eq!(source.committed_checkpoint(1).unwrap(), None);
-    take_until(&mut source, |r| r.len() >= 3);
-    source.commit(1, 42).unwrap();
+    take_until(&mut inputs, |r| r.len() >= 3);
+    inputs[0].commit(42).unwrap();
     let deadline = std::time::Instant::now() + DEADLINE;
     while source.committed_checkpoint(1).unwrap().is_none() {
         assert!(std::time::Instant::now() < deadline, "commit never landed");
-        source.poll(std::time::Duration::from_millis(50)).unwrap();
+        source.serve(std::time::Duration::from_millis(50)).unwrap();
     }
     assert_eq!(source.committed_checkpoint(1).unwrap(), Some(42));
 }

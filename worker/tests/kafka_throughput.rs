@@ -3,8 +3,10 @@
 //! `cargo test --release -p tidemark-worker --test kafka_throughput -- --ignored --nocapture`).
 //!
 //! 500 k generated events (100 k users) are produced into `tidemark-mock-kafka` first; then one
-//! worker (all its tasks on one thread) is started and timed from its start until
-//! `tidemark_records_in_total` reaches the event count on its `/metrics`. The mock keeps at most
+//! worker (`TIDEMARK_THREADS` task threads, default 1) is started and timed from its start until
+//! `tidemark_records_in_total` reaches the event count on its `/metrics`. The worker's CPU time
+//! (user + system, from `/proc`) gives events per CPU-second: the per-core figure, which does
+//! not count the mock broker sharing the machine. The mock keeps at most
 //! 5 MB per partition (librdkafka's `rd_kafka_mock_partition` retention), so the topics have 32
 //! partitions to hold the 50 MB of events.
 
@@ -38,6 +40,16 @@ fn metric_sum(addr: &str, name: &str) -> Option<f64> {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum(),
     )
+}
+
+/// User + system CPU seconds of process `pid` so far (`/proc/PID/stat`, clock ticks of 1/100 s).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) start at state, field 3.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
 }
 
 #[test]
@@ -95,6 +107,7 @@ fn one_worker_throughput_from_kafka_to_kafka() {
         .replace("delivery: exactlyOnce", "delivery: atLeastOnce");
     std::fs::write(dir.path().join("p.yaml"), manifest).unwrap();
     let addr = "127.0.0.1:19102";
+    let threads = std::env::var("TIDEMARK_THREADS").unwrap_or_else(|_| "1".into());
     let started = Instant::now();
     let mut worker = Command::new(env!("CARGO_BIN_EXE_tidemark"))
         .current_dir(dir.path())
@@ -110,7 +123,7 @@ fn one_worker_throughput_from_kafka_to_kafka() {
             "--checkpoint-dir",
             "ck",
         ])
-        .args(["--http-addr", addr])
+        .args(["--http-addr", addr, "--threads", &threads])
         .env("RUST_LOG", "error")
         .stderr(Stdio::null())
         .spawn()
@@ -129,10 +142,12 @@ fn one_worker_throughput_from_kafka_to_kafka() {
         }
     }
     let secs = last.1.duration_since(started).as_secs_f64();
+    let cpu = cpu_seconds(worker.id());
     eprintln!(
-        "one worker (32 tasks, one thread) consumed, processed and produced {} of {EVENTS} events in {secs:.2} s including start-up: {:.0} events/s",
+        "one worker (32 tasks, {threads} task threads) consumed, processed and produced {} of {EVENTS} events in {secs:.2} s including start-up: {:.0} events/s; worker CPU {cpu:.2} s: {:.0} events per CPU-second",
         last.0,
-        last.0 / secs
+        last.0 / secs,
+        last.0 / cpu
     );
     worker.kill().unwrap();
     let _ = worker.wait();

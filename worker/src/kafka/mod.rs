@@ -19,6 +19,7 @@ pub use routes::SinkRoutes;
 pub use sink::{SinkError, SinkOptions, TaskSink};
 pub use source::{
     KafkaRecord, KafkaSource, PartitionLag, SourceError, SourceOffsets, SourceOptions, SourceTopic,
+    TaskInput,
 };
 
 #[cfg(test)]
@@ -29,6 +30,7 @@ mod tests {
     fn sources_and_sinks_can_move_to_the_threads_that_run_tasks() {
         fn movable<T: Send>() {}
         movable::<KafkaSource>();
+        movable::<TaskInput>();
         movable::<TaskSink>();
     }
 }

@@ -14,7 +14,7 @@ use rdkafka::message::{Headers, OwnedMessage};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use tidemark_worker::kafka::{KafkaRecord, KafkaSettings, KafkaSource};
+use tidemark_worker::kafka::{KafkaRecord, KafkaSettings, TaskInput};
 
 /// How long a test waits for Kafka before failing; generous for a loaded 2-core machine, and
 /// only reached when something is wrong.
@@ -79,9 +79,9 @@ pub fn values(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i}")).collect()
 }
 
-/// Polls `source` and takes every task's records until `done` holds for what was taken.
+/// Takes every task's records from `inputs` until `done` holds for what was taken.
 pub fn take_until(
-    source: &mut KafkaSource,
+    inputs: &mut [TaskInput],
     mut done: impl FnMut(&[KafkaRecord]) -> bool,
 ) -> Vec<KafkaRecord> {
     let deadline = Instant::now() + DEADLINE;
@@ -92,9 +92,12 @@ pub fn take_until(
             "took only {} records",
             taken.len()
         );
-        source.poll(Duration::from_millis(100)).unwrap();
-        for task in source.tasks() {
-            source.take(task, usize::MAX, &mut taken).unwrap();
+        let mut n = 0;
+        for input in inputs.iter_mut() {
+            n += input.take(usize::MAX, &mut taken).unwrap();
+        }
+        if n == 0 {
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
     taken

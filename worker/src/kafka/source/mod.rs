@@ -1,38 +1,54 @@
 //! The Kafka source of a worker: one consumer over the owned tasks of every Kafka source topic.
 //!
 //! This module owns consuming: manual assignment (no consumer-group rebalancing), starting each
-//! (topic, partition) at a checkpoint's offset, batching records into bounded per-task buffers
-//! with back-pressure and the co-partitioning check against broker metadata; its `progress`
-//! half owns the offsets that a checkpoint stores, lag and the group's committed offsets. It does not own the checkpoint (it hands offsets out and takes them
-//! back), nor the tasks that process the records.
+//! (topic, partition) at a checkpoint's offset, handing each task its own input and the
+//! co-partitioning check against broker metadata; its `progress` half owns lag and the group's
+//! committed offsets. It does not own the checkpoint (it hands offsets out and takes them back),
+//! nor the tasks that process the records.
 //!
-//! **Offsets are the engine's progress.** [`KafkaSource::offsets`] says, per source and
-//! partition of a task, the next offset the task has *not* taken yet — not the consumer's fetch
-//! position, which runs ahead by what is buffered. Those offsets go into the task's checkpoint
-//! together with its state; on restart [`KafkaSource::assign`] starts there. Kafka's committed
-//! offsets of the group are only informative ([`KafkaSource::commit`]) or, with exactly-once,
-//! the transaction's outcome marker (see `docs/kafka.md`).
+//! **One input per task.** [`KafkaSource::assign`] splits every assigned partition into its own
+//! librdkafka queue and returns one [`TaskInput`] per task, holding the queues of the task's
+//! partition of every source. A task's thread polls its input directly and processes each
+//! record in place (no copy, no hand-off between threads); the worker's main thread only serves
+//! the consumer's callbacks ([`KafkaSource::serve`]).
 //!
-//! **Back-pressure.** A task's buffer holds at most `buffer_records` records before its
-//! partitions are paused, and resumes when its task has drained it to half (the hysteresis
-//! avoids a pause/resume call per record). Records librdkafka had already fetched when the pause
-//! took effect are still accepted, never dropped, so a buffer can overshoot by what librdkafka
-//! prefetches for a partition, itself bounded by `queued.max.messages.kbytes` (set here). Memory
-//! is therefore bounded by tasks × (`buffer_records` × record size + prefetch).
+//! **Offsets are the engine's progress.** [`TaskInput::offsets`] says, per source partition of
+//! the task, the next offset the task has *not* taken yet — not the consumer's fetch position,
+//! which runs ahead by what is prefetched. Those offsets go into the task's checkpoint together
+//! with its state; on restart [`KafkaSource::assign`] starts there. Kafka's committed offsets of
+//! the group are only informative ([`KafkaSource::commit`]) or, with exactly-once, the
+//! transaction's outcome marker (see `docs/kafka.md`).
+//!
+//! **Back-pressure.** librdkafka prefetches into a partition's queue until it holds
+//! `queued.min.messages` records or `queued.max.messages.kbytes` (per partition once split: set
+//! here from [`SourceOptions`]) and then stops fetching that partition until the task has taken
+//! from it. A slow task therefore slows its partitions only, nothing is dropped, and memory is
+//! bounded by partitions × that prefetch.
+//!
+//! **Records deleted before they were read.** `auto.offset.reset` is `error`: when a task's next
+//! offset is no longer in the log (retention deleted it, or the checkpoint is older than the
+//! log), its input counts the records skipped ([`TaskInput::skipped`]), logs an error and goes on
+//! from the start of the log — never silently.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use tracing::warn;
 
 use crate::kafka::assignment::{co_partitioned, AssignmentError};
 use crate::kafka::config::KafkaSettings;
 
+mod input;
 mod progress;
+
+use input::SplitQueue;
+pub use input::TaskInput;
 
 pub use progress::PartitionLag;
 
@@ -67,6 +83,16 @@ pub enum SourceError {
     /// The informative offset commit failed.
     #[error("failed to commit offsets")]
     Commit(#[source] KafkaError),
+    /// A partition's queue could not be split from the consumer's.
+    #[error("failed to give topic {0:?} partition {1} its own queue")]
+    Split(String, i32),
+    /// Seeking past records deleted from the log failed.
+    #[error("failed to seek {0:?} partition {1} to the start of its log")]
+    Seek(String, i32, #[source] KafkaError),
+    /// A record reached the consumer's shared queue instead of its task's (a bug: every
+    /// assigned partition has its own queue); the worker restarts from its checkpoints.
+    #[error("a record of {0:?} partition {1} reached the shared queue")]
+    Unsplit(String, i32),
 }
 
 /// One Kafka source of the pipeline.
@@ -83,10 +109,10 @@ pub struct SourceTopic {
 /// Tuning of the source; [`SourceOptions::default`] suits a worker.
 #[derive(Clone, Debug)]
 pub struct SourceOptions {
-    /// Records buffered per task before its partitions are paused.
-    pub buffer_records: usize,
-    /// Records taken from librdkafka per [`KafkaSource::poll`] at most.
-    pub poll_batch: usize,
+    /// Records librdkafka prefetches per partition at most (`queued.min.messages`).
+    pub prefetch_records: usize,
+    /// Kilobytes librdkafka prefetches per partition at most (`queued.max.messages.kbytes`).
+    pub prefetch_kbytes: usize,
     /// Bound of every metadata, watermark and commit call.
     pub timeout: Duration,
 }
@@ -94,8 +120,8 @@ pub struct SourceOptions {
 impl Default for SourceOptions {
     fn default() -> Self {
         Self {
-            buffer_records: 10_000,
-            poll_batch: 4_096,
+            prefetch_records: 20_000,
+            prefetch_kbytes: 4 * 1024,
             timeout: Duration::from_secs(10),
         }
     }
@@ -112,12 +138,6 @@ pub struct KafkaRecord {
     pub offset: i64,
     /// The record's value (empty for a null value).
     pub payload: Vec<u8>,
-}
-
-#[derive(Debug, Default)]
-struct TaskBuffer {
-    records: VecDeque<KafkaRecord>,
-    paused: bool,
 }
 
 /// How often librdkafka reports the ends of the assigned partitions (for [`KafkaSource::known_lag`]).
@@ -150,17 +170,16 @@ impl ConsumerContext for SourceContext {}
 
 /// The worker's consumer over its tasks.
 pub struct KafkaSource {
-    consumer: BaseConsumer<SourceContext>,
+    consumer: Arc<BaseConsumer<SourceContext>>,
     /// A second client for watermark queries: on the consumer's own connections they would
     /// wait behind its long-polling fetches.
-    watermarks: BaseConsumer,
-    topics: Vec<SourceTopic>,
-    by_topic: HashMap<String, usize>,
+    watermarks: Arc<BaseConsumer>,
+    topics: Arc<[SourceTopic]>,
     partitions: u32,
     options: SourceOptions,
-    buffers: BTreeMap<u32, TaskBuffer>,
-    /// Next offset not yet taken, per (position in `topics`, task); absent: from the beginning.
-    next: HashMap<(usize, u32), i64>,
+    /// Next offset not yet taken per (position in `topics`, task) of the assigned tasks, kept by
+    /// their inputs; -1: from the start of the log.
+    positions: BTreeMap<(usize, u32), Arc<AtomicI64>>,
 }
 
 impl KafkaSource {
@@ -173,15 +192,18 @@ impl KafkaSource {
         topics: Vec<SourceTopic>,
         options: SourceOptions,
     ) -> Result<Self, SourceError> {
-        let queued_kbytes = 16 * 1024;
         let consumer: BaseConsumer<SourceContext> = settings
             .client_config()
             .set("group.id", group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "earliest")
-            .set("queued.max.messages.kbytes", queued_kbytes.to_string())
+            .set("auto.offset.reset", "error")
+            .set("queued.min.messages", options.prefetch_records.to_string())
+            .set(
+                "queued.max.messages.kbytes",
+                options.prefetch_kbytes.to_string(),
+            )
             .set("statistics.interval.ms", STATISTICS_INTERVAL_MS.to_string())
             .create_with_context(SourceContext::default())
             .map_err(SourceError::Create)?;
@@ -192,20 +214,13 @@ impl KafkaSource {
             .map_err(SourceError::Create)?;
         let counts = partition_counts(&consumer, &topics, options.timeout)?;
         let partitions = co_partitioned(&counts)?;
-        let by_topic = topics
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.topic.clone(), i))
-            .collect();
         Ok(Self {
-            consumer,
-            watermarks,
-            topics,
-            by_topic,
+            consumer: Arc::new(consumer),
+            watermarks: Arc::new(watermarks),
+            topics: topics.into(),
             partitions,
             options,
-            buffers: BTreeMap::new(),
-            next: HashMap::new(),
+            positions: BTreeMap::new(),
         })
     }
 
@@ -214,19 +229,17 @@ impl KafkaSource {
         self.partitions
     }
 
-    /// Starts consuming `tasks`, each at its checkpoint's offsets (`start[task]`); a source
-    /// partition without an offset starts at the beginning of the log. Replaces an earlier
-    /// assignment and drops what was buffered for it.
+    /// Starts consuming `tasks`, each at its checkpoint's offsets (`start[task]`; a source
+    /// partition without an offset starts at the beginning of the log), and returns each
+    /// task's input. Replaces an earlier assignment; inputs of an earlier one stop receiving.
     pub fn assign(
         &mut self,
         tasks: &[u32],
         start: &BTreeMap<u32, SourceOffsets>,
-    ) -> Result<(), SourceError> {
+    ) -> Result<Vec<TaskInput>, SourceError> {
         let mut list = TopicPartitionList::new();
-        self.buffers.clear();
-        self.next.clear();
+        self.positions.clear();
         for &task in tasks {
-            self.buffers.insert(task, TaskBuffer::default());
             for (i, source) in self.topics.iter().enumerate() {
                 let partition = task as i32;
                 let offset = start
@@ -234,101 +247,93 @@ impl KafkaSource {
                     .and_then(|offsets| offsets.get(&source.name))
                     .and_then(|partitions| partitions.get(&partition))
                     .copied();
-                let start_at = match offset {
-                    Some(offset) => {
-                        self.next.insert((i, task), offset);
-                        Offset::Offset(offset)
-                    }
-                    None => Offset::Beginning,
-                };
+                let start_at = offset.map_or(Offset::Beginning, Offset::Offset);
+                self.positions
+                    .insert((i, task), Arc::new(AtomicI64::new(offset.unwrap_or(-1))));
                 list.add_partition_offset(&source.topic, partition, start_at)
                     .map_err(|e| SourceError::Partitions("assign", e))?;
             }
         }
         self.consumer
             .assign(&list)
-            .map_err(|e| SourceError::Partitions("assign", e))
+            .map_err(|e| SourceError::Partitions("assign", e))?;
+        // Records fetched before a partition's queue is split off went to the shared queue;
+        // everything fetched after goes to the split queue. So the shared queue holds, per
+        // partition, a prefix of what follows in its own queue: hand it to the task first.
+        let mut inputs: BTreeMap<u32, TaskInput> = BTreeMap::new();
+        for &task in tasks {
+            let mut queues = Vec::with_capacity(self.topics.len());
+            for (i, source) in self.topics.iter().enumerate() {
+                let partition = task as i32;
+                let queue = self
+                    .consumer
+                    .split_partition_queue(&source.topic, partition)
+                    .ok_or_else(|| SourceError::Split(source.topic.clone(), partition))?;
+                queues.push(SplitQueue {
+                    topic: i,
+                    queue,
+                    position: self.positions[&(i, task)].clone(),
+                });
+            }
+            inputs.insert(
+                task,
+                TaskInput {
+                    task,
+                    topics: self.topics.clone(),
+                    queues,
+                    prefix: VecDeque::new(),
+                    consumer: self.consumer.clone(),
+                    watermarks: self.watermarks.clone(),
+                    timeout: self.options.timeout,
+                    turn: 0,
+                    skipped: Vec::new(),
+                    waker: None,
+                },
+            );
+        }
+        while let Some(result) = self.consumer.poll(Duration::ZERO) {
+            let message = result.map_err(SourceError::Consume)?;
+            let Some(i) = self.topics.iter().position(|t| t.topic == message.topic()) else {
+                continue;
+            };
+            if let Some(input) = inputs.get_mut(&(message.partition() as u32)) {
+                input.prefix.push_back(KafkaRecord {
+                    task: input.task,
+                    source: self.topics[i].index,
+                    offset: message.offset(),
+                    payload: message.payload().unwrap_or_default().to_vec(),
+                });
+            }
+        }
+        Ok(inputs.into_values().collect())
     }
 
     /// The assigned tasks, ascending.
     pub fn tasks(&self) -> Vec<u32> {
-        self.buffers.keys().copied().collect()
+        let mut tasks: Vec<u32> = self.positions.keys().map(|&(_, t)| t).collect();
+        tasks.dedup();
+        tasks
     }
 
-    /// Waits up to `timeout` for records and moves up to `poll_batch` of them into their tasks'
-    /// buffers, pausing tasks whose buffer is full. Returns how many records were buffered.
-    pub fn poll(&mut self, timeout: Duration) -> Result<usize, SourceError> {
-        let mut buffered = 0;
+    /// Serves the consumer's callbacks (statistics, errors, commit results) for up to
+    /// `timeout`; call it regularly from one thread while tasks poll their inputs. Transient
+    /// errors are logged (librdkafka retries them); a record here is
+    /// [`SourceError::Unsplit`].
+    pub fn serve(&self, timeout: Duration) -> Result<(), SourceError> {
         let mut wait = timeout;
-        while buffered < self.options.poll_batch {
-            let Some(result) = self.consumer.poll(wait) else {
-                break;
-            };
+        while let Some(result) = self.consumer.poll(wait) {
             wait = Duration::ZERO;
-            let message = result.map_err(SourceError::Consume)?;
-            let Some(&source) = self.by_topic.get(message.topic()) else {
-                continue;
-            };
-            let task = message.partition() as u32;
-            let Some(buffer) = self.buffers.get_mut(&task) else {
-                continue;
-            };
-            buffer.records.push_back(KafkaRecord {
-                task,
-                source: self.topics[source].index,
-                offset: message.offset(),
-                payload: message.payload().unwrap_or_default().to_vec(),
-            });
-            buffered += 1;
-            if buffer.records.len() >= self.options.buffer_records && !buffer.paused {
-                // Marked only once paused, so a failed pause is retried by the next record.
-                self.consumer
-                    .pause(&partitions_of(&self.topics, task))
-                    .map_err(|e| SourceError::Partitions("pause", e))?;
-                buffer.paused = true;
+            match result {
+                Ok(message) => {
+                    return Err(SourceError::Unsplit(
+                        message.topic().to_owned(),
+                        message.partition(),
+                    ))
+                }
+                Err(err) => warn!(error = %err, "Kafka consumer error (retried by librdkafka)"),
             }
         }
-        Ok(buffered)
-    }
-
-    /// Moves up to `max` buffered records of `task` into `out`, in offset order per partition,
-    /// and advances the task's offsets past them. Resumes the task once its buffer is half empty.
-    pub fn take(
-        &mut self,
-        task: u32,
-        max: usize,
-        out: &mut Vec<KafkaRecord>,
-    ) -> Result<usize, SourceError> {
-        let Some(buffer) = self.buffers.get_mut(&task) else {
-            return Ok(0);
-        };
-        let n = max.min(buffer.records.len());
-        for record in buffer.records.drain(..n) {
-            let i = self
-                .topics
-                .iter()
-                .position(|t| t.index == record.source)
-                .expect("buffered records come from a known source");
-            self.next.insert((i, task), record.offset + 1);
-            out.push(record);
-        }
-        if buffer.paused && buffer.records.len() <= self.options.buffer_records / 2 {
-            self.consumer
-                .resume(&partitions_of(&self.topics, task))
-                .map_err(|e| SourceError::Partitions("resume", e))?;
-            buffer.paused = false;
-        }
-        Ok(n)
-    }
-
-    /// Records buffered for `task`.
-    pub fn buffered(&self, task: u32) -> usize {
-        self.buffers.get(&task).map_or(0, |b| b.records.len())
-    }
-
-    /// Whether `task`'s partitions are paused because its buffer is full.
-    pub fn is_paused(&self, task: u32) -> bool {
-        self.buffers.get(&task).is_some_and(|b| b.paused)
+        Ok(())
     }
 
     fn task_partitions(&self, task: u32) -> TopicPartitionList {

@@ -5,9 +5,13 @@
 //! offsets at checkpoints, the metrics schedule for lag, recovery for the committed marker.
 
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerGroupMetadata};
+use std::sync::atomic::Ordering;
+
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{KafkaSource, SourceError, SourceOffsets};
+use rdkafka::consumer::BaseConsumer;
+
+use super::{KafkaSource, SourceContext, SourceError, SourceOffsets, SourceTopic};
 use crate::kafka::sink::{checkpoint_marker, parse_checkpoint_marker};
 
 /// Lag of one owned partition: records after the task's position up to the end of the log
@@ -27,12 +31,12 @@ pub struct PartitionLag {
 }
 
 impl KafkaSource {
-    /// The offsets to checkpoint with `task`'s state: the next offset not yet taken per source
-    /// partition. Partitions still at the beginning of their log are left out.
+    /// The offsets `task`'s input has taken: what [`super::TaskInput::offsets`] says.
     pub fn offsets(&self, task: u32) -> SourceOffsets {
         let mut offsets = SourceOffsets::new();
         for (i, source) in self.topics.iter().enumerate() {
-            if let Some(&next) = self.next.get(&(i, task)) {
+            let next = self.position(i, task);
+            if next >= 0 {
                 offsets
                     .entry(source.name.clone())
                     .or_default()
@@ -42,18 +46,28 @@ impl KafkaSource {
         offsets
     }
 
+    /// Next offset of source `i`'s partition of `task` not yet taken; -1: none taken, or not
+    /// assigned.
+    fn position(&self, i: usize, task: u32) -> i64 {
+        self.positions
+            .get(&(i, task))
+            .map_or(-1, |p| p.load(Ordering::Relaxed))
+    }
+
     /// Lag of every owned partition from the brokers' watermarks, asked now: exact, but it
     /// blocks up to `timeout` per partition. [`KafkaSource::known_lag`] costs nothing.
     pub fn lag(&self) -> Result<Vec<PartitionLag>, SourceError> {
         let mut lags = Vec::new();
-        for &task in self.buffers.keys() {
+        for task in self.tasks() {
             for (i, source) in self.topics.iter().enumerate() {
                 let partition = task as i32;
                 let (low, high) = self
                     .watermarks
                     .fetch_watermarks(&source.topic, partition, self.options.timeout)
                     .map_err(|e| SourceError::Watermarks(source.topic.clone(), partition, e))?;
-                let position = self.next.get(&(i, task)).copied().unwrap_or(low);
+                let position = Some(self.position(i, task))
+                    .filter(|&p| p >= 0)
+                    .unwrap_or(low);
                 lags.push(PartitionLag {
                     source: source.name.clone(),
                     partition,
@@ -77,13 +91,15 @@ impl KafkaSource {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         let mut lags = Vec::new();
-        for &task in self.buffers.keys() {
+        for task in self.tasks() {
             for (i, source) in self.topics.iter().enumerate() {
                 let partition = task as i32;
                 let Some(&(low, high)) = ends.get(&(source.topic.clone(), partition)) else {
                     continue;
                 };
-                let position = self.next.get(&(i, task)).copied().unwrap_or(low);
+                let position = Some(self.position(i, task))
+                    .filter(|&p| p >= 0)
+                    .unwrap_or(low);
                 lags.push(PartitionLag {
                     source: source.name.clone(),
                     partition,
@@ -96,23 +112,10 @@ impl KafkaSource {
         lags
     }
 
-    /// Commits `task`'s offsets, marked with `checkpoint_id` (the checkpoint that holds them),
-    /// to the group without waiting, for tools that show consumer-group lag. Only informative
-    /// with `atLeastOnce`: the checkpoint, not this commit, is where a restart resumes.
+    /// Commits `task`'s offsets, marked with `checkpoint_id`: see [`commit_marked`].
     pub fn commit(&self, task: u32, checkpoint_id: u64) -> Result<(), SourceError> {
         let list = self.offset_list(&self.offsets(task))?;
-        if list.count() == 0 {
-            return Ok(());
-        }
-        let marker = checkpoint_marker(checkpoint_id);
-        for element in list.elements() {
-            if let Some(mut e) = list.find_partition(element.topic(), element.partition()) {
-                e.set_metadata(&marker);
-            }
-        }
-        self.consumer
-            .commit(&list, CommitMode::Async)
-            .map_err(SourceError::Commit)
+        commit_marked(&self.consumer, list, checkpoint_id)
     }
 
     /// The checkpoint id marked on `task`'s committed offsets by its last committed
@@ -137,13 +140,43 @@ impl KafkaSource {
 
     /// `offsets` as a partition list of this source's topics.
     pub fn offset_list(&self, offsets: &SourceOffsets) -> Result<TopicPartitionList, SourceError> {
-        let mut list = TopicPartitionList::new();
-        for source in &self.topics {
-            for (&partition, &offset) in offsets.get(&source.name).into_iter().flatten() {
-                list.add_partition_offset(&source.topic, partition, Offset::Offset(offset))
-                    .map_err(SourceError::Commit)?;
-            }
-        }
-        Ok(list)
+        offset_list(&self.topics, offsets)
     }
+}
+
+/// `offsets` as a partition list of `topics`.
+pub(super) fn offset_list(
+    topics: &[SourceTopic],
+    offsets: &SourceOffsets,
+) -> Result<TopicPartitionList, SourceError> {
+    let mut list = TopicPartitionList::new();
+    for source in topics {
+        for (&partition, &offset) in offsets.get(&source.name).into_iter().flatten() {
+            list.add_partition_offset(&source.topic, partition, Offset::Offset(offset))
+                .map_err(SourceError::Commit)?;
+        }
+    }
+    Ok(list)
+}
+
+/// Commits the offsets of `list`, marked with `checkpoint_id` (the checkpoint that holds them),
+/// to the group without waiting, for tools that show consumer-group lag. Only informative with
+/// `atLeastOnce`: the checkpoint, not this commit, is where a restart resumes.
+pub(super) fn commit_marked(
+    consumer: &BaseConsumer<SourceContext>,
+    list: TopicPartitionList,
+    checkpoint_id: u64,
+) -> Result<(), SourceError> {
+    if list.count() == 0 {
+        return Ok(());
+    }
+    let marker = checkpoint_marker(checkpoint_id);
+    for element in list.elements() {
+        if let Some(mut e) = list.find_partition(element.topic(), element.partition()) {
+            e.set_metadata(&marker);
+        }
+    }
+    consumer
+        .commit(&list, CommitMode::Async)
+        .map_err(SourceError::Commit)
 }
