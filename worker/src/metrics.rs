@@ -38,6 +38,8 @@ pub const SOURCE_LAG: &str = "tidemark_source_lag";
 pub const WATERMARK_DELAY_SECONDS: &str = "tidemark_watermark_delay_seconds";
 /// Histogram of checkpoint write durations.
 pub const CHECKPOINT_DURATION_SECONDS: &str = "tidemark_checkpoint_duration_seconds";
+/// Histogram of the time a checkpoint stops its task (capture and sink preparation).
+pub const CHECKPOINT_PAUSE_SECONDS: &str = "tidemark_checkpoint_pause_seconds";
 /// Gauge of the size of the last checkpoint written.
 pub const CHECKPOINT_SIZE_BYTES: &str = "tidemark_checkpoint_size_bytes";
 /// Gauge of the Unix time of the last successful checkpoint.
@@ -74,6 +76,7 @@ pub struct Metrics {
     source_skipped: IntCounterVec,
     watermark_delay: GaugeVec,
     checkpoint_duration: Histogram,
+    checkpoint_pause: Histogram,
     checkpoint_size: IntGauge,
     checkpoint_last_success: Gauge,
     checkpoint_failures: IntCounter,
@@ -140,6 +143,19 @@ impl Metrics {
                         .buckets(vec![
                             0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
                         ]),
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                h
+            },
+            checkpoint_pause: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        CHECKPOINT_PAUSE_SECONDS,
+                        "Time a checkpoint stops its task: state capture and sink preparation.",
+                    )
+                    .buckets(vec![
+                        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    ]),
                 )?;
                 registry.register(Box::new(h.clone()))?;
                 h
@@ -212,6 +228,11 @@ impl Metrics {
         self.checkpoint_size
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         self.checkpoint_last_success.set(at_unix_seconds);
+    }
+
+    /// Records how long a checkpoint stopped its task.
+    pub fn checkpoint_paused(&self, pause: Duration) {
+        self.checkpoint_pause.observe(pause.as_secs_f64());
     }
 
     /// Counts a failed checkpoint write.

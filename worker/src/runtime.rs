@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use tidemark_api::{Delivery, MarketingPipeline};
 use tracing::{info, warn};
 
-use crate::checkpoint::{CheckpointError, CheckpointStore, Metadata};
+use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::engine::{RestoreError, Task};
 use crate::http::{self, AppState, Health};
 use crate::kafka::{
@@ -37,6 +37,8 @@ use crate::metrics::{Metrics, TaskMetrics};
 use crate::operators::{Plan, PlanError};
 use crate::result::Output;
 use rdkafka::consumer::ConsumerGroupMetadata;
+
+mod checkpointing;
 
 /// Records a task takes from its buffer per turn: bounds how long other tasks wait.
 const TAKE: usize = 4_096;
@@ -170,6 +172,12 @@ struct Owned {
     next_checkpoint: u64,
     /// Bounded input only: every window closed, nothing more to read.
     finished: bool,
+    /// Whether results go into transactions tied to checkpoints.
+    exactly_once: bool,
+    /// The checkpoint being encoded and written on another thread.
+    in_flight: Option<checkpointing::InFlight>,
+    /// Results emitted while an exactly-once checkpoint is in flight (see `checkpointing`).
+    held: Output,
 }
 
 /// What the task threads share.
@@ -315,6 +323,9 @@ pub fn run_worker(
             metrics: metrics_of_task,
             next_checkpoint: store.next_id(t)?,
             finished: false,
+            exactly_once,
+            in_flight: None,
+            held: Output::default(),
         });
     }
     for input in source.assign(&tasks, &start)? {
@@ -473,8 +484,13 @@ fn run_tasks(
                 counter.fetch_add(taken as u64, Ordering::Relaxed);
             }
             busy += turn.elapsed();
+            for owned in &mut group {
+                checkpointing::complete(owned, shared, false)?;
+            }
             if last_checkpoint.elapsed() >= shared.interval {
-                checkpoint_all(&mut group, shared)?;
+                for owned in &mut group {
+                    checkpointing::begin(owned, shared)?;
+                }
                 last_checkpoint = Instant::now();
             }
             let ended = shared
@@ -502,7 +518,13 @@ fn run_tasks(
         Ok(())
     })();
     // A final checkpoint, also after an error elsewhere: what was taken is not replayed twice.
-    let last = checkpoint_all(&mut group, shared);
+    let mut last = Ok(());
+    for owned in &mut group {
+        let done = checkpointing::now(owned, shared);
+        if last.is_ok() {
+            last = done;
+        }
+    }
     result.and(last)
 }
 
@@ -530,8 +552,9 @@ fn finish_caught_up(
     Ok(group.iter().all(|o| o.finished))
 }
 
+/// Writes `out` to the task's sink (or holds it while an exactly-once checkpoint is in flight).
 fn write(task: &mut Owned, out: &mut Output, metrics: &Metrics) -> Result<(), WorkerError> {
-    if out.is_empty() {
+    if out.is_empty() || checkpointing::hold(task, out) {
         return Ok(());
     }
     task.sink
@@ -543,64 +566,6 @@ fn write(task: &mut Owned, out: &mut Output, metrics: &Metrics) -> Result<(), Wo
     metrics.records_out("kafka", out.results.len() as u64);
     out.results.clear();
     out.dead_letters.clear();
-    Ok(())
-}
-
-/// Checkpoints every task of a thread. A checkpoint that cannot be written is counted and
-/// logged and the task goes on: its transaction stays open (exactly-once) and the next
-/// checkpoint retries, so nothing is lost; if the transaction times out meanwhile, the commit
-/// fails and the worker restarts from the last committed checkpoint.
-fn checkpoint_all(group: &mut [Owned], shared: &Shared) -> Result<(), WorkerError> {
-    let metrics = &shared.metrics;
-    for task in group {
-        let Some(input) = &task.input else {
-            continue;
-        };
-        let id = task.next_checkpoint;
-        let offsets = input.offsets();
-        let state = task.task.snapshot();
-        let list = input
-            .offset_list(&offsets)
-            .map_err(|source| WorkerError::Input {
-                task: task.id,
-                source,
-            })?;
-        task.sink
-            .prepare(id, &list, shared.group.as_ref())
-            .map_err(|source| WorkerError::Sink {
-                task: task.id,
-                source,
-            })?;
-        let meta = Metadata {
-            task: task.id,
-            checkpoint_id: id,
-            epoch: shared.epoch,
-            offsets,
-            watermark: task.task.watermark(),
-            created_at_ms: now_ms(),
-        };
-        match shared.store.write(&meta, &state) {
-            Ok(written) => {
-                metrics.checkpoint_succeeded(
-                    written.duration,
-                    written.bytes,
-                    now_ms() as f64 / 1000.0,
-                );
-                task.sink.commit().map_err(|source| WorkerError::Sink {
-                    task: task.id,
-                    source,
-                })?;
-                if let Err(err) = input.commit(id) {
-                    warn!(task = task.id, error = %err, "informative offset commit failed");
-                }
-                task.next_checkpoint = id + 1;
-            }
-            Err(err) => {
-                metrics.checkpoint_failed();
-                warn!(task = task.id, error = %err, "checkpoint failed; processing goes on and the next one retries");
-            }
-        }
-    }
     Ok(())
 }
 
