@@ -101,6 +101,9 @@ pub enum WorkerError {
     /// A source is not a Kafka topic.
     #[error("source {0:?} is not a Kafka topic: a worker reads Kafka sources only (use `tidemark run --input` for files)")]
     NotKafka(String),
+    /// A sink or the dead-letter output is not a Kafka topic: its records would go nowhere.
+    #[error("{0} is not a Kafka topic: a worker writes Kafka sinks and a Kafka dead-letter topic only (use `tidemark run --output` for files)")]
+    NotKafkaOutput(String),
     /// No `spec.kafka`.
     #[error("spec.kafka is required to run a worker")]
     NoKafka,
@@ -259,6 +262,12 @@ pub fn run_worker(
             None => Err(WorkerError::NotKafka(s.name.clone())),
         })
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(sink) = spec.sinks.iter().find(|s| s.kafka.is_none()) {
+        return Err(WorkerError::NotKafkaOutput(format!("sink {:?}", sink.name)));
+    }
+    if spec.dead_letter.as_ref().is_some_and(|d| d.kafka.is_none()) {
+        return Err(WorkerError::NotKafkaOutput("the dead-letter output".into()));
+    }
     let mut source = KafkaSource::connect(
         &settings,
         &format!("tidemark-{name}"),

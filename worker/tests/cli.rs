@@ -97,6 +97,30 @@ fn a_missing_file_or_a_bad_flag_is_one_line_and_a_non_zero_exit() {
         last.starts_with("error: failed to fetch metadata of topic \"click_topic\""),
         "{err}"
     );
+    // A worker with a file sink would write its results nowhere: refused before connecting.
+    let manifest = dir.path().join("file-sink.yaml");
+    let text = std::fs::read_to_string(example("quickstart.yaml"))
+        .unwrap()
+        .replace(
+            "kafka: { topic: marketing_report_topic }",
+            "file: { path: reports.jsonl }",
+        );
+    std::fs::write(&manifest, text).unwrap();
+    let out = tidemark(&[
+        "run",
+        "-q",
+        "-f",
+        manifest.to_str().unwrap(),
+        "--bootstrap-servers",
+        "127.0.0.1:1",
+        "--checkpoint-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out).trim(),
+        "error: sink \"reports\" is not a Kafka topic: a worker writes Kafka sinks and a Kafka dead-letter topic only (use `tidemark run --output` for files)"
+    );
 }
 
 #[test]
