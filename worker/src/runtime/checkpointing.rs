@@ -99,6 +99,12 @@ pub(super) fn complete(task: &mut Owned, shared: &Shared, wait: bool) -> Result<
         Err(err) => {
             metrics.checkpoint_failed();
             warn!(task = task.id, error = %err, "checkpoint failed; processing goes on and the next one retries");
+            // A write can fail after its file was renamed into place (the directory fsync):
+            // the next checkpoint must take a higher id or every later write is refused as not
+            // monotonic. Its offsets join the same open transaction, marked with that id.
+            if let Ok(next) = shared.store.next_id(task.id) {
+                task.next_checkpoint = next.max(in_flight.id);
+            }
         }
     }
     let mut held = std::mem::take(&mut task.held);
