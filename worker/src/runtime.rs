@@ -101,6 +101,18 @@ pub enum WorkerError {
     /// A source is not a Kafka topic.
     #[error("source {0:?} is not a Kafka topic: a worker reads Kafka sources only (use `tidemark run --input` for files)")]
     NotKafka(String),
+    /// An analytic keyed by something other than the user, the key the source topics are
+    /// partitioned by, over more than one task: each task would report its own share under the
+    /// same result key.
+    #[error("analytic {analytic:?} is keyed by {key_by:?}, not by `user` (the key the source topics are partitioned by): over {partitions} partitions each task would report only its share; the global stage that merges tasks' partials is not built yet (run it with one partition)")]
+    NotPartitionKey {
+        /// The analytic.
+        analytic: String,
+        /// Its key.
+        key_by: String,
+        /// Partitions of the source topics.
+        partitions: u32,
+    },
     /// A sink or the dead-letter output is not a Kafka topic: its records would go nowhere.
     #[error("{0} is not a Kafka topic: a worker writes Kafka sinks and a Kafka dead-letter topic only (use `tidemark run --output` for files)")]
     NotKafkaOutput(String),
@@ -274,6 +286,22 @@ pub fn run_worker(
         topics,
         SourceOptions::default(),
     )?;
+    if source.partitions() > 1 {
+        for analytic in &spec.analytics {
+            let group = match (&analytic.aggregate, &analytic.join) {
+                (Some(aggregate), _) => &aggregate.group,
+                (_, Some(join)) => &join.group,
+                _ => continue,
+            };
+            if group.key_by != "user" {
+                return Err(WorkerError::NotPartitionKey {
+                    analytic: analytic.name.clone(),
+                    key_by: group.key_by.clone(),
+                    partitions: source.partitions(),
+                });
+            }
+        }
+    }
     let tasks = assignment.tasks(source.partitions());
     info!(pipeline = %name, ordinal, workers, epoch = assignment.epoch(), ?tasks, "worker starting");
 

@@ -278,3 +278,46 @@ fn the_embedded_quickstart_runs_the_kafka_path_and_reports_what_a_file_run_repor
         );
     }
 }
+
+#[test]
+fn an_analytic_keyed_by_other_than_the_partition_key_is_refused_over_many_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("by-category.yaml");
+    let text = std::fs::read_to_string(example("quickstart.yaml"))
+        .unwrap()
+        .replace("keyBy: user", "keyBy: category");
+    std::fs::write(&manifest, text).unwrap();
+    let run = |partitions: &str| {
+        tidemark(&[
+            "run",
+            "-q",
+            "-f",
+            manifest.to_str().unwrap(),
+            "--embedded",
+            "--rate",
+            "0",
+            "--events",
+            "2000",
+            "--partitions",
+            partitions,
+        ])
+    };
+    let out = run("4");
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(
+            "error: analytic \"marketing_report\" is keyed by \"category\", not by `user`"
+        ),
+        "{err}"
+    );
+    // One partition: one task sees every event, so its results are whole.
+    let out = run("1");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let categories: std::collections::BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["key"].to_string())
+        .collect();
+    assert_eq!(categories.len(), 8, "{categories:?}");
+}
