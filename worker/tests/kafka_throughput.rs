@@ -14,33 +14,16 @@
 
 mod kafka_support;
 
-use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kafka_support::worker::{http_get, metric_sum};
 use kafka_support::*;
 use rdkafka::producer::{BaseRecord, Producer};
 use tidemark_api::GeneratorSpec;
 use tidemark_worker::source::generator::Generator;
 
 const EVENTS: u64 = 500_000;
-
-fn metric_sum(addr: &str, name: &str) -> Option<f64> {
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: w\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).ok()?;
-    Some(
-        body.lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum(),
-    )
-}
 
 /// User + system CPU seconds of process `pid` so far (`/proc/PID/stat`, clock ticks of 1/100 s).
 fn cpu_seconds(pid: u32) -> f64 {
@@ -133,7 +116,9 @@ fn one_worker_throughput_from_kafka_to_kafka() {
     let mut last = (0.0, Instant::now());
     loop {
         std::thread::sleep(Duration::from_millis(20));
-        let consumed = metric_sum(addr, "tidemark_records_in_total").unwrap_or(0.0);
+        let consumed = http_get(addr.parse().unwrap(), "/metrics")
+            .and_then(|(_, body)| metric_sum(&body, "tidemark_records_in_total"))
+            .unwrap_or(0.0);
         if consumed > last.0 {
             last = (consumed, Instant::now());
         }
