@@ -57,27 +57,12 @@ impl KafkaSource {
     /// Lag of every owned partition from the brokers' watermarks, asked now: exact, but it
     /// blocks up to `timeout` per partition. [`KafkaSource::known_lag`] costs nothing.
     pub fn lag(&self) -> Result<Vec<PartitionLag>, SourceError> {
-        let mut lags = Vec::new();
-        for task in self.tasks() {
-            for (i, source) in self.topics.iter().enumerate() {
-                let partition = task as i32;
-                let (low, high) = self
-                    .watermarks
-                    .fetch_watermarks(&source.topic, partition, self.options.timeout)
-                    .map_err(|e| SourceError::Watermarks(source.topic.clone(), partition, e))?;
-                let position = Some(self.position(i, task))
-                    .filter(|&p| p >= 0)
-                    .unwrap_or(low);
-                lags.push(PartitionLag {
-                    source: source.name.clone(),
-                    partition,
-                    position,
-                    high_watermark: high,
-                    lag: (high - position).max(0),
-                });
-            }
-        }
-        Ok(lags)
+        self.lags(|source, partition| {
+            self.watermarks
+                .fetch_watermarks(&source.topic, partition, self.options.timeout)
+                .map(Some)
+                .map_err(|e| SourceError::Watermarks(source.topic.clone(), partition, e))
+        })
     }
 
     /// Lag of the owned partitions whose end librdkafka has reported in its statistics (every
@@ -90,11 +75,20 @@ impl KafkaSource {
             .ends
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        self.lags(|source, partition| Ok(ends.get(&(source.topic.clone(), partition)).copied()))
+            .unwrap_or_default()
+    }
+
+    /// Lag of every owned partition whose (low, high) watermarks `ends` knows.
+    fn lags(
+        &self,
+        mut ends: impl FnMut(&SourceTopic, i32) -> Result<Option<(i64, i64)>, SourceError>,
+    ) -> Result<Vec<PartitionLag>, SourceError> {
         let mut lags = Vec::new();
         for task in self.tasks() {
             for (i, source) in self.topics.iter().enumerate() {
                 let partition = task as i32;
-                let Some(&(low, high)) = ends.get(&(source.topic.clone(), partition)) else {
+                let Some((low, high)) = ends(source, partition)? else {
                     continue;
                 };
                 let position = Some(self.position(i, task))
@@ -109,7 +103,7 @@ impl KafkaSource {
                 });
             }
         }
-        lags
+        Ok(lags)
     }
 
     /// Commits `task`'s offsets, marked with `checkpoint_id`: see [`commit_marked`].
