@@ -212,6 +212,7 @@ pub fn run_embedded(
         input_ended: Some(input_ended.clone()),
         taken: Some(counts.taken.clone()),
         threads: opts.threads,
+        handoff: Default::default(),
     };
     let worker = {
         let pipeline = pipeline.clone();

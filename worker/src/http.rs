@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -192,10 +192,23 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Serves the newest valid checkpoint file of a released task, as written (header included) so
-/// the receiver validates it with `Checkpoint::decode`. 409 while the task runs here, 404 when
-/// there is none, 500 when the store cannot be read.
-async fn snapshot(State(state): State<AppState>, Path(task): Path<u32>) -> Response {
+/// Query of the snapshot route.
+#[derive(Debug, serde::Deserialize)]
+struct SnapshotQuery {
+    /// A checkpoint by id instead of the newest valid one (exactly-once hand-off: the checkpoint
+    /// whose transaction committed can be the one before the newest).
+    id: Option<u64>,
+}
+
+/// Serves the newest valid checkpoint file of a released task (or checkpoint `?id=N`), as
+/// written (header included) so the receiver validates it with `Checkpoint::decode`. 409 while
+/// the task runs here, 404 when there is none (or no valid one of that id), 500 when the store
+/// cannot be read.
+async fn snapshot(
+    State(state): State<AppState>,
+    Path(task): Path<u32>,
+    Query(query): Query<SnapshotQuery>,
+) -> Response {
     if state.health.is_running(task) {
         return (
             StatusCode::CONFLICT,
@@ -205,7 +218,22 @@ async fn snapshot(State(state): State<AppState>, Path(task): Path<u32>) -> Respo
     }
     let store = state.store.clone();
     // Reading and checking a large file is blocking work: keep it off the async threads.
-    let found = tokio::task::spawn_blocking(move || store.latest_valid(task)).await;
+    let found = tokio::task::spawn_blocking(move || match query.id {
+        None => store.latest_valid(task),
+        Some(id) => match store.read(task, id) {
+            Ok(checkpoint) => Ok(crate::checkpoint::Recovery {
+                checkpoint,
+                skipped: Vec::new(),
+            }),
+            Err(crate::checkpoint::CheckpointError::Corrupt { path, problem }) => {
+                tracing::warn!(task, id, path = %path.display(), %problem,
+                    "asked for a corrupt checkpoint");
+                Ok(crate::checkpoint::Recovery::default())
+            }
+            Err(err) => Err(err),
+        },
+    })
+    .await;
     let recovery = match found {
         Ok(Ok(recovery)) => recovery,
         Ok(Err(err)) => {

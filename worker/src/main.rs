@@ -11,6 +11,7 @@ use tidemark_api::{
     parse_manifest, Delivery, Duration, GeneratorSpec, ManifestError, MarketingPipeline,
 };
 use tidemark_worker::embedded::{run_embedded, EmbeddedOptions};
+use tidemark_worker::handoff::PeerOptions;
 use tidemark_worker::local::{run_local, LocalOptions};
 use tidemark_worker::runtime::{run_worker, WorkerOptions};
 use tidemark_worker::source::generator::Generator;
@@ -81,9 +82,22 @@ struct WorkerArgs {
     /// Number of workers (default: the runtime file's, else spec.parallelism).
     #[arg(long)]
     parallelism: Option<u32>,
-    /// The operator's runtime file (parallelism, assignmentEpoch).
+    /// The operator's runtime file (parallelism, assignmentEpoch, and during a rescale
+    /// previousParallelism, release, peerUrl).
     #[arg(long)]
     runtime: Option<PathBuf>,
+    /// Base URL of an earlier owner during a hand-off, as a template with {ordinal}, {pipeline}
+    /// and {namespace} (default: the runtime file's peerUrl, else
+    /// http://{pipeline}-{ordinal}.{pipeline}-workers.{namespace}.svc:9102).
+    #[arg(long, value_name = "TEMPLATE")]
+    peer_url: Option<String>,
+    /// Base URL of one peer, ahead of the template, as ORDINAL=URL (repeatable).
+    #[arg(long = "peer", value_name = "ORDINAL=URL", value_parser = parse_peer)]
+    peers: Vec<(u32, String)>,
+    /// Escape hatch: start tasks that moved here from this volume only, without asking their
+    /// earlier owners (state only they hold is lost for those tasks). Also TIDEMARK_SKIP_HANDOFF.
+    #[arg(long, env = "TIDEMARK_SKIP_HANDOFF")]
+    skip_handoff: bool,
     /// Checkpoint directory (default: /var/lib/tidemark/checkpoints; with --embedded a
     /// temporary one, removed at the end).
     #[arg(long)]
@@ -98,6 +112,16 @@ struct WorkerArgs {
     /// with --embedded 127.0.0.1 on a free port).
     #[arg(long)]
     http_addr: Option<std::net::SocketAddr>,
+}
+
+fn parse_peer(text: &str) -> Result<(u32, String), String> {
+    let (ordinal, url) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not ORDINAL=URL"))?;
+    let ordinal = ordinal
+        .parse()
+        .map_err(|_| format!("{ordinal:?} is not an ordinal"))?;
+    Ok((ordinal, url.to_owned()))
 }
 
 fn parse_delivery(text: &str) -> Result<Delivery, String> {
@@ -311,6 +335,11 @@ fn run(pipeline: &MarketingPipeline, args: &RunArgs) -> anyhow::Result<()> {
             input_ended: None,
             taken: None,
             threads: w.threads.map(usize::from),
+            handoff: PeerOptions {
+                url_template: w.peer_url.clone(),
+                peers: w.peers.iter().cloned().collect(),
+                skip: w.skip_handoff,
+            },
         };
         return Ok(run_worker(pipeline, &opts, stop)?);
     }

@@ -27,6 +27,7 @@ use tracing::{info, warn};
 
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::engine::{RestoreError, Task};
+use crate::handoff::{self, HandoffError, HandoffPlan, Parallelisms, PeerOptions, Peers, Wait};
 use crate::http::{self, AppState, Health};
 use crate::kafka::{
     ordinal_from_pod_name, restore_point, Assignment, AssignmentError, ConfigError, KafkaSettings,
@@ -82,6 +83,8 @@ pub struct WorkerOptions {
     pub taken: Option<Arc<AtomicU64>>,
     /// Task threads; default `spec.worker.threads`, else one per CPU (at most one per task).
     pub threads: Option<usize>,
+    /// How to reach earlier owners of moved tasks (`--peer-url`, `--peer`, `--skip-handoff`).
+    pub handoff: PeerOptions,
 }
 
 /// The operator's runtime file.
@@ -90,6 +93,14 @@ pub struct WorkerOptions {
 struct RuntimeFile {
     parallelism: Option<u32>,
     assignment_epoch: Option<u64>,
+    /// The parallelisms since the last settled assignment (a rescale): their owners of a task
+    /// this worker owns now may hold its state (`crate::handoff`).
+    previous_parallelism: Option<Parallelisms>,
+    /// The operator's release step: run only tasks owned under every assignment involved.
+    #[serde(default)]
+    release: bool,
+    /// Template of a peer's base URL (`{ordinal}`).
+    peer_url: Option<String>,
 }
 
 /// Why a worker stopped with an error.
@@ -175,6 +186,9 @@ pub enum WorkerError {
     /// A task thread could not start or panicked.
     #[error("task thread: {0}")]
     Thread(String),
+    /// A moved task's state could not be installed.
+    #[error(transparent)]
+    Handoff(#[from] HandoffError),
 }
 
 /// One owned task with its input, sink and bookkeeping.
@@ -302,13 +316,45 @@ pub fn run_worker(
             }
         }
     }
-    let tasks = assignment.tasks(source.partitions());
-    info!(pipeline = %name, ordinal, workers, epoch = assignment.epoch(), ?tasks, "worker starting");
+    let previous = runtime
+        .previous_parallelism
+        .as_ref()
+        .map(Parallelisms::to_vec)
+        .unwrap_or_default();
+    let handoff_plan = HandoffPlan::new(
+        ordinal,
+        workers,
+        assignment.epoch(),
+        previous.clone(),
+        runtime.release,
+        opts.handoff.skip,
+    )?;
+    let peers = Peers::new(
+        &opts.handoff,
+        runtime.peer_url.as_deref(),
+        &name,
+        pipeline.metadata.namespace.as_deref().unwrap_or("default"),
+    );
+    let tasks = handoff_plan.tasks(source.partitions());
+    info!(pipeline = %name, ordinal, workers, epoch = assignment.epoch(), ?previous,
+        release = runtime.release, ?tasks, "worker starting");
+    if handoff_plan.is_surplus() {
+        info!(ordinal, workers, "this worker owns no task: it serves its checkpoints to the workers that took its tasks over until it is removed");
+    }
+    let withheld = handoff_plan.withheld(source.partitions());
+    if !withheld.is_empty() {
+        info!(?withheld, "release step: these tasks move here in the next epoch; their earlier owners stop them first");
+    }
 
     let metrics = Metrics::new(&name).map_err(|e| WorkerError::Http(e.to_string()))?;
     let store = CheckpointStore::new(&opts.checkpoint_dir, spec.checkpoint.retain as usize);
     let health = Arc::new(Health::new(http::DEFAULT_STALE_AFTER));
     health.set_not_ready("restoring checkpoints");
+    // Claimed before the server answers: a peer asking for a task this worker is about to run
+    // is told 409, never handed a checkpoint the task will move past.
+    for &t in &tasks {
+        health.claim(t);
+    }
     let state = AppState {
         metrics: metrics.clone(),
         health: health.clone(),
@@ -319,29 +365,19 @@ pub fn run_worker(
     let exactly_once = delivery == Delivery::ExactlyOnce;
     let mut owned = Vec::with_capacity(tasks.len());
     let mut start: BTreeMap<u32, SourceOffsets> = BTreeMap::new();
+    let wait = Wait {
+        health: &health,
+        stop: &stop,
+    };
     for &t in &tasks {
-        health.claim(t);
         store.clean_temp(t)?;
         let mut task = Task::new(Plan::compile(&name, spec)?, 0);
-        let scan = store.scan(t)?;
-        for skipped in &scan.skipped {
-            warn!(task = t, id = skipped.id, problem = %skipped.problem, "corrupt checkpoint skipped");
-        }
-        metrics.checkpoint_corrupt(scan.skipped.len() as u64);
-        let committed = if exactly_once {
-            source.committed_checkpoint(t)?
-        } else {
-            None
+        // A moved task: hear every earlier owner first (they must have stopped it), then fence
+        // them (the producer's init_transactions), then read the commit marker.
+        let Some(prepared) = handoff::prepare(&store, t, &handoff_plan, &peers, wait)? else {
+            server.stop();
+            return Ok(());
         };
-        let point = restore_point(&scan.valid, committed, exactly_once)?;
-        if let RestorePoint::Checkpoint { id, exact } = point {
-            if let Some(checkpoint) = store.read(t, id)? {
-                task.restore(checkpoint.state())
-                    .map_err(|source| WorkerError::Restore { task: t, source })?;
-                start.insert(t, checkpoint.meta.offsets.clone());
-                info!(task = t, id, exact, "restored checkpoint");
-            }
-        }
         let sink = TaskSink::new(
             &settings,
             &name,
@@ -351,6 +387,31 @@ pub fn run_worker(
             SinkOptions::default(),
         )
         .map_err(|source| WorkerError::Sink { task: t, source })?;
+        let committed = if exactly_once {
+            source.committed_checkpoint(t)?
+        } else {
+            None
+        };
+        let installed =
+            handoff::install(&store, t, &handoff_plan, &peers, prepared, committed, wait)?;
+        if installed.is_none() {
+            server.stop();
+            return Ok(());
+        }
+        let scan = store.scan(t)?;
+        for skipped in &scan.skipped {
+            warn!(task = t, id = skipped.id, problem = %skipped.problem, "corrupt checkpoint skipped");
+        }
+        metrics.checkpoint_corrupt(scan.skipped.len() as u64);
+        let point = restore_point(&scan.valid, committed, exactly_once)?;
+        if let RestorePoint::Checkpoint { id, exact } = point {
+            if let Some(checkpoint) = store.read(t, id)? {
+                task.restore(checkpoint.state())
+                    .map_err(|source| WorkerError::Restore { task: t, source })?;
+                start.insert(t, checkpoint.meta.offsets.clone());
+                info!(task = t, id, exact, "restored checkpoint");
+            }
+        }
         let metrics_of_task = TaskMetrics::for_task(&metrics, t, &task);
         owned.push(Owned {
             id: t,

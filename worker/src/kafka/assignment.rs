@@ -11,8 +11,8 @@ use std::fmt;
 /// Why a worker cannot work out its tasks.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AssignmentError {
-    /// The worker count is zero or the ordinal is not below it.
-    #[error("failed to assign tasks: ordinal {ordinal} is not below the worker count {workers}")]
+    /// The worker count is zero.
+    #[error("failed to assign tasks: ordinal {ordinal} of a worker count of {workers}")]
     Ordinal {
         /// The worker's ordinal.
         ordinal: u32,
@@ -65,9 +65,11 @@ pub struct Assignment {
 }
 
 impl Assignment {
-    /// Worker `ordinal` of `workers` under assignment `epoch`.
+    /// Worker `ordinal` of `workers` under assignment `epoch`. An ordinal not below `workers`
+    /// is a surplus worker (a pod a scale-down will remove once its tasks moved): it owns no
+    /// task. Fails only when `workers` is zero.
     pub fn new(ordinal: u32, workers: u32, epoch: u64) -> Result<Self, AssignmentError> {
-        if ordinal >= workers {
+        if workers == 0 {
             return Err(AssignmentError::Ordinal { ordinal, workers });
         }
         Ok(Self {
@@ -98,8 +100,11 @@ impl Assignment {
     }
 
     /// The tasks this worker owns among `partitions` tasks, ascending. Empty when there are
-    /// more workers than partitions and this one is surplus.
+    /// more workers than partitions, or the ordinal is not below the worker count.
     pub fn tasks(&self, partitions: u32) -> Vec<u32> {
+        if self.ordinal >= self.workers {
+            return Vec::new();
+        }
         (self.ordinal..partitions)
             .step_by(self.workers as usize)
             .collect()
@@ -165,15 +170,17 @@ mod tests {
     }
 
     #[test]
-    fn an_ordinal_not_below_the_worker_count_is_refused() {
+    fn an_ordinal_not_below_the_worker_count_owns_nothing_and_zero_workers_are_refused() {
+        let surplus = Assignment::new(2, 2, 3).unwrap();
+        assert!(surplus.tasks(8).is_empty());
+        assert!((0..8).all(|t| !surplus.owns(t)));
         assert_eq!(
-            Assignment::new(2, 2, 0),
+            Assignment::new(0, 0, 0),
             Err(AssignmentError::Ordinal {
-                ordinal: 2,
-                workers: 2
+                ordinal: 0,
+                workers: 0
             })
         );
-        assert!(Assignment::new(0, 0, 0).is_err());
     }
 
     #[test]

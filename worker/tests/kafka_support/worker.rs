@@ -41,7 +41,8 @@ impl WorkerProcess {
 
     /// Like [`Self::start`] with another `tidemark` binary.
     pub fn start_with(bin: &str, args: &WorkerArgs<'_>) -> WorkerProcess {
-        let mut child = Command::new(bin)
+        let mut command = Command::new(bin);
+        command
             .args(["run", "-q", "-f"])
             .arg(args.manifest)
             .args(["--bootstrap-servers", args.bootstrap])
@@ -50,7 +51,14 @@ impl WorkerProcess {
             .arg("--checkpoint-dir")
             .arg(args.checkpoint_dir)
             .args(["--delivery", args.delivery])
-            .args(["--http-addr", "127.0.0.1:0"])
+            .args(["--http-addr", "127.0.0.1:0"]);
+        Self::spawn(command)
+    }
+
+    /// Starts `command` (a `tidemark run` with every flag set) with the log levels and capture
+    /// of [`Self::start`].
+    pub fn spawn(mut command: Command) -> WorkerProcess {
+        let mut child = command
             .env("RUST_LOG", "warn,tidemark_worker=info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
