@@ -14,16 +14,18 @@ use crate::event::{Event, FieldValue, Reason, Rejection};
 use crate::operators::{AnalyticPlan, Plan};
 use crate::result::{DeadLetter, Encoder, Output};
 use crate::watermark::Watermarks;
+use crate::window::codec::{DecodeError, Reader, Writer};
 use crate::window::snapshot::WindowsSnapshot;
-use crate::window::{Emission, WindowStats, Windows};
+use crate::window::{Emission, Refused, WindowStats, Windows, WindowsCapture};
 
-/// Version of the task snapshot encoding.
-const SNAPSHOT_FORMAT: u16 = 1;
+/// Version of the task snapshot encoding written now. Format 1 (postcard, [`TaskSnapshotV1`])
+/// is still read.
+const SNAPSHOT_FORMAT: u16 = 2;
 
-/// A task's state as it is checkpointed: window state per analytic (by name), the watermark and
+/// A task's state in snapshot format 1: window state per analytic (by name), the watermark and
 /// each source's newest event time (by name). Source offsets belong to the checkpoint around it.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct TaskSnapshot {
+struct TaskSnapshotV1 {
     format: u16,
     analytics: Vec<(String, WindowsSnapshot)>,
     watermark: i64,
@@ -33,17 +35,70 @@ struct TaskSnapshot {
 /// Why a snapshot cannot be restored.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
-    /// The bytes are not a task snapshot.
+    /// The bytes are not a task snapshot of format 1.
     #[error("failed to decode task snapshot")]
     Decode(#[from] postcard::Error),
-    /// Written by a newer format.
+    /// The bytes are not a task snapshot of format 2.
+    #[error("failed to decode task snapshot: {0}")]
+    Corrupt(#[from] DecodeError),
+    /// Written by a newer (or unknown) format.
     #[error(
-        "failed to restore task snapshot of format {0}: this worker reads format {SNAPSHOT_FORMAT}"
+        "failed to restore task snapshot of format {0}: this worker reads formats 1 to {SNAPSHOT_FORMAT}"
     )]
     Format(u16),
-    /// The analytic's window kind changed since the snapshot.
-    #[error("failed to restore analytic {0:?}: its window kind differs from the snapshot's")]
+    /// The analytic's window kind, size or slide changed since the snapshot.
+    #[error("failed to restore analytic {0:?}: its window differs from the snapshot's")]
     WindowKind(String),
+    /// The analytic's aggregates changed since the snapshot.
+    #[error("failed to restore analytic {0:?}: its aggregates differ from the snapshot's")]
+    Layout(String),
+}
+
+impl RestoreError {
+    fn refused(analytic: &str, refused: Refused) -> Self {
+        match refused {
+            Refused::Kind => RestoreError::WindowKind(analytic.to_owned()),
+            Refused::Layout => RestoreError::Layout(analytic.to_owned()),
+            Refused::Corrupt(err) => RestoreError::Corrupt(err),
+        }
+    }
+}
+
+/// A copy of a task's state taken by [`Task::capture`] between records, to be encoded with
+/// [`Capture::encode`] on any thread while the task goes on processing.
+///
+/// It holds copies of the task's tables (key entries, accumulator chunks, timer lists), made
+/// with a few large memory copies and no work per key, so taking it is a short pause. The
+/// copies take about as much memory as the state itself. Dropped (after encoding), a capture
+/// leaves its buffers to the task's next capture, which copies into memory that is already
+/// mapped instead of paying the kernel's first-touch page faults: from the first capture on, a
+/// task holds its state about twice.
+#[derive(Debug)]
+pub struct Capture {
+    analytics: Vec<(String, WindowsCapture)>,
+    watermark: i64,
+    max_times: Vec<(String, i64)>,
+}
+
+impl Capture {
+    /// The snapshot bytes (format 2) of the state at the capture: exactly what
+    /// [`Task::snapshot`] returned at that moment, and what [`Task::restore`] reads.
+    pub fn encode(mut self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(SNAPSHOT_FORMAT as u8);
+        w.i64(self.watermark);
+        w.len_prefix(self.max_times.len());
+        for (name, time) in &self.max_times {
+            w.str(name);
+            w.i64(*time);
+        }
+        w.len_prefix(self.analytics.len());
+        for (name, windows) in &mut self.analytics {
+            w.str(name);
+            w.section(|w| windows.encode(w));
+        }
+        w.finish()
+    }
 }
 
 /// Counts of what a task did, by source, analytic and reason.
@@ -140,10 +195,124 @@ impl Task {
     }
 
     /// The task's state as bytes: window state, watermark, newest event time per source. Taken
-    /// between records; the caller pairs it with the source offsets of the same moment.
+    /// between records; the caller pairs it with the source offsets of the same moment. The
+    /// same as `self.capture().encode()`; a caller that must not pause for the encoding takes
+    /// the [`Task::capture`] and encodes it on another thread.
     pub fn snapshot(&self) -> Vec<u8> {
-        let snapshot = TaskSnapshot {
-            format: SNAPSHOT_FORMAT,
+        self.capture().encode()
+    }
+
+    /// A copy of the task's state, taken between records, that encodes to the bytes
+    /// [`Task::snapshot`] returns now. It is cheap on this thread (copies of the flat tables,
+    /// no work per key) and independent of the task: the task may go on processing while
+    /// another thread encodes it.
+    pub fn capture(&self) -> Capture {
+        Capture {
+            analytics: self
+                .plan
+                .analytics
+                .iter()
+                .zip(&self.windows)
+                .map(|(a, w)| (a.name.clone(), w.capture()))
+                .collect(),
+            watermark: self.watermarks.current(),
+            max_times: self
+                .plan
+                .sources
+                .iter()
+                .map(|s| s.name.clone())
+                .zip(self.watermarks.max_times())
+                .collect(),
+        }
+    }
+
+    /// Loads a [`Task::snapshot`] (format 2, or format 1 of earlier versions) into this new
+    /// task. Analytics and sources are matched by name: ones added since the snapshot start
+    /// empty, removed ones are dropped. Fails, leaving the task unchanged, if the bytes do not
+    /// decode or an analytic's window or aggregates changed; corrupt bytes are an error, never a
+    /// panic.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), RestoreError> {
+        let (format, rest) = postcard::take_from_bytes::<u16>(bytes)?;
+        let (windows, watermark, max_times) = match format {
+            1 => self.restore_v1(bytes)?,
+            2 => self.restore_v2(rest)?,
+            other => return Err(RestoreError::Format(other)),
+        };
+        self.windows = windows;
+        let max_times: Vec<i64> = self
+            .plan
+            .sources
+            .iter()
+            .map(|s| {
+                max_times
+                    .iter()
+                    .find(|(n, _)| n == &s.name)
+                    .map_or(i64::MIN, |(_, t)| *t)
+            })
+            .collect();
+        self.watermarks.restore(watermark, &max_times);
+        Ok(())
+    }
+
+    fn fresh_windows(&self) -> Vec<Windows> {
+        self.plan
+            .analytics
+            .iter()
+            .map(|a| Windows::new(a.window, a.lateness, a.layout.clone(), a.require.clone()))
+            .collect()
+    }
+
+    /// Reads format 2: format byte (already read), watermark, (source, newest event time)
+    /// pairs, then per analytic its name and a length-prefixed section of window state.
+    fn restore_v2(&self, bytes: &[u8]) -> Result<RestoredState, RestoreError> {
+        let mut r = Reader::new(bytes);
+        let watermark = r.i64()?;
+        let n = r.len_prefix()?;
+        let mut max_times = Vec::with_capacity(n);
+        for _ in 0..n {
+            let name = r.str()?.to_owned();
+            max_times.push((name, r.i64()?));
+        }
+        let mut windows = self.fresh_windows();
+        let mut seen = vec![false; windows.len()];
+        for _ in 0..r.len_prefix()? {
+            let name = r.str()?;
+            let mut section = r.section()?;
+            if let Some(i) = self.plan.analytics.iter().position(|a| a.name == name) {
+                if std::mem::replace(&mut seen[i], true) {
+                    return Err(DecodeError("an analytic appears twice").into());
+                }
+                windows[i]
+                    .restore_from(&mut section)
+                    .map_err(|refused| RestoreError::refused(name, refused))?;
+            }
+        }
+        r.finish()?;
+        Ok((windows, watermark, max_times))
+    }
+
+    fn restore_v1(&self, bytes: &[u8]) -> Result<RestoredState, RestoreError> {
+        let snapshot: TaskSnapshotV1 = postcard::from_bytes(bytes)?;
+        let mut windows = self.fresh_windows();
+        let mut seen = vec![false; windows.len()];
+        for (name, state) in &snapshot.analytics {
+            if let Some(i) = self.plan.analytics.iter().position(|a| &a.name == name) {
+                if std::mem::replace(&mut seen[i], true) {
+                    return Err(DecodeError("an analytic appears twice").into());
+                }
+                windows[i]
+                    .restore(state)
+                    .map_err(|refused| RestoreError::refused(name, refused))?;
+            }
+        }
+        Ok((windows, snapshot.watermark, snapshot.max_times))
+    }
+
+    /// The task's state in snapshot format 1, as versions before format 2 wrote it.
+    #[cfg(test)]
+    fn snapshot_v1(&self) -> Vec<u8> {
+        let snapshot = TaskSnapshotV1 {
+            format: 1,
             analytics: self
                 .plan
                 .analytics
@@ -161,44 +330,6 @@ impl Task {
                 .collect(),
         };
         postcard::to_allocvec(&snapshot).expect("serializing to a Vec cannot fail")
-    }
-
-    /// Loads a [`Task::snapshot`] into this new task. Analytics and sources are matched by name:
-    /// ones added since the snapshot start empty, removed ones are dropped. Fails, leaving the
-    /// task unchanged, if the bytes do not decode or an analytic's window kind changed.
-    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), RestoreError> {
-        let snapshot: TaskSnapshot = postcard::from_bytes(bytes)?;
-        if snapshot.format > SNAPSHOT_FORMAT {
-            return Err(RestoreError::Format(snapshot.format));
-        }
-        let mut restored: Vec<Windows> = self
-            .plan
-            .analytics
-            .iter()
-            .map(|a| Windows::new(a.window, a.lateness, a.layout.clone(), a.require.clone()))
-            .collect();
-        for (name, state) in &snapshot.analytics {
-            if let Some(i) = self.plan.analytics.iter().position(|a| &a.name == name) {
-                if !restored[i].restore(state) {
-                    return Err(RestoreError::WindowKind(name.clone()));
-                }
-            }
-        }
-        self.windows = restored;
-        let max_times: Vec<i64> = self
-            .plan
-            .sources
-            .iter()
-            .map(|s| {
-                snapshot
-                    .max_times
-                    .iter()
-                    .find(|(n, _)| n == &s.name)
-                    .map_or(i64::MIN, |(_, t)| *t)
-            })
-            .collect();
-        self.watermarks.restore(snapshot.watermark, &max_times);
-        Ok(())
     }
 
     /// Processes one record of source `source` received at processing time `now`.
@@ -392,6 +523,9 @@ impl Task {
     }
 }
 
+/// Window state per analytic, watermark and newest event time per source, as restored.
+type RestoredState = (Vec<Windows>, i64, Vec<(String, i64)>);
+
 /// Counts a rejected record and queues it for the dead-letter output.
 fn record_dead_letter(
     counters: &mut Counters,
@@ -517,6 +651,135 @@ mod tests {
         after.finish(0, &mut got);
         assert!(expected.results.len() > 1_000);
         assert_eq!(got.results, expected.results);
+    }
+
+    #[test]
+    fn a_capture_encoded_after_the_task_went_on_is_the_snapshot_of_its_moment() {
+        fn send_static<T: Send + 'static>(value: T) -> T {
+            value
+        }
+        let events = events(20_000);
+        let (first, second) = events.split_at(7_919);
+        let mut whole = Task::new(quickstart(), 0);
+        let mut expected = Output::default();
+        run(&mut whole, &events, &mut expected);
+        whole.finish(0, &mut expected);
+
+        let mut task = Task::new(quickstart(), 0);
+        let mut got = Output::default();
+        // Captures copy into the buffers of dropped ones: a small one first, then larger ones.
+        run(&mut task, &first[..100], &mut got);
+        drop(task.capture());
+        run(&mut task, &first[100..], &mut got);
+        let snapshot = task.snapshot();
+        let capture = send_static(task.capture());
+        // The task goes on to the end, which fires and drops all its state, before the capture
+        // is encoded on another thread.
+        let mut rest = Output::default();
+        run(&mut task, second, &mut rest);
+        task.finish(0, &mut rest);
+        assert_eq!(task.stats().windows, 0);
+        let mut all = got.results.clone();
+        all.extend(rest.results.iter().cloned());
+        assert_eq!(
+            all, expected.results,
+            "capturing changes nothing in the task"
+        );
+        let bytes = std::thread::spawn(move || capture.encode())
+            .join()
+            .expect("encoding does not panic");
+        assert_eq!(bytes, snapshot);
+
+        let mut after = Task::new(quickstart(), 0);
+        after.restore(&bytes).unwrap();
+        let mut resumed = Output::default();
+        run(&mut after, second, &mut resumed);
+        after.finish(0, &mut resumed);
+        assert!(rest.results.len() > 1_000);
+        assert_eq!(resumed.results, rest.results);
+    }
+
+    #[test]
+    fn a_format_1_snapshot_still_restores() {
+        let events = events(20_000);
+        let (first, second) = events.split_at(7_919);
+        let mut before = Task::new(quickstart(), 0);
+        let mut ignored = Output::default();
+        run(&mut before, first, &mut ignored);
+        let mut expected = Output::default();
+        let mut from_v2 = Task::new(quickstart(), 0);
+        from_v2.restore(&before.snapshot()).unwrap();
+        run(&mut from_v2, second, &mut expected);
+        from_v2.finish(0, &mut expected);
+
+        let v1 = before.snapshot_v1();
+        assert_eq!(v1[0], 1);
+        let mut from_v1 = Task::new(quickstart(), 0);
+        from_v1.restore(&v1).unwrap();
+        assert_eq!(from_v1.snapshot(), before.snapshot());
+        let mut got = Output::default();
+        run(&mut from_v1, second, &mut got);
+        from_v1.finish(0, &mut got);
+        assert!(expected.results.len() > 1_000);
+        assert_eq!(got.results, expected.results);
+    }
+
+    #[test]
+    fn corrupt_snapshots_are_refused_without_panicking() {
+        let mut task = Task::new(quickstart(), 0);
+        let mut out = Output::default();
+        run(&mut task, &events(400), &mut out);
+        let bytes = task.snapshot();
+        assert!(task.stats().windows > 10);
+        // A restore rebuilds the state from scratch whatever the task held, so one target task
+        // serves every attempt.
+        let mut target = Task::new(quickstart(), 0);
+        for cut in 0..bytes.len() {
+            assert!(target.restore(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(target.restore(&longer).is_err());
+        for at in 0..bytes.len() * 8 {
+            let mut flipped = bytes.clone();
+            flipped[at / 8] ^= 1 << (at % 8);
+            // Refused or restored (a flipped count or time is still a state): never a panic.
+            let _ = target.restore(&flipped);
+        }
+        target.restore(&bytes).unwrap();
+        assert_eq!(target.snapshot(), bytes);
+        let mut newer = bytes.clone();
+        newer[0] = 3;
+        assert!(matches!(
+            Task::new(quickstart(), 0).restore(&newer),
+            Err(RestoreError::Format(3))
+        ));
+    }
+
+    #[test]
+    fn a_changed_window_or_aggregate_is_refused() {
+        let mut task = Task::new(quickstart(), 0);
+        let mut out = Output::default();
+        run(&mut task, &events(400), &mut out);
+        let bytes = task.snapshot();
+        let text = include_str!("../../examples/quickstart.yaml");
+        let plan = |text: &str| {
+            let pipeline = tidemark_api::parse_manifest(text).unwrap();
+            Plan::compile("quickstart", &pipeline.spec).unwrap()
+        };
+        let longer = plan(&text.replace("size: 1h", "size: 2h"));
+        assert!(matches!(
+            Task::new(longer, 0).restore(&bytes),
+            Err(RestoreError::WindowKind(name)) if name == "marketing_report"
+        ));
+        let more = plan(&text.replace(
+            "          - { name: revenue, op: sum, field: price, source: purchases }",
+            "          - { name: revenue, op: sum, field: price, source: purchases }\n          - { name: top, op: max, field: price, source: purchases }",
+        ));
+        assert!(matches!(
+            Task::new(more, 0).restore(&bytes),
+            Err(RestoreError::Layout(name)) if name == "marketing_report"
+        ));
     }
 
     #[test]

@@ -218,7 +218,8 @@ impl AccLayout {
             .map(|slot| block[slot])
     }
 
-    /// A copy of `block` with the members of its distinct-count sets.
+    /// A copy of `block` with the members of its distinct-count sets (snapshot format 1).
+    #[cfg(test)]
     pub fn export(&self, block: &[u64], distinct: &DistinctSets) -> super::snapshot::BlockSnapshot {
         let mut slots = block.to_vec();
         let mut sets = Vec::new();
@@ -240,14 +241,18 @@ impl AccLayout {
         super::snapshot::BlockSnapshot { slots, sets }
     }
 
-    /// Writes `snapshot` into `block` (of the same layout), recreating its distinct-count sets.
+    /// Writes `snapshot` (format 1) into `block`, recreating its distinct-count sets; false if
+    /// the snapshot's block is not of this layout's width.
     pub fn import(
         &self,
         block: &mut [u64],
         snapshot: &super::snapshot::BlockSnapshot,
         distinct: &mut DistinctSets,
-    ) {
-        block.copy_from_slice(&snapshot.slots[..block.len()]);
+    ) -> bool {
+        if snapshot.slots.len() != block.len() {
+            return false;
+        }
+        block.copy_from_slice(&snapshot.slots);
         let mut sets = snapshot.sets.iter();
         for agg in &self.aggs {
             if agg.op == AggregateOp::DistinctCount {
@@ -259,6 +264,40 @@ impl AccLayout {
                 }
             }
         }
+        true
+    }
+
+    /// Slots of the distinct-count aggregates, in aggregate order.
+    pub fn distinct_slots(&self) -> Vec<usize> {
+        self.aggs
+            .iter()
+            .filter(|agg| agg.op == AggregateOp::DistinctCount)
+            .map(|agg| agg.offset)
+            .collect()
+    }
+
+    /// What a snapshot's blocks depend on: width, each aggregate's function and slot, and the
+    /// side counters. A snapshot is restored only into a layout with the same signature.
+    pub fn signature(&self) -> Vec<i64> {
+        let mut out = vec![self.width as i64, self.aggs.len() as i64];
+        for agg in &self.aggs {
+            let op = match agg.op {
+                AggregateOp::Count => 0,
+                AggregateOp::Sum => 1,
+                AggregateOp::Min => 2,
+                AggregateOp::Max => 3,
+                AggregateOp::Avg => 4,
+                AggregateOp::DistinctCount => 5,
+            };
+            out.extend([op, agg.offset as i64]);
+        }
+        out.push(self.side_counters.len() as i64);
+        out.extend(
+            self.side_counters
+                .iter()
+                .map(|slot| slot.map_or(-1, |s| s as i64)),
+        );
+        out
     }
 
     /// Releases side-table state referenced by `block`.
@@ -316,6 +355,9 @@ fn value_hash(value: &FieldValue<'_>) -> Option<u64> {
 }
 
 /// Exact distinct-count sets referenced from accumulator slots (0 = empty, else index + 1).
+///
+/// A copy for a snapshot copies each set: the one part of window state whose copy costs work
+/// (and, without an earlier copy to reuse, an allocation) per live set.
 #[derive(Debug, Default)]
 pub struct DistinctSets {
     sets: Vec<FxHashSet<u64>>,
@@ -363,6 +405,42 @@ impl DistinctSets {
         }
     }
 
+    /// Members of the set referenced by `slot`, appended to `out` in ascending order.
+    pub fn members_sorted(&self, slot: u64, out: &mut Vec<u64>) {
+        if slot != 0 {
+            let at = out.len();
+            out.extend(self.sets[(slot - 1) as usize].iter().copied());
+            out[at..].sort_unstable();
+        }
+    }
+
+    /// Makes `slot` (zero) reference a new set of `members`; an empty set stays zero.
+    pub fn fill(&mut self, slot: &mut u64, members: &[u64]) {
+        *slot = 0;
+        if !members.is_empty() {
+            self.set_mut(slot).extend(members.iter().copied());
+        }
+    }
+
+    /// A copy, reusing the sets of `spare` (an earlier copy's) where there are some.
+    pub fn copy_into(&self, mut spare: Vec<FxHashSet<u64>>) -> Self {
+        spare.truncate(self.sets.len());
+        for (copy, set) in spare.iter_mut().zip(&self.sets) {
+            copy.clone_from(set);
+        }
+        let done = spare.len();
+        spare.extend(self.sets[done..].iter().cloned());
+        Self {
+            sets: spare,
+            free: self.free.clone(),
+        }
+    }
+
+    /// The sets, for reuse by [`Self::copy_into`].
+    pub fn into_sets(self) -> Vec<FxHashSet<u64>> {
+        self.sets
+    }
+
     /// Sets in use.
     pub fn live(&self) -> usize {
         self.sets.len() - self.free.len()
@@ -373,7 +451,8 @@ impl DistinctSets {
 const BLOCKS_PER_CHUNK: usize = 4_096;
 
 /// Blocks of `width` slots with a free list; a block is named by its index. Blocks live in
-/// fixed-size chunks, so growth never copies and never over-reserves.
+/// fixed-size chunks, so growth never copies and never over-reserves, and a copy for a snapshot
+/// ([`AccArena::copy_into`]) is one `memcpy` per chunk.
 #[derive(Debug)]
 pub struct AccArena {
     chunks: Vec<Box<[u64]>>,
@@ -454,5 +533,32 @@ impl AccArena {
     /// Bytes held by the arena.
     pub fn bytes(&self) -> usize {
         self.chunks.len() * BLOCKS_PER_CHUNK * self.width * 8
+    }
+
+    /// A copy, made of chunks taken from `spare` (an earlier copy's) where they fit.
+    pub fn copy_into(&self, spare: &mut Vec<Box<[u64]>>) -> Self {
+        let chunks = self
+            .chunks
+            .iter()
+            .map(|chunk| match spare.pop() {
+                Some(mut copy) if copy.len() == chunk.len() => {
+                    copy.copy_from_slice(chunk);
+                    copy
+                }
+                _ => chunk.clone(),
+            })
+            .collect();
+        Self {
+            chunks,
+            blocks: self.blocks,
+            width: self.width,
+            free: self.free,
+            free_count: self.free_count,
+        }
+    }
+
+    /// The chunks, for reuse by [`Self::copy_into`].
+    pub fn into_chunks(self) -> Vec<Box<[u64]>> {
+        self.chunks
     }
 }

@@ -5,6 +5,7 @@
 //! task's current watermark and calls [`Windows::advance`] whenever the watermark moves.
 
 pub mod accumulate;
+pub mod codec;
 pub mod keys;
 pub mod panes;
 pub mod session;
@@ -13,9 +14,12 @@ pub mod snapshot;
 #[cfg(test)]
 mod tests;
 
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
 use accumulate::{AccLayout, Value};
-use panes::PaneWindows;
-use session::SessionWindows;
+use codec::{DecodeError, Reader, Writer};
+use panes::{PaneCapture, PaneWindows};
+use session::{SessionCapture, SessionWindows};
 
 use crate::event::Event;
 
@@ -128,7 +132,29 @@ impl Windows {
         }
     }
 
-    /// A logical copy of the state.
+    /// A copy of the state for a snapshot, cheap enough to take on the task thread between
+    /// events (flat copies of the tables, no work per key); encode it anywhere.
+    pub fn capture(&self) -> WindowsCapture {
+        match self {
+            Windows::Panes(w) => WindowsCapture::Panes(w.capture()),
+            Windows::Sessions(w) => WindowsCapture::Sessions(w.capture()),
+        }
+    }
+
+    /// Loads state written by [`WindowsCapture::encode`] into this (empty) state.
+    pub fn restore_from(&mut self, r: &mut Reader<'_>) -> Result<(), Refused> {
+        match (self, r.u8()?) {
+            (Windows::Panes(w), snapshot::PANES) => w.restore_from(r)?,
+            (Windows::Sessions(w), snapshot::SESSIONS) => w.restore_from(r)?,
+            (_, snapshot::PANES | snapshot::SESSIONS) => return Err(Refused::Kind),
+            _ => return Err(DecodeError("unknown window kind").into()),
+        }
+        r.finish()?;
+        Ok(())
+    }
+
+    /// A logical copy of the state in snapshot format 1.
+    #[cfg(test)]
     pub fn snapshot(&self) -> snapshot::WindowsSnapshot {
         match self {
             Windows::Panes(w) => snapshot::WindowsSnapshot::Panes(w.snapshot()),
@@ -136,13 +162,52 @@ impl Windows {
         }
     }
 
-    /// Replaces the (empty) state by `snapshot`; false if the snapshot is of another window kind.
-    pub fn restore(&mut self, snapshot: &snapshot::WindowsSnapshot) -> bool {
+    /// Replaces the (empty) state by a format-1 `snapshot`.
+    pub fn restore(&mut self, snapshot: &snapshot::WindowsSnapshot) -> Result<(), Refused> {
         match (self, snapshot) {
             (Windows::Panes(w), snapshot::WindowsSnapshot::Panes(s)) => w.restore(s),
             (Windows::Sessions(w), snapshot::WindowsSnapshot::Sessions(s)) => w.restore(s),
-            _ => return false,
+            _ => Err(Refused::Kind),
         }
-        true
     }
+}
+
+/// Why a snapshot's window state was not restored.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// The window kind or its size and slide differ from the snapshot's.
+    #[error("the window differs from the snapshot's")]
+    Kind,
+    /// The aggregates' slot layout differs from the snapshot's.
+    #[error("the aggregates differ from the snapshot's")]
+    Layout,
+    /// The bytes are not a valid snapshot.
+    #[error("corrupt window state: {0}")]
+    Corrupt(#[from] DecodeError),
+}
+
+/// A copy of one analytic's window state taken by [`Windows::capture`]: `Send + 'static`,
+/// independent of the task, which goes on processing.
+#[derive(Debug)]
+pub enum WindowsCapture {
+    /// Tumbling or sliding.
+    Panes(PaneCapture),
+    /// Sessions.
+    Sessions(SessionCapture),
+}
+
+impl WindowsCapture {
+    /// Appends the state in snapshot format 2; [`Windows::restore_from`] reads it.
+    pub fn encode(&mut self, w: &mut Writer) {
+        match self {
+            WindowsCapture::Panes(c) => c.encode(w),
+            WindowsCapture::Sessions(c) => c.encode(w),
+        }
+    }
+}
+
+/// Locks the buffers a dropped capture left for the next one; a panic elsewhere while they were
+/// locked leaves nothing inconsistent in them (they are only reused as memory).
+fn lock<T>(spare: &Mutex<T>) -> MutexGuard<'_, T> {
+    spare.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -9,13 +9,17 @@
 //! lateness; events for such panes are late.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::accumulate::{AccArena, AccLayout, DistinctSets, Value};
-use super::keys::{KeyTable, NONE};
-use super::snapshot::{PaneKey, PaneSnapshot};
-use super::{Emission, EmitFn, WindowStats};
+use super::codec::{DecodeError, Reader, Writer};
+use super::keys::{KeyTable, KeysCapture, KeysSpare, NONE};
+#[cfg(test)]
+use super::snapshot::PaneKey;
+use super::snapshot::{self as format, PaneSnapshot, ABSENT};
+use super::{Emission, EmitFn, Refused, WindowStats};
 use crate::event::Event;
 
 /// Pane-based window state of one analytic in one task.
@@ -45,6 +49,17 @@ pub struct PaneWindows {
     fired: FxHashMap<(u32, i64), Option<u32>>,
     scratch: Vec<u64>,
     values: Vec<Value>,
+    /// Buffers of the last capture, once it is dropped, for the next one.
+    spare: Arc<Mutex<PaneSpare>>,
+}
+
+/// Buffers of a dropped [`PaneCapture`]. The next capture copies into them: memory that is
+/// already mapped, so the copy costs no page faults (most of a capture's cost otherwise).
+#[derive(Debug, Default)]
+struct PaneSpare {
+    keys: KeysSpare,
+    blocks: Vec<Box<[u64]>>,
+    sets: Vec<FxHashSet<u64>>,
 }
 
 fn gcd(a: i64, b: i64) -> i64 {
@@ -84,6 +99,7 @@ impl PaneWindows {
             purge: BTreeMap::new(),
             fired: FxHashMap::default(),
             values: Vec::new(),
+            spare: Arc::default(),
         }
     }
 
@@ -259,7 +275,7 @@ impl PaneWindows {
         }
         self.layout.finish(block, &self.distinct, &mut self.values);
         out(&Emission {
-            key: &self.keys.get(k).name,
+            key: self.keys.name(k),
             start,
             end,
             revision,
@@ -352,14 +368,90 @@ impl PaneWindows {
         }
     }
 
-    /// A logical copy of the state (see [`super::snapshot`]).
+    /// A copy of the state for a snapshot, taken between events: flat copies of the tables
+    /// (see [`PaneCapture`]).
+    pub fn capture(&self) -> PaneCapture {
+        // Buffers the state no longer needs (it shrank) are freed here.
+        let mut spare = std::mem::take(&mut *super::lock(&self.spare));
+        PaneCapture {
+            size: self.size,
+            slide: self.slide,
+            layout: self.layout.clone(),
+            keys: self.keys.capture(&mut spare.keys),
+            overflow: self.overflow.clone(),
+            arena: self.arena.copy_into(&mut spare.blocks),
+            distinct: self.distinct.copy_into(spare.sets),
+            fire: self.fire.clone(),
+            purge: self.purge.clone(),
+            fired: self.fired.clone(),
+            spare: Arc::clone(&self.spare),
+        }
+    }
+
+    /// Loads state written by [`PaneCapture::encode`] (after its kind byte) into this (empty)
+    /// state.
+    pub fn restore_from(&mut self, r: &mut Reader<'_>) -> Result<(), Refused> {
+        if r.i64()? != self.size || r.i64()? != self.slide {
+            return Err(Refused::Kind);
+        }
+        if !format::read_layout(r, &self.layout)? {
+            return Err(Refused::Layout);
+        }
+        let (keys, ids) = format::read_keys(r)?;
+        self.keys = keys;
+        let next_fire = r.column(ids.len())?;
+        let n = r.len_prefix()?;
+        let positions = r.column(n)?;
+        let panes = r.column(n)?;
+        let blocks = format::read_blocks(r, &self.layout, n)?;
+        for (i, (&p, &q)) in positions.iter().zip(&panes).enumerate() {
+            if i > 0 && (positions[i - 1], panes[i - 1]) >= (p, q) {
+                return Err(DecodeError("panes are not in key and time order").into());
+            }
+            let k = format::id_at(&ids, p)?;
+            let block = self.insert_pane(k, q);
+            blocks.place(i, self.arena.get_mut(block), &mut self.distinct);
+        }
+        for (&k, &t) in ids.iter().zip(&next_fire) {
+            self.keys.get_mut(k).next_fire = t;
+        }
+        for (t, due) in format::read_groups::<1>(r)? {
+            let list = self.fire.entry(t).or_default();
+            list.reserve(due.len());
+            for [p] in due {
+                list.push(format::id_at(&ids, p)?);
+            }
+        }
+        for (t, due) in format::read_groups::<2>(r)? {
+            for [p, end] in due {
+                let k = format::id_at(&ids, p)?;
+                *self.pending.entry(k).or_default() += 1;
+                self.purge.entry(t).or_default().push((k, end));
+            }
+        }
+        let n = r.len_prefix()?;
+        let positions = r.column(n)?;
+        let ends = r.column(n)?;
+        let revisions = r.column(n)?;
+        for ((&p, &end), &rev) in positions.iter().zip(&ends).zip(&revisions) {
+            let rev = match rev {
+                -1 => None,
+                rev => Some(u32::try_from(rev).map_err(|_| DecodeError("bad revision"))?),
+            };
+            self.fired.insert((format::id_at(&ids, p)?, end), rev);
+        }
+        Ok(())
+    }
+
+    /// A logical copy of the state in snapshot format 1.
+    #[cfg(test)]
     pub fn snapshot(&self) -> PaneSnapshot {
         let mut position: FxHashMap<u32, u32> = FxHashMap::default();
         let mut keys = Vec::with_capacity(self.keys.len());
         for (id, entry) in self.keys.iter() {
             position.insert(id, keys.len() as u32);
             let mut key = PaneKey {
-                name: entry.name.to_string(),
+                name: self.keys.name(id).to_string(),
                 next_fire: entry.next_fire,
                 panes: Vec::new(),
             };
@@ -412,16 +504,26 @@ impl PaneWindows {
         }
     }
 
-    /// Loads `snapshot` into this (empty) state.
-    pub fn restore(&mut self, snapshot: &PaneSnapshot) {
+    /// Loads a format-1 `snapshot` into this (empty) state.
+    pub fn restore(&mut self, snapshot: &PaneSnapshot) -> Result<(), Refused> {
         let mut ids = Vec::with_capacity(snapshot.keys.len());
         for key in &snapshot.keys {
-            let k = self.keys.intern(&key.name);
+            let (k, new) = self.keys.intern_new(&key.name);
+            if !new {
+                return Err(DecodeError("a key appears twice").into());
+            }
             ids.push(k);
             for (q, block) in &key.panes {
+                if self.pane(k, *q).is_some() {
+                    return Err(DecodeError("a pane appears twice").into());
+                }
                 let index = self.insert_pane(k, *q);
-                self.layout
-                    .import(self.arena.get_mut(index), block, &mut self.distinct);
+                if !self
+                    .layout
+                    .import(self.arena.get_mut(index), block, &mut self.distinct)
+                {
+                    return Err(Refused::Layout);
+                }
             }
             self.keys.get_mut(k).next_fire = key.next_fire;
         }
@@ -445,6 +547,7 @@ impl PaneWindows {
                 self.fired.insert((k, *end), *rev);
             }
         }
+        Ok(())
     }
 
     /// Sizes of the state.
@@ -468,5 +571,114 @@ impl PaneWindows {
                     .sum::<usize>()
                 + self.fired.capacity() * (std::mem::size_of::<((u32, i64), Option<u32>)>() + 1),
         }
+    }
+}
+
+/// A copy of [`PaneWindows`] state for a snapshot. Taking it copies the tables as they are —
+/// key entries, accumulator chunks, hash maps of `Copy` entries, timer lists — with a few large
+/// memory copies; [`PaneCapture::encode`] then does the work per key, on any thread. Dropped,
+/// it leaves its buffers to the next capture.
+#[derive(Debug)]
+pub struct PaneCapture {
+    size: i64,
+    slide: i64,
+    layout: AccLayout,
+    keys: KeysCapture,
+    overflow: FxHashMap<(u32, i64), u32>,
+    arena: AccArena,
+    distinct: DistinctSets,
+    fire: BTreeMap<i64, Vec<u32>>,
+    purge: BTreeMap<i64, Vec<(u32, i64)>>,
+    fired: FxHashMap<(u32, i64), Option<u32>>,
+    spare: Arc<Mutex<PaneSpare>>,
+}
+
+impl Drop for PaneCapture {
+    fn drop(&mut self) {
+        let spare = PaneSpare {
+            keys: std::mem::take(&mut self.keys).into_spare(),
+            blocks: std::mem::replace(&mut self.arena, AccArena::new(1)).into_chunks(),
+            sets: std::mem::take(&mut self.distinct).into_sets(),
+        };
+        *super::lock(&self.spare) = spare;
+    }
+}
+
+impl PaneCapture {
+    /// Writes the state in snapshot format 2 (see [`super::snapshot`]): window parameters,
+    /// layout, keys and their next result, panes in key and time order with their blocks, the
+    /// fire and purge lists in their order, and the fired windows.
+    pub fn encode(&mut self, w: &mut Writer) {
+        w.u8(format::PANES);
+        w.i64(self.size);
+        w.i64(self.slide);
+        format::write_layout(w, &self.layout);
+        let position = format::write_keys(w, &self.keys);
+        let pos = |id: u32| {
+            position
+                .get(id as usize)
+                .copied()
+                .filter(|&p| p != ABSENT)
+                .map(i64::from)
+        };
+        let next_fire: Vec<i64> = self.keys.iter().map(|(_, _, e)| e.next_fire).collect();
+        w.column(&next_fire);
+        let mut overflow: Vec<(i64, i64, u32)> = self
+            .overflow
+            .iter()
+            .filter_map(|(&(k, q), &block)| pos(k).map(|p| (p, q, block)))
+            .collect();
+        overflow.sort_unstable();
+        let mut overflow = overflow.into_iter().peekable();
+        let (mut positions, mut panes, mut blocks) = (Vec::new(), Vec::new(), Vec::new());
+        let mut of_key = Vec::new();
+        for (p, (_, _, entry)) in self.keys.iter().enumerate() {
+            let p = p as i64;
+            of_key.clear();
+            if entry.slot != NONE {
+                of_key.push((entry.slot, entry.block));
+            }
+            while let Some((_, q, block)) = overflow.next_if(|&(other, _, _)| other == p) {
+                of_key.push((q, block));
+            }
+            of_key.sort_unstable();
+            for &(q, block) in &of_key {
+                positions.push(p);
+                panes.push(q);
+                blocks.push(block);
+            }
+        }
+        w.len_prefix(blocks.len());
+        w.column(&positions);
+        w.column(&panes);
+        format::write_blocks(w, &self.layout, &self.arena, &self.distinct, &blocks);
+        let fire: Vec<(i64, Vec<[i64; 1]>)> = self
+            .fire
+            .iter()
+            .map(|(&t, ids)| (t, ids.iter().filter_map(|&k| pos(k)).map(|p| [p]).collect()))
+            .collect();
+        format::write_groups(w, &fire);
+        let purge: Vec<(i64, Vec<[i64; 2]>)> = self
+            .purge
+            .iter()
+            .map(|(&t, due)| {
+                let due = due
+                    .iter()
+                    .filter_map(|&(k, end)| pos(k).map(|p| [p, end]))
+                    .collect();
+                (t, due)
+            })
+            .collect();
+        format::write_groups(w, &purge);
+        let mut fired: Vec<(i64, i64, i64)> = self
+            .fired
+            .iter()
+            .filter_map(|(&(k, end), &rev)| pos(k).map(|p| (p, end, rev.map_or(-1, i64::from))))
+            .collect();
+        fired.sort_unstable();
+        w.len_prefix(fired.len());
+        w.column(&fired.iter().map(|f| f.0).collect::<Vec<_>>());
+        w.column(&fired.iter().map(|f| f.1).collect::<Vec<_>>());
+        w.column(&fired.iter().map(|f| f.2).collect::<Vec<_>>());
     }
 }

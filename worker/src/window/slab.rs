@@ -1,5 +1,7 @@
 //! A vector in fixed-size chunks: growing never copies and never reserves more than one chunk
-//! ahead, so state memory follows live state instead of the next power of two.
+//! ahead, so state memory follows live state instead of the next power of two. Copying one of
+//! `Copy` elements ([`ChunkedVec::copy_into`]) is one `memcpy` per chunk, into chunks of an
+//! earlier copy where there are some.
 
 /// Elements per chunk.
 const CHUNK: usize = 4_096;
@@ -63,6 +65,33 @@ impl<T> ChunkedVec<T> {
     }
 }
 
+impl<T: Copy> ChunkedVec<T> {
+    /// A copy, made of chunks taken from `spare` (an earlier copy's, see [`Self::into_chunks`])
+    /// where there are some, so that it is written into memory that is already mapped.
+    pub fn copy_into(&self, spare: &mut Vec<Vec<T>>) -> Self {
+        let chunks = self
+            .chunks
+            .iter()
+            .map(|chunk| {
+                let mut copy = spare.pop().unwrap_or_default();
+                copy.clear();
+                copy.reserve_exact(CHUNK);
+                copy.extend_from_slice(chunk);
+                copy
+            })
+            .collect();
+        Self {
+            chunks,
+            len: self.len,
+        }
+    }
+
+    /// The chunks, for reuse by [`Self::copy_into`].
+    pub fn into_chunks(self) -> Vec<Vec<T>> {
+        self.chunks
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +106,15 @@ mod tests {
         assert_eq!(*v.get(CHUNK + 1), 7);
         assert_eq!(*v.get(CHUNK * 2 + 4), CHUNK * 2 + 4);
         assert_eq!(v.len(), CHUNK * 2 + 5);
+        let mut spare = vec![vec![1; 3]];
+        let copy = v.copy_into(&mut spare);
+        assert!(spare.is_empty());
+        assert_eq!(*copy.get(CHUNK + 1), 7);
+        assert_eq!(*copy.get(CHUNK * 2 + 4), CHUNK * 2 + 4);
+        assert_eq!(copy.len(), v.len());
+        let mut spare = copy.into_chunks();
+        assert_eq!(spare.len(), 3);
+        *v.get_mut(0) = 9;
+        assert_eq!(*v.copy_into(&mut spare).get(0), 9);
     }
 }

@@ -99,6 +99,22 @@ fn run_engine(
     run_engine_cut(kind, lateness, bound, require, events, None)
 }
 
+/// Snapshot formats.
+#[derive(Clone, Copy, Debug)]
+enum Format {
+    /// Postcard of the logical snapshot, read for compatibility.
+    V1,
+    /// Columns encoded from a capture.
+    V2,
+}
+
+/// Encodes `windows` in format 2 through a capture.
+fn encode(windows: &Windows) -> Vec<u8> {
+    let mut w = super::codec::Writer::default();
+    windows.capture().encode(&mut w);
+    w.finish()
+}
+
 /// Like [`run_engine`], but before event `cut` the state is snapshotted, encoded, decoded and
 /// restored into a fresh instance, as a restart from a checkpoint does.
 fn run_engine_cut(
@@ -107,7 +123,7 @@ fn run_engine_cut(
     bound: i64,
     require: Vec<usize>,
     events: &[Ev],
-    cut: Option<usize>,
+    cut: Option<(usize, Format)>,
 ) -> (Vec<Out>, Vec<usize>) {
     let fresh = || Windows::new(kind, lateness, layout(!require.is_empty()), require.clone());
     let mut windows = fresh();
@@ -125,16 +141,39 @@ fn run_engine_cut(
         ))
     };
     for (i, ev) in events.iter().enumerate() {
-        if cut == Some(i) {
-            let bytes = postcard::to_allocvec(&windows.snapshot()).unwrap();
-            let snapshot: super::snapshot::WindowsSnapshot = postcard::from_bytes(&bytes).unwrap();
-            windows = fresh();
-            assert!(windows.restore(&snapshot));
-            assert_eq!(
-                windows.snapshot(),
-                snapshot,
-                "restore then snapshot is the identity"
-            );
+        match cut {
+            Some((at, Format::V1)) if at == i => {
+                let bytes = postcard::to_allocvec(&windows.snapshot()).unwrap();
+                let snapshot: super::snapshot::WindowsSnapshot =
+                    postcard::from_bytes(&bytes).unwrap();
+                windows = fresh();
+                windows.restore(&snapshot).unwrap();
+                assert_eq!(
+                    windows.snapshot(),
+                    snapshot,
+                    "restore then snapshot is the identity"
+                );
+            }
+            Some((at, Format::V2)) if at == i => {
+                let mut capture = windows.capture();
+                let v1 = windows.snapshot();
+                let bytes = {
+                    let mut w = super::codec::Writer::default();
+                    capture.encode(&mut w);
+                    w.finish()
+                };
+                windows = fresh();
+                windows
+                    .restore_from(&mut super::codec::Reader::new(&bytes))
+                    .unwrap();
+                assert_eq!(
+                    encode(&windows),
+                    bytes,
+                    "restore then encode is the identity"
+                );
+                assert_eq!(windows.snapshot(), v1, "both formats hold the same state");
+            }
+            _ => {}
         }
         let key = format!("u{}", ev.key);
         if !windows.add(&key, ev.source, &event(ev), wm, &mut sink) {
@@ -403,8 +442,11 @@ proptest! {
     ) {
         let require = if inner { vec![0, 1] } else { vec![] };
         let whole = run_engine_cut(kind, lateness, 30, require.clone(), &evs, None);
-        let restarted = run_engine_cut(kind, lateness, 30, require, &evs, Some(cut % evs.len()));
-        prop_assert_eq!(whole, restarted);
+        let cut = cut % evs.len();
+        let restarted = run_engine_cut(kind, lateness, 30, require.clone(), &evs, Some((cut, Format::V2)));
+        prop_assert_eq!(&whole, &restarted);
+        let from_v1 = run_engine_cut(kind, lateness, 30, require, &evs, Some((cut, Format::V1)));
+        prop_assert_eq!(whole, from_v1);
     }
 }
 
@@ -499,4 +541,76 @@ fn session_events_exactly_gap_apart_are_separate_sessions() {
     let (out, _) = run_engine(WindowKind::Session { gap: 10 }, 0, 0, vec![], &evs);
     let spans: Vec<(i64, i64)> = out.iter().map(|o| (o.1, o.2)).collect();
     assert_eq!(spans, vec![(0, 10), (10, 29)]);
+}
+
+#[test]
+fn corrupt_window_state_is_refused_without_panicking() {
+    let mut seed = 7u64;
+    let mut next = |n: u64| {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        (seed >> 33) % n
+    };
+    let evs: Vec<Ev> = (0..200)
+        .map(|i| Ev {
+            key: next(6) as u8,
+            time: 1_000 + i * 3 - next(20) as i64,
+            source: next(2) as usize,
+            price: next(50) as i64,
+            product: next(5) as u8,
+        })
+        .collect();
+    for kind in [
+        WindowKind::Tumbling { size: 40 },
+        WindowKind::Sliding {
+            size: 60,
+            slide: 20,
+        },
+        WindowKind::Session { gap: 15 },
+    ] {
+        let fresh = || Windows::new(kind, 50, layout(true), vec![0]);
+        let mut windows = fresh();
+        let (mut wm, mut max) = (i64::MIN, i64::MIN);
+        let mut sink = |_: &Emission<'_>| {};
+        for ev in &evs {
+            windows.add(
+                &format!("u{}", ev.key),
+                ev.source,
+                &event(ev),
+                wm,
+                &mut sink,
+            );
+            max = max.max(ev.time);
+            if max - 20 > wm {
+                wm = max - 20;
+                windows.advance(wm, &mut sink);
+            }
+        }
+        assert!(windows.stats().windows > 3, "{kind:?}");
+        let bytes = encode(&windows);
+        let restore = |bytes: &[u8]| {
+            let mut target = fresh();
+            let mut r = super::codec::Reader::new(bytes);
+            target.restore_from(&mut r).map(|()| target)
+        };
+        for cut in 0..bytes.len() {
+            assert!(restore(&bytes[..cut]).is_err(), "{kind:?} cut at {cut}");
+        }
+        for at in 0..bytes.len() * 8 {
+            let mut flipped = bytes.clone();
+            flipped[at / 8] ^= 1 << (at % 8);
+            let _ = restore(&flipped);
+        }
+        let restored = restore(&bytes).unwrap();
+        assert_eq!(encode(&restored), bytes);
+        let other = match kind {
+            WindowKind::Session { .. } => WindowKind::Tumbling { size: 40 },
+            _ => WindowKind::Session { gap: 15 },
+        };
+        let mut wrong = Windows::new(other, 50, layout(true), vec![0]);
+        let refused = wrong.restore_from(&mut super::codec::Reader::new(&bytes));
+        assert!(matches!(refused, Err(super::Refused::Kind)), "{kind:?}");
+        let mut wrong = Windows::new(kind, 50, layout(false), vec![0]);
+        let refused = wrong.restore_from(&mut super::codec::Reader::new(&bytes));
+        assert!(matches!(refused, Err(super::Refused::Layout)), "{kind:?}");
+    }
 }
