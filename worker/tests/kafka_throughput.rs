@@ -3,7 +3,8 @@
 //! `cargo test --release -p tidemark-worker --test kafka_throughput -- --ignored --nocapture`).
 //!
 //! 500 k generated events (100 k users) are produced into `tidemark-mock-kafka` first; then one
-//! worker (`TIDEMARK_THREADS` task threads, default 1) is started and timed from its start until
+//! worker (`TIDEMARK_THREADS` task threads, default 1; `TIDEMARK_DELIVERY`, default
+//! `atLeastOnce`) is started and timed from its start until
 //! `tidemark_records_in_total` reaches the event count on its `/metrics`. The worker's CPU time
 //! (user + system, from `/proc`) gives events per CPU-second: the per-core figure, which does
 //! not count the mock broker sharing the machine. The mock keeps at most
@@ -87,7 +88,13 @@ fn one_worker_throughput_from_kafka_to_kafka() {
             "bootstrapServers: kafka:9092",
             &format!("bootstrapServers: \"{bootstrap}\""),
         )
-        .replace("delivery: exactlyOnce", "delivery: atLeastOnce");
+        .replace(
+            "delivery: exactlyOnce",
+            &format!(
+                "delivery: {}",
+                std::env::var("TIDEMARK_DELIVERY").unwrap_or_else(|_| "atLeastOnce".into())
+            ),
+        );
     std::fs::write(dir.path().join("p.yaml"), manifest).unwrap();
     let addr = "127.0.0.1:19102";
     let threads = std::env::var("TIDEMARK_THREADS").unwrap_or_else(|_| "1".into());

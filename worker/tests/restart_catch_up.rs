@@ -172,6 +172,16 @@ fn restart_to_caught_up_with_a_million_live_key_windows() {
         started.elapsed().as_secs_f64()
     );
     assert_eq!(windows, USERS as f64, "one live key-window per user");
+    let pauses = metric_sum(&body, "tidemark_checkpoint_pause_seconds_count").unwrap_or(0.0);
+    let paused = metric_sum(&body, "tidemark_checkpoint_pause_seconds_sum").unwrap_or(0.0);
+    let slow = metric_series(&body, "tidemark_checkpoint_pause_seconds_bucket")
+        .into_iter()
+        .find(|(labels, _)| labels.contains("le=\"0.1\""))
+        .map_or(0.0, |(_, under)| pauses - under);
+    eprintln!(
+        "checkpoint pauses: {pauses} of {:.2} ms on average, {slow} over 100 ms",
+        1000.0 * paused / pauses.max(1.0)
+    );
     let bytes: u64 = (0..PARTITIONS as u32)
         .filter_map(|t| store.list(t).ok()?.first().map(|f| f.len))
         .sum();

@@ -38,7 +38,7 @@ pub(super) fn begin(task: &mut Owned, shared: &Shared) -> Result<(), WorkerError
     let paused = Instant::now();
     let id = task.next_checkpoint;
     let offsets = input.offsets();
-    let state = task.task.snapshot();
+    let capture = task.task.capture();
     let list = input
         .offset_list(&offsets)
         .map_err(|source| WorkerError::Input {
@@ -63,7 +63,7 @@ pub(super) fn begin(task: &mut Owned, shared: &Shared) -> Result<(), WorkerError
     let store = shared.store.clone();
     let write = std::thread::Builder::new()
         .name(format!("checkpoint-{}", task.id))
-        .spawn(move || store.write(&meta, &state))
+        .spawn(move || store.write(&meta, &capture.encode()))
         .map_err(|e| WorkerError::Thread(e.to_string()))?;
     task.in_flight = Some(InFlight { id, write });
     Ok(())
