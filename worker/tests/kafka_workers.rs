@@ -29,6 +29,16 @@ fn start_mock() -> (Child, String) {
 }
 
 fn worker(manifest: &Path, bootstrap: &str, ordinal: u32, dir: &Path) -> Child {
+    worker_with(manifest, bootstrap, ordinal, dir, "atLeastOnce")
+}
+
+fn worker_with(
+    manifest: &Path,
+    bootstrap: &str,
+    ordinal: u32,
+    dir: &Path,
+    delivery: &str,
+) -> Child {
     Command::new(env!("CARGO_BIN_EXE_tidemark"))
         .args(["run", "-q", "-f", manifest.to_str().unwrap()])
         .args([
@@ -40,6 +50,8 @@ fn worker(manifest: &Path, bootstrap: &str, ordinal: u32, dir: &Path) -> Child {
             "2",
             "--http-addr",
             "127.0.0.1:0",
+            "--delivery",
+            delivery,
         ])
         .arg("--checkpoint-dir")
         .arg(dir.join(format!("worker-{ordinal}")))
@@ -178,4 +190,55 @@ fn a_worker_killed_mid_stream_resumes_from_its_checkpoint_and_loses_no_report() 
     assert!(terminate(restarted).success());
     assert!(terminate(steady).success());
     drop(mock);
+}
+
+/// Under exactly-once the results a task emits while its checkpoint is being written are held
+/// for the next transaction. The mock commits transactions (without markers, so a crash's
+/// aborted records would stay visible): without a crash every report appears exactly once; after
+/// kills the exactly-once restart path (restore point without a marker on the mock) loses none.
+#[test]
+fn under_exactly_once_every_report_is_written_once_and_kills_lose_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mock, bootstrap) = start_mock();
+    let manifest = write_manifest(dir.path(), "300ms");
+    let events = events(12_000, PARTITIONS);
+    let expected = oracle(&events);
+    let (first, second) = events.split_at(events.len() / 2);
+    let steady = worker_with(&manifest, &bootstrap, 1, dir.path(), "exactlyOnce");
+    let mut victim = worker_with(&manifest, &bootstrap, 0, dir.path(), "exactlyOnce");
+    produce_all(&bootstrap, first);
+    let task_dir = dir.path().join("worker-0/task-0");
+    for round in 0..3 {
+        let before = newest_checkpoint(&task_dir);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while newest_checkpoint(&task_dir) == before {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no new checkpoint"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        victim.kill().unwrap();
+        victim.wait().unwrap();
+        victim = worker_with(&manifest, &bootstrap, 0, dir.path(), "exactlyOnce");
+    }
+    produce_all(&bootstrap, second);
+    read_and_check(&bootstrap, &expected);
+    assert!(terminate(victim).success());
+    assert!(terminate(steady).success());
+
+    // The same events through two exactly-once workers that never crash: each report once.
+    let (mock2, bootstrap2) = start_mock();
+    let dir2 = tempfile::tempdir().unwrap();
+    let workers = [
+        worker_with(&manifest, &bootstrap2, 0, dir2.path(), "exactlyOnce"),
+        worker_with(&manifest, &bootstrap2, 1, dir2.path(), "exactlyOnce"),
+    ];
+    produce_all(&bootstrap2, &events);
+    let comparison = read_and_check(&bootstrap2, &expected);
+    assert_eq!(comparison.duplicates, 0, "{comparison:?}");
+    for w in workers {
+        assert!(terminate(w).success());
+    }
+    drop((mock, mock2));
 }
