@@ -44,6 +44,38 @@ pub struct MarketingPipelineStatus {
     /// The autoscaler's last decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaler: Option<AutoscalerStatus>,
+    /// The last rescale's hand-off of task state between workers: in progress until its step is
+    /// `Complete`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<HandoffStatus>,
+}
+
+/// How a rescale moves task state between workers (snapshot hand-off, see `docs/rescale.md`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HandoffStatus {
+    /// Parallelism of the last settled assignment, then of every assignment started since (a
+    /// rescale changed again before it completed), oldest first: the workers that may hold the
+    /// state of a task that moves.
+    pub from: Vec<i32>,
+    /// The parallelism the rescale goes to.
+    pub to: i32,
+    /// Where the hand-off is.
+    pub step: HandoffStep,
+}
+
+/// Steps of a hand-off, each one assignment epoch (the last keeps the epoch of the one before).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum HandoffStep {
+    /// Workers restart running only the tasks they keep; the tasks that move are stopped at a
+    /// final checkpoint and served to their new owners. Only needed when some task moves to a
+    /// worker that restarts before its earlier owner (e.g. any scale-up).
+    Release,
+    /// Workers restart under the new assignment; each fetches the tasks that moved to it from
+    /// their earlier owners and restores them before it reports ready.
+    Acquire,
+    /// Every worker restored under the new assignment; surplus workers are removed.
+    Complete,
 }
 
 /// Summary phases of a pipeline.

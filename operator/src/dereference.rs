@@ -9,6 +9,8 @@ use tidemark_api::MarketingPipeline;
 
 use crate::call::{call, call_opt, CallError};
 use crate::names::{workload_name, ANNOTATION_CONFIG_HASH};
+use crate::rescale::{Assignment, ANNOTATION_ASSIGNMENT};
+use crate::status::Workers;
 
 /// API group and version of the Prometheus Operator's ServiceMonitor.
 const MONITORING_GROUP_VERSION: &str = "monitoring.coreos.com/v1";
@@ -37,6 +39,27 @@ impl Observed {
             .as_ref()?
             .get(ANNOTATION_CONFIG_HASH)
             .map(String::as_str)
+    }
+
+    /// The assignment the existing StatefulSet records (`crate::rescale`).
+    pub fn assignment(&self) -> Option<Assignment> {
+        let annotations = self.stateful_set.as_ref()?.metadata.annotations.as_ref()?;
+        Assignment::from_annotation(annotations.get(ANNOTATION_ASSIGNMENT)?)
+    }
+
+    /// Whether the existing StatefulSet runs `replicas` pods of the template with `config_hash`,
+    /// every one ready on it and the rollout finished: a hand-off step is done.
+    pub fn runs_ready(&self, config_hash: &str, replicas: i32) -> bool {
+        let Some(sts) = &self.stateful_set else {
+            return false;
+        };
+        let workers = Workers::from_stateful_set(sts);
+        self.config_hash() == Some(config_hash)
+            && sts.spec.replicas == Some(replicas)
+            && workers.rolled_out
+            && workers.replicas == replicas
+            && workers.ready >= replicas
+            && workers.updated >= replicas
     }
 }
 

@@ -15,6 +15,8 @@ pub const REASON_CREATED: &str = "Created";
 pub const REASON_CONFIG_CHANGED: &str = "ConfigChanged";
 /// Normal: parallelism changed.
 pub const REASON_RESCALED: &str = "Rescaled";
+/// Normal: a rescale's hand-off of task state moved to its next step (or completed).
+pub const REASON_HANDOFF: &str = "HandOff";
 /// Normal: objects the pipeline no longer needs were deleted.
 pub const REASON_ORPHANS_DELETED: &str = "OrphansDeleted";
 /// Normal: every worker became ready.

@@ -2,7 +2,8 @@
 //!
 //! A reconcile runs in steps, each a module: [`dereference`] (reads the cluster, the only I/O
 //! before writing), [`validate`] (pure), [`build`] (pure, one file per Kubernetes kind),
-//! [`apply`] (server-side apply, ordered, orphans deleted) and [`status`] (pure). [`controller`]
+//! [`apply`] (server-side apply, ordered, orphans deleted) and [`status`] (pure); [`rescale`]
+//! (pure) steps a change of parallelism through the workers' snapshot hand-off. [`controller`]
 //! wires the steps into kube-runtime; [`leader`], [`metrics`] and [`http`] are the process
 //! around it. The binary's `main` only parses flags and calls [`run`].
 
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod names;
 pub mod rbac;
 pub mod reconcile;
+pub mod rescale;
 pub mod run;
 pub mod status;
 pub mod trigger;

@@ -22,13 +22,14 @@ use tidemark_api::{
 
 use crate::apply::{apply, ApplyError};
 use crate::autoscale;
-use crate::build::{desired, selector_string, BuildError, BuildParams};
+use crate::build::{config_hash, desired, selector_string, BuildError, BuildParams};
 use crate::call::{call, CallError};
 use crate::controller::Context;
 use crate::dereference::{dereference, DereferenceError};
 use crate::events::{self, publish};
 use crate::metrics::ReconcileResult;
 use crate::names::FIELD_MANAGER;
+use crate::rescale::{self, Assignment, Scale};
 use crate::status::{self, condition, Inputs, Outcome, Workers};
 use crate::validate::{summary, validate};
 
@@ -124,13 +125,29 @@ async fn reconcile_steps(
         return Ok((ReconcileResult::InvalidSpec, Action::await_change()));
     }
 
-    let scale = autoscale::plan(&pipeline.spec, previous);
-    let params = BuildParams {
+    // The assignment in effect, and whether the StatefulSet finished its current hand-off step
+    // (every pod ready on exactly that step's config): only then may the next step begin.
+    let current = rescale::current(previous, observed.assignment());
+    let params_for = |assignment: &Assignment| BuildParams {
         default_image: ctx.worker_image.clone(),
-        parallelism: scale.parallelism,
-        assignment_epoch: scale.assignment_epoch,
+        parallelism: assignment.parallelism,
+        assignment_epoch: assignment.epoch,
+        handoff: assignment.handoff.clone(),
         service_monitor: observed.service_monitor_api,
     };
+    let step_done = match &current {
+        Some(assignment) if assignment.in_progress() => {
+            let now = desired(pipeline, &params_for(assignment))?;
+            observed.runs_ready(&config_hash(&now.config_map), assignment.replicas())
+        }
+        _ => false,
+    };
+    let scale = rescale::plan(
+        autoscale::desired(&pipeline.spec),
+        current.as_ref(),
+        step_done,
+    );
+    let params = params_for(&scale.assignment);
     let desired = desired(pipeline, &params)?;
     let namespace = pipeline.namespace().unwrap_or_default();
     let uid = pipeline.uid().unwrap_or_default();
@@ -175,7 +192,10 @@ async fn reconcile_steps(
     match observed.config_hash() {
         None if observed.stateful_set.is_none() => notes.push((
             events::REASON_CREATED,
-            format!("created {} workers (config {new_hash})", scale.parallelism),
+            format!(
+                "created {} workers (config {new_hash})",
+                scale.parallelism()
+            ),
         )),
         Some(old) if old != new_hash => notes.push((
             events::REASON_CONFIG_CHANGED,
@@ -187,10 +207,14 @@ async fn reconcile_steps(
         notes.push((
             events::REASON_RESCALED,
             format!(
-                "parallelism {from} → {} (spec.parallelism); assignment epoch {}",
-                scale.parallelism, scale.assignment_epoch
+                "parallelism {from} → {} (spec.parallelism); assignment epoch {}; {}",
+                scale.parallelism(),
+                scale.epoch(),
+                step_note(&scale)
             ),
         ));
+    } else if scale.advanced.is_some() {
+        notes.push((events::REASON_HANDOFF, step_note(&scale)));
     }
     if !applied.deleted.is_empty() {
         notes.push((
@@ -200,6 +224,7 @@ async fn reconcile_steps(
     }
 
     let workers = Workers::from_stateful_set(&applied.stateful_set);
+    let parallelism = scale.parallelism();
     let status = status::compute(&inputs, &Outcome::Applied { scale, workers });
     write_status(ctx, pipeline, previous, &status).await?;
     let was_ready = condition(previous, CONDITION_READY).is_some_and(|c| c.status == "True");
@@ -207,7 +232,7 @@ async fn reconcile_steps(
     if is_ready && !was_ready {
         notes.push((
             events::REASON_WORKERS_READY,
-            format!("{} workers ready", scale.parallelism),
+            format!("{parallelism} workers ready"),
         ));
     }
     for (reason, note) in notes {
@@ -223,6 +248,28 @@ async fn reconcile_steps(
         .await;
     }
     Ok((ReconcileResult::Success, Action::requeue(RESYNC)))
+}
+
+/// What a hand-off step that just began means, for an event.
+fn step_note(scale: &Scale) -> String {
+    let epoch = scale.epoch();
+    match scale.advanced {
+        Some(tidemark_api::HandoffStep::Release) => format!(
+            "release step (assignment epoch {epoch}): workers stop the tasks that move at a final \
+             checkpoint and serve them"
+        ),
+        Some(tidemark_api::HandoffStep::Acquire) => format!(
+            "acquire step (assignment epoch {epoch}): workers fetch the tasks that moved to them \
+             and restore them; {} pods until every one is ready",
+            scale.assignment.replicas()
+        ),
+        Some(tidemark_api::HandoffStep::Complete) => format!(
+            "hand-off complete: every worker restored its tasks under assignment epoch {epoch}; \
+             {} workers remain",
+            scale.parallelism()
+        ),
+        None => String::new(),
+    }
 }
 
 /// Writes `status` with server-side apply, unless it equals `previous`.

@@ -12,7 +12,8 @@ use tidemark_api::{
     CONDITION_PROGRESSING, CONDITION_READY,
 };
 
-use crate::autoscale::Scale;
+use crate::rescale::Scale;
+use tidemark_api::HandoffStep;
 
 /// Condition reason: the spec cannot run.
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
@@ -125,15 +126,24 @@ pub fn compute(inputs: &Inputs<'_>, outcome: &Outcome) -> MarketingPipelineStatu
     };
     match outcome {
         Outcome::Applied { scale, workers } => {
-            let desired = scale.parallelism;
-            let ready =
-                workers.ready >= desired && workers.updated >= desired && workers.rolled_out;
+            let assignment = &scale.assignment;
+            let desired = assignment.parallelism;
+            // During a hand-off the earlier owners run too.
+            let pods = assignment.replicas();
+            let handing_off = assignment.in_progress();
+            let ready = workers.ready >= pods
+                && workers.updated >= pods
+                && workers.rolled_out
+                && !handing_off;
             // A StatefulSet with no pods yet is being created, not scaled.
-            let scaling = scale.rescaled_from.is_some()
-                || (workers.replicas != desired && workers.replicas > 0);
-            let counts = format!("{}/{} workers ready", workers.ready.min(desired), desired);
+            let scaling = handing_off
+                || scale.rescaled_from.is_some()
+                || (workers.replicas != pods && workers.replicas > 0);
+            let counts = format!("{}/{} workers ready", workers.ready.min(pods), pods);
             // Ready pods on an older template are not ready for this generation.
-            let ready_message = if !ready && workers.ready >= desired {
+            let ready_message = if handing_off {
+                format!("{counts}; task state is moving between workers")
+            } else if !ready && workers.ready >= pods {
                 format!("{counts}, not all on the current config yet")
             } else {
                 counts.clone()
@@ -152,6 +162,26 @@ pub fn compute(inputs: &Inputs<'_>, outcome: &Outcome) -> MarketingPipelineStatu
                         inputs.generation.unwrap_or(0)
                     ),
                 )
+            } else if let Some(h) = assignment.handoff.as_ref().filter(|_| handing_off) {
+                let what = match h.step {
+                    HandoffStep::Release => {
+                        "release step: workers stop the tasks that move at a final checkpoint \
+                         and serve them"
+                    }
+                    _ => {
+                        "acquire step: workers fetch the tasks that moved to them from their \
+                         earlier owners and restore them"
+                    }
+                };
+                let from: Vec<String> = h.from.iter().map(i32::to_string).collect();
+                (
+                    REASON_SCALING,
+                    format!(
+                        "scaling {} → {desired} workers, {what} (assignment epoch {}); {counts}",
+                        from.join(" → "),
+                        assignment.epoch
+                    ),
+                )
             } else if scaling {
                 (
                     REASON_SCALING,
@@ -161,8 +191,8 @@ pub fn compute(inputs: &Inputs<'_>, outcome: &Outcome) -> MarketingPipelineStatu
                 (
                     REASON_ROLLING_UPDATE,
                     format!(
-                        "{}/{desired} workers updated; {counts}",
-                        workers.updated.min(desired)
+                        "{}/{pods} workers updated; {counts}",
+                        workers.updated.min(pods)
                     ),
                 )
             };
@@ -174,10 +204,11 @@ pub fn compute(inputs: &Inputs<'_>, outcome: &Outcome) -> MarketingPipelineStatu
             );
             set(CONDITION_DEGRADED, false, REASON_AS_EXPECTED, String::new());
             status.parallelism = Some(desired);
-            status.assignment_epoch = Some(scale.assignment_epoch);
+            status.assignment_epoch = Some(assignment.epoch);
+            status.handoff = assignment.handoff.clone();
             status.phase = Some(if scaling && !ready {
                 Phase::Scaling
-            } else if workers.ready >= desired {
+            } else if workers.ready >= pods {
                 Phase::Running
             } else {
                 Phase::Pending

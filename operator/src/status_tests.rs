@@ -7,7 +7,7 @@ use k8s_openapi::jiff::Timestamp;
 use tidemark_api::{MarketingPipelineStatus, Phase};
 
 use super::*;
-use crate::autoscale::Scale;
+use crate::rescale::{Assignment, Scale};
 
 fn at(text: &str) -> Time {
     Time(text.parse::<Timestamp>().expect("timestamp"))
@@ -56,9 +56,13 @@ status:
 fn applied(parallelism: i32, workers: Workers) -> Outcome {
     Outcome::Applied {
         scale: Scale {
-            parallelism,
-            assignment_epoch: 1,
+            assignment: Assignment {
+                epoch: 1,
+                parallelism,
+                handoff: None,
+            },
             rescaled_from: None,
+            advanced: None,
         },
         workers,
     }
@@ -159,18 +163,98 @@ fn invalid_spec_without_workers_fails_and_with_workers_degrades() {
 
 #[test]
 fn a_rescale_reports_scaling_until_the_new_workers_are_ready() {
+    let scale = crate::rescale::plan(
+        3,
+        Some(&Assignment {
+            epoch: 1,
+            parallelism: 2,
+            handoff: None,
+        }),
+        false,
+    );
     let outcome = Outcome::Applied {
-        scale: Scale {
-            parallelism: 3,
-            assignment_epoch: 2,
-            rescaled_from: Some(2),
-        },
+        scale,
         workers: sts(TWO_READY),
     };
     let status = compute(&inputs(6, None, "2026-01-01T00:00:00Z"), &outcome);
     assert_eq!(status.phase, Some(Phase::Scaling));
     assert_eq!(status.assignment_epoch, Some(2));
     assert_eq!(get(&status, "Progressing").reason, "Scaling");
+    assert_eq!(
+        status.handoff.as_ref().map(|h| h.step),
+        Some(tidemark_api::HandoffStep::Release)
+    );
+}
+
+const ONE_READY_OF_TWO_NEW: &str = r#"
+metadata: { name: demo, generation: 6 }
+status:
+  observedGeneration: 6
+  replicas: 2
+  readyReplicas: 2
+  updatedReplicas: 2
+  currentRevision: demo-b1
+  updateRevision: demo-b1
+"#;
+
+#[test]
+fn a_hand_off_is_not_ready_until_it_completes_even_with_every_pod_ready() {
+    use tidemark_api::HandoffStep;
+    let settled = Assignment {
+        epoch: 1,
+        parallelism: 2,
+        handoff: None,
+    };
+    let acquire = crate::rescale::plan(1, Some(&settled), false);
+    let status = compute(
+        &inputs(6, None, "2026-01-01T00:00:00Z"),
+        &Outcome::Applied {
+            scale: acquire.clone(),
+            workers: sts(ONE_READY_OF_TWO_NEW),
+        },
+    );
+    assert_eq!(status.phase, Some(Phase::Scaling));
+    assert_eq!(get(&status, "Ready").status, "False");
+    assert_eq!(
+        get(&status, "Ready").message,
+        "2/2 workers ready; task state is moving between workers"
+    );
+    let progressing = get(&status, "Progressing");
+    assert_eq!(
+        (progressing.status.as_str(), progressing.reason.as_str()),
+        ("True", "Scaling")
+    );
+    assert!(
+        progressing
+            .message
+            .starts_with("scaling 2 → 1 workers, acquire step"),
+        "{}",
+        progressing.message
+    );
+    let handoff = status.handoff.clone().expect("handoff");
+    assert_eq!(
+        (handoff.from, handoff.to, handoff.step),
+        (vec![2], 1, HandoffStep::Acquire)
+    );
+
+    // Completed: one worker; the StatefulSet controller has not yet seen the lower replicas.
+    let complete = crate::rescale::plan(1, Some(&acquire.assignment), true);
+    let status = compute(
+        &inputs(6, Some(&status), "2026-01-01T00:01:00Z"),
+        &Outcome::Applied {
+            scale: complete,
+            workers: Workers {
+                rolled_out: false,
+                ..sts(ONE_READY_OF_TWO_NEW)
+            },
+        },
+    );
+    assert_eq!(status.phase, Some(Phase::Scaling), "two pods of one");
+    assert_eq!(
+        status.handoff.as_ref().map(|h| h.step),
+        Some(HandoffStep::Complete)
+    );
+    assert_eq!(status.assignment_epoch, Some(2));
 }
 
 #[test]

@@ -97,6 +97,47 @@ impl Cluster {
             .await?)
     }
 
+    /// Plays the StatefulSet controller mid-rollout: of the `spec.replicas` pods of `name`,
+    /// `updated` run the newest pod template (its revision named after the template's config
+    /// hash, as a real controller names revisions after the template) and `ready` are ready. The
+    /// rollout is complete (`currentRevision == updateRevision`) only when every pod is updated
+    /// and ready, as the real controller reports it.
+    pub async fn report_workers(
+        &self,
+        namespace: &str,
+        name: &str,
+        updated: i32,
+        ready: i32,
+    ) -> anyhow::Result<()> {
+        let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), namespace);
+        let sts = api.get(name).await?;
+        let replicas = sts.spec.replicas.unwrap_or(1);
+        let hash = crate::fixtures::config_hash(&sts).unwrap_or_default();
+        let update_revision = format!("{name}-{}", &hash[..hash.len().min(10)]);
+        let current_revision = if updated >= replicas && ready >= replicas {
+            update_revision.clone()
+        } else {
+            sts.status
+                .as_ref()
+                .and_then(|s| s.current_revision.clone())
+                .filter(|r| *r != update_revision)
+                .unwrap_or_else(|| format!("{name}-previous"))
+        };
+        let status = json!({ "status": {
+            "observedGeneration": sts.metadata.generation,
+            "replicas": replicas,
+            "readyReplicas": ready.min(replicas),
+            "availableReplicas": ready.min(replicas),
+            "updatedReplicas": updated.min(replicas),
+            "currentReplicas": replicas - updated.min(replicas),
+            "currentRevision": current_revision,
+            "updateRevision": update_revision,
+        }});
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await?;
+        Ok(())
+    }
+
     /// Plays the StatefulSet controller and kubelet: reports every pod of `name` created, ready and
     /// on the newest revision.
     pub async fn mark_workers_ready(&self, namespace: &str, name: &str) -> anyhow::Result<()> {

@@ -47,6 +47,7 @@ fn every_example_pipeline_is_valid_and_builds() {
             default_image: "tidemark:test".into(),
             parallelism: pipeline.spec.parallelism,
             assignment_epoch: 1,
+            handoff: None,
             service_monitor: true,
         };
         desired(&pipeline, &params).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{json, Value};
 use tidemark_api::MarketingPipelineStatus;
-use tidemark_operator::autoscale::Scale;
+use tidemark_operator::rescale::{Assignment, Scale};
 use tidemark_operator::status::{compute, Inputs, Outcome, Workers};
 
 const SCRIPT: &str = "examples/gitops/argocd/marketingpipeline-health.lua";
@@ -93,9 +93,13 @@ fn status(generation: i64, outcome: &Outcome) -> MarketingPipelineStatus {
 fn applied(ready: i32) -> Outcome {
     Outcome::Applied {
         scale: Scale {
-            parallelism: 2,
-            assignment_epoch: 1,
+            assignment: Assignment {
+                epoch: 1,
+                parallelism: 2,
+                handoff: None,
+            },
             rescaled_from: None,
+            advanced: None,
         },
         workers: Workers {
             replicas: 2,

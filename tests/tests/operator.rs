@@ -161,6 +161,16 @@ async fn a_spec_change_changes_the_pod_template_hash_and_scaling_removes_the_bud
         .pipelines("default")
         .patch_scale("clicks", &PatchParams::default(), &Patch::Merge(&scale))
         .await?;
+    // The workers first roll to the new assignment (tests/rescale.rs covers the hand-off);
+    // the second pod goes once every pod is ready on it.
+    eventually(WAIT, "the new assignment on the pod template", || async {
+        get::<StatefulSet>(&cluster, "clicks")
+            .await
+            .and_then(|s| config_hash(&s))
+            .filter(|h| *h != after)
+    })
+    .await?;
+    cluster.mark_workers_ready("default", "clicks").await?;
     eventually(WAIT, "one replica", || async {
         get::<StatefulSet>(&cluster, "clicks")
             .await
@@ -184,7 +194,8 @@ async fn a_spec_change_changes_the_pod_template_hash_and_scaling_removes_the_bud
     let cm: ConfigMap = get(&cluster, "clicks-config").await.expect("config map");
     assert_eq!(
         cm.data.expect("data")[CONFIG_KEY_RUNTIME],
-        "parallelism: 1\nassignmentEpoch: 2\n"
+        "parallelism: 1\nassignmentEpoch: 2\npreviousParallelism: [2]\n\
+         peerUrl: \"http://clicks-{ordinal}.clicks-workers.default.svc:9102\"\n"
     );
     Ok(())
 }

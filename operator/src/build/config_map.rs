@@ -9,6 +9,7 @@ use tidemark_api::MarketingPipeline;
 
 use super::{BuildError, BuildParams, Context};
 use crate::names::*;
+use crate::rescale::Assignment;
 
 /// The ConfigMap the workers read their pipeline and runtime settings from.
 pub fn config_map(
@@ -20,7 +21,7 @@ pub fn config_map(
         (CONFIG_KEY_PIPELINE.to_owned(), pipeline_manifest(pipeline)?),
         (
             CONFIG_KEY_RUNTIME.to_owned(),
-            runtime_yaml(params.parallelism, params.assignment_epoch),
+            runtime_yaml(&context.name, &context.namespace, &params.assignment()),
         ),
     ]);
     Ok(ConfigMap {
@@ -45,9 +46,30 @@ pub fn pipeline_manifest(pipeline: &MarketingPipeline) -> Result<String, BuildEr
     serde_saphyr::to_string(&clean).map_err(BuildError::Manifest)
 }
 
-/// `runtime.yaml`: what the operator decided for the workers.
-pub fn runtime_yaml(parallelism: i32, assignment_epoch: i64) -> String {
-    format!("parallelism: {parallelism}\nassignmentEpoch: {assignment_epoch}\n")
+/// `runtime.yaml`: what the operator decided for the workers. After a pipeline's first rescale
+/// it also says whom to ask for moved tasks (`previousParallelism`, `peerUrl`: the pods behind
+/// the headless Service) and, in a release step, `release: true`. These lines stay after the
+/// hand-off completes, so completing it changes no worker config and rolls no pod; a pipeline
+/// never rescaled keeps the two-line file (an operator upgrade rolls nothing).
+pub fn runtime_yaml(name: &str, namespace: &str, assignment: &Assignment) -> String {
+    let mut text = format!(
+        "parallelism: {}\nassignmentEpoch: {}\n",
+        assignment.parallelism, assignment.epoch
+    );
+    let previous = assignment.previous();
+    if !previous.is_empty() {
+        let list: Vec<String> = previous.iter().map(i32::to_string).collect();
+        text.push_str(&format!("previousParallelism: [{}]\n", list.join(", ")));
+        if assignment.release() {
+            text.push_str("release: true\n");
+        }
+        text.push_str(&format!(
+            "peerUrl: \"http://{}-{{ordinal}}.{}.{namespace}.svc:{WORKER_PORT}\"\n",
+            workload_name(name),
+            headless_service_name(name)
+        ));
+    }
+    text
 }
 
 /// Hash of the ConfigMap data (FNV-1a, 64 bit, hex). Not a security boundary, only a change
@@ -94,6 +116,48 @@ mod tests {
         assert_eq!(manifest.metadata.namespace.as_deref(), Some("shop"));
         assert!(!data[CONFIG_KEY_PIPELINE].contains("status"));
         assert!(!data[CONFIG_KEY_PIPELINE].contains("uid"));
+    }
+
+    #[test]
+    fn during_a_hand_off_the_runtime_says_whom_to_ask_and_completing_it_changes_nothing() {
+        use tidemark_api::{HandoffStatus, HandoffStep};
+        let pipeline = pipeline(QUICKSTART);
+        let context = Context::new(&pipeline).expect("ctx");
+        let with = |step| BuildParams {
+            parallelism: 3,
+            assignment_epoch: 5,
+            handoff: Some(HandoffStatus {
+                from: vec![2],
+                to: 3,
+                step,
+            }),
+            ..params(3)
+        };
+        let runtime = |p: &BuildParams| {
+            config_map(&context, &pipeline, p)
+                .expect("cm")
+                .data
+                .expect("data")[CONFIG_KEY_RUNTIME]
+                .clone()
+        };
+        assert_eq!(
+            runtime(&with(HandoffStep::Release)),
+            "parallelism: 3\nassignmentEpoch: 5\npreviousParallelism: [2]\nrelease: true\n\
+             peerUrl: \"http://quickstart-{ordinal}.quickstart-workers.shop.svc:9102\"\n"
+        );
+        let acquire = runtime(&with(HandoffStep::Acquire));
+        assert_eq!(
+            acquire,
+            "parallelism: 3\nassignmentEpoch: 5\npreviousParallelism: [2]\n\
+             peerUrl: \"http://quickstart-{ordinal}.quickstart-workers.shop.svc:9102\"\n"
+        );
+        assert_eq!(runtime(&with(HandoffStep::Complete)), acquire);
+        let hash = |p: &BuildParams| config_hash(&config_map(&context, &pipeline, p).expect("cm"));
+        assert_eq!(
+            hash(&with(HandoffStep::Acquire)),
+            hash(&with(HandoffStep::Complete)),
+            "completing a hand-off rolls no pod"
+        );
     }
 
     #[test]

@@ -80,6 +80,7 @@ pub fn params(parallelism: i32) -> BuildParams {
         default_image: crate::names::DEFAULT_WORKER_IMAGE.into(),
         parallelism,
         assignment_epoch: 1,
+        handoff: None,
         service_monitor: false,
     }
 }

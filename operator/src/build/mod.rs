@@ -28,6 +28,7 @@ pub use service_monitor::{service_monitor, service_monitor_resource};
 pub use stateful_set::stateful_set;
 
 use crate::names::*;
+use crate::rescale::Assignment;
 
 /// What earlier steps decided, the rest of the build input besides the pipeline itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,8 +39,21 @@ pub struct BuildParams {
     pub parallelism: i32,
     /// Assignment epoch of task ownership.
     pub assignment_epoch: i64,
+    /// The last rescale's hand-off, if any (`crate::rescale`).
+    pub handoff: Option<tidemark_api::HandoffStatus>,
     /// Whether the ServiceMonitor CRD exists (and the operator may create ServiceMonitors).
     pub service_monitor: bool,
+}
+
+impl BuildParams {
+    /// The assignment these parameters describe.
+    pub fn assignment(&self) -> Assignment {
+        Assignment {
+            epoch: self.assignment_epoch,
+            parallelism: self.parallelism,
+            handoff: self.handoff.clone(),
+        }
+    }
 }
 
 /// Every object a pipeline owns, in the order they are applied.
@@ -80,7 +94,8 @@ pub fn desired(pipeline: &MarketingPipeline, params: &BuildParams) -> Result<Des
         headless_service: headless_service(&context),
         metrics_service: metrics_service(&context),
         stateful_set: stateful_set(&context, pipeline, params, &hash),
-        pod_disruption_budget: (params.parallelism > 1).then(|| pod_disruption_budget(&context)),
+        pod_disruption_budget: (params.assignment().replicas() > 1)
+            .then(|| pod_disruption_budget(&context)),
         service_monitor: params.service_monitor.then(|| service_monitor(&context)),
         config_map,
     })

@@ -21,6 +21,7 @@ use tidemark_api::MarketingPipeline;
 
 use super::{BuildParams, Context};
 use crate::names::*;
+use crate::rescale::ANNOTATION_ASSIGNMENT;
 
 /// User and group the worker runs as (the distroless `nonroot` user).
 const WORKER_UID: i64 = 65_532;
@@ -56,10 +57,18 @@ pub fn stateful_set(
     };
     let mut pod_labels = context.labels();
     pod_labels.extend(context.selector_labels());
+    let assignment = params.assignment();
+    let mut metadata = context.metadata(workload_name(&context.name));
+    // The assignment this template carries, read back live by the next reconcile (`rescale`).
+    metadata.annotations = Some(BTreeMap::from([(
+        ANNOTATION_ASSIGNMENT.to_owned(),
+        assignment.to_annotation(),
+    )]));
     StatefulSet {
-        metadata: context.metadata(workload_name(&context.name)),
+        metadata,
         spec: StatefulSetSpec {
-            replicas: Some(params.parallelism),
+            // During a hand-off every earlier owner stays, serving the tasks that moved.
+            replicas: Some(assignment.replicas()),
             service_name: Some(headless_service_name(&context.name)),
             // Workers do not depend on each other to start; ordered start would only slow a
             // rescale down.

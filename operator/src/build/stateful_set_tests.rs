@@ -92,6 +92,46 @@ fn replicas_follow_the_parallelism_in_effect_and_the_selector_matches_status() {
 }
 
 #[test]
+fn during_a_hand_off_every_earlier_owner_stays_and_the_assignment_is_recorded() {
+    use crate::rescale::{Assignment, ANNOTATION_ASSIGNMENT};
+    use tidemark_api::{HandoffStatus, HandoffStep};
+    let handoff = |step| BuildParams {
+        parallelism: 1,
+        assignment_epoch: 4,
+        handoff: Some(HandoffStatus {
+            from: vec![3],
+            to: 1,
+            step,
+        }),
+        ..params(1)
+    };
+    let acquiring = build(QUICKSTART, &handoff(HandoffStep::Acquire));
+    assert_eq!(
+        acquiring.spec.replicas,
+        Some(3),
+        "surplus workers serve until restored"
+    );
+    let recorded = acquiring
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_ASSIGNMENT))
+        .and_then(|a| Assignment::from_annotation(a))
+        .expect("the assignment annotation");
+    assert_eq!(recorded, handoff(HandoffStep::Acquire).assignment());
+    let complete = build(QUICKSTART, &handoff(HandoffStep::Complete));
+    assert_eq!(complete.spec.replicas, Some(1));
+    assert_eq!(
+        complete.spec.template, acquiring.spec.template,
+        "completing changes replicas only"
+    );
+    let budget = desired(&pipeline(QUICKSTART), &handoff(HandoffStep::Acquire))
+        .expect("build")
+        .pod_disruption_budget;
+    assert!(budget.is_some(), "three pods run during the hand-off");
+}
+
+#[test]
 fn checkpoint_claim_takes_size_and_storage_class_from_the_spec() {
     let sts = build(QUICKSTART, &params(2));
     let claims = sts.spec.volume_claim_templates.as_ref().expect("claims");
