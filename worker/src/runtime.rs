@@ -661,7 +661,8 @@ fn write(task: &mut Owned, out: &mut Output, metrics: &Metrics) -> Result<(), Wo
             task: task.id,
             source,
         })?;
-    metrics.records_out("kafka", out.results.len() as u64);
+    task.sink
+        .take_written(|sink, n| metrics.records_out(sink, n));
     out.results.clear();
     out.dead_letters.clear();
     Ok(())

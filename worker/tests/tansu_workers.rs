@@ -20,13 +20,13 @@ use std::time::{Duration, Instant};
 
 use kafka_support::quickstart::{self, Event, Expected};
 use kafka_support::tansu::Tansu;
-use kafka_support::worker::{WorkerArgs, WorkerProcess};
+use kafka_support::worker::{metric_series, WorkerArgs, WorkerProcess};
 use kafka_support::{reader, DEADLINE};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use tidemark_worker::checkpoint::CheckpointStore;
 use tidemark_worker::metrics::{
-    CHECKPOINT_CORRUPT_TOTAL, CHECKPOINT_FAILURES_TOTAL, RECORDS_IN_TOTAL,
+    CHECKPOINT_CORRUPT_TOTAL, CHECKPOINT_FAILURES_TOTAL, RECORDS_IN_TOTAL, RECORDS_OUT_TOTAL,
 };
 
 const PARTITIONS: i32 = 4;
@@ -205,7 +205,17 @@ fn two_workers_over_four_partitions_write_every_report() {
         eprintln!("worker ready {} ms after its start", took.as_millis());
     }
     setup.produce(&setup.events);
-    setup.check_reports();
+    let comparison = setup.check_reports();
+    // Each worker counts the results it wrote under the sink's name.
+    let mut written = 0.0;
+    for w in &mut workers {
+        let (_, body) = w.get("/metrics").unwrap();
+        for (labels, n) in metric_series(&body, RECORDS_OUT_TOTAL) {
+            assert!(labels.contains(r#"sink="reports""#), "{labels}");
+            written += n;
+        }
+    }
+    assert_eq!(written, comparison.records as f64, "{comparison:?}");
     for (ordinal, w) in workers.into_iter().enumerate() {
         let log = w.log_text();
         assert!(

@@ -6,50 +6,99 @@
 
 use tidemark_api::MarketingPipelineSpec;
 
-/// Topics per analytic (by index in `spec.analytics`, the engine's `ResultRecord::analytic`) and
+/// Sinks per analytic (by index in `spec.analytics`, the engine's `ResultRecord::analytic`) and
 /// the dead-letter topic.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SinkRoutes {
-    per_analytic: Vec<Vec<String>>,
+    /// Every Kafka sink: (topic, sink name).
+    sinks: Vec<(String, String)>,
+    /// Per analytic, the indexes in `sinks` that receive it.
+    per_analytic: Vec<Vec<usize>>,
     dead_letter: Option<String>,
 }
 
 impl SinkRoutes {
-    /// Routes given directly: `per_analytic[a]` are the topics of analytic `a`.
+    /// Routes given directly: `per_analytic[a]` are the topics of analytic `a`, each its own
+    /// sink named after the topic.
     pub fn new(per_analytic: Vec<Vec<String>>, dead_letter: Option<String>) -> Self {
-        Self {
-            per_analytic,
+        let mut routes = Self {
             dead_letter,
+            ..Self::default()
+        };
+        for topics in per_analytic {
+            let indexes = topics
+                .into_iter()
+                .map(|topic| routes.sink(topic.clone(), topic))
+                .collect();
+            routes.per_analytic.push(indexes);
         }
+        routes
     }
 
     /// The Kafka routes of a pipeline: each Kafka sink's topic for the analytics it names (all
     /// when it names none), and the dead-letter topic when the dead-letter output is Kafka.
     pub fn from_spec(spec: &MarketingPipelineSpec) -> Self {
-        let per_analytic = spec
-            .analytics
-            .iter()
-            .map(|analytic| {
-                spec.sinks
-                    .iter()
-                    .filter(|sink| {
-                        sink.analytics.is_empty() || sink.analytics.contains(&analytic.name)
-                    })
-                    .filter_map(|sink| sink.kafka.as_ref().map(|k| k.topic.clone()))
-                    .collect()
-            })
-            .collect();
-        let dead_letter = spec
-            .dead_letter
-            .as_ref()
-            .and_then(|d| d.kafka.as_ref())
-            .map(|k| k.topic.clone());
-        Self::new(per_analytic, dead_letter)
+        let mut routes = Self {
+            dead_letter: spec
+                .dead_letter
+                .as_ref()
+                .and_then(|d| d.kafka.as_ref())
+                .map(|k| k.topic.clone()),
+            ..Self::default()
+        };
+        for analytic in &spec.analytics {
+            let indexes = spec
+                .sinks
+                .iter()
+                .filter(|sink| sink.analytics.is_empty() || sink.analytics.contains(&analytic.name))
+                .filter_map(|sink| {
+                    let topic = sink.kafka.as_ref()?.topic.clone();
+                    Some(routes.sink(topic, sink.name.clone()))
+                })
+                .collect();
+            routes.per_analytic.push(indexes);
+        }
+        routes
     }
 
-    /// The topics that receive analytic `analytic`'s results (none for an unknown index).
-    pub fn topics(&self, analytic: usize) -> &[String] {
+    fn sink(&mut self, topic: String, name: String) -> usize {
+        let sink = (topic, name);
+        match self.sinks.iter().position(|s| *s == sink) {
+            Some(i) => i,
+            None => {
+                self.sinks.push(sink);
+                self.sinks.len() - 1
+            }
+        }
+    }
+
+    /// The sinks that receive analytic `analytic`'s results, as indexes into
+    /// [`SinkRoutes::sink_topic`] and [`SinkRoutes::sink_name`] (none for an unknown index).
+    pub fn sinks_of(&self, analytic: usize) -> &[usize] {
         self.per_analytic.get(analytic).map_or(&[], Vec::as_slice)
+    }
+
+    /// The topic of sink `sink`.
+    pub fn sink_topic(&self, sink: usize) -> &str {
+        &self.sinks[sink].0
+    }
+
+    /// The name of sink `sink` (its `tidemark_records_out_total` label).
+    pub fn sink_name(&self, sink: usize) -> &str {
+        &self.sinks[sink].1
+    }
+
+    /// Number of sinks.
+    pub fn sink_count(&self) -> usize {
+        self.sinks.len()
+    }
+
+    /// The topics that receive analytic `analytic`'s results.
+    pub fn topics(&self, analytic: usize) -> Vec<&str> {
+        self.sinks_of(analytic)
+            .iter()
+            .map(|&s| self.sink_topic(s))
+            .collect()
     }
 
     /// The dead-letter topic, if dead letters go to Kafka.
@@ -105,5 +154,11 @@ spec:
         assert_eq!(routes.topics(1), ["reports", "other-reports"]);
         assert!(routes.topics(2).is_empty());
         assert_eq!(routes.dead_letter_topic(), Some("dead"));
+        let names: Vec<&str> = routes
+            .sinks_of(1)
+            .iter()
+            .map(|&s| routes.sink_name(s))
+            .collect();
+        assert_eq!(names, ["all", "only-other"]);
     }
 }

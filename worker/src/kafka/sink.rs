@@ -123,6 +123,8 @@ impl DeliveryTracker {
 pub struct TaskSink {
     producer: BaseProducer<DeliveryTracker>,
     routes: SinkRoutes,
+    /// Results queued per sink (index in `routes`) since `take_written`.
+    written: Vec<u64>,
     pipeline: String,
     delivery: Delivery,
     options: SinkOptions,
@@ -167,6 +169,7 @@ impl TaskSink {
             .map_err(SinkError::Create)?;
         let sink = Self {
             producer,
+            written: vec![0; routes.sink_count()],
             routes,
             pipeline: pipeline.to_owned(),
             delivery,
@@ -186,11 +189,12 @@ impl TaskSink {
     /// queue is full, for at most the timeout. Nothing is durable before `prepare`.
     pub fn write(&mut self, output: &Output, at: &str) -> Result<(), SinkError> {
         for result in &output.results {
-            for topic in self.routes.topics(result.analytic) {
-                let record = BaseRecord::to(topic)
+            for &sink in self.routes.sinks_of(result.analytic) {
+                let record = BaseRecord::to(self.routes.sink_topic(sink))
                     .key(result.key.as_bytes())
                     .payload(result.value.as_slice());
                 self.send(record)?;
+                self.written[sink] += 1;
             }
         }
         if let Some(topic) = self.routes.dead_letter_topic() {
@@ -232,6 +236,15 @@ impl TaskSink {
                     record = back;
                 }
                 Err((error, back)) => return Err(SinkError::Send(back.topic.to_owned(), error)),
+            }
+        }
+    }
+
+    /// Results queued per sink name since the last call (for `tidemark_records_out_total`).
+    pub fn take_written(&mut self, mut f: impl FnMut(&str, u64)) {
+        for (sink, n) in self.written.iter_mut().enumerate() {
+            if *n > 0 {
+                f(self.routes.sink_name(sink), std::mem::take(n));
             }
         }
     }
