@@ -31,6 +31,7 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tidemark_api::{Delivery, GeneratorSpec, KafkaConnection, MarketingPipeline};
 use tracing::info;
 
+use crate::kafka::SourceOptions;
 use crate::runtime::{run_worker, WorkerError, WorkerOptions};
 use crate::sink::{LineSink, SinkError};
 use crate::source::generator::Generator;
@@ -65,6 +66,9 @@ pub struct EmbeddedSummary {
     pub results: u64,
     /// Dead letters read back from the dead-letter topic.
     pub dead_letters: u64,
+    /// Records of the sink and dead-letter topics the embedded Kafka dropped before they were
+    /// read (it keeps 5 MB per partition).
+    pub lost: u64,
     /// Wall time.
     pub elapsed: Duration,
     /// Whether the run was interrupted before its input ended.
@@ -161,9 +165,17 @@ pub fn run_embedded(
     let topics = Topics::of(pipeline)?;
     let cluster = MockCluster::new(1).map_err(kafka_error("failed to start the mock cluster"))?;
     let partitions = i32::try_from(opts.partitions.max(1)).unwrap_or(i32::MAX);
+    // Output topics get more partitions: the mock keeps 5 MB per partition, and results may
+    // come faster than the reader prints them.
+    let output_partitions = partitions.max(OUTPUT_PARTITIONS);
     for topic in topics.all() {
+        let count = if topics.sources.iter().any(|(t, _)| t == topic) {
+            partitions
+        } else {
+            output_partitions
+        };
         cluster
-            .create_topic(topic, partitions, 1)
+            .create_topic(topic, count, 1)
             .map_err(kafka_error(topic))?;
     }
     let bootstrap = cluster.bootstrap_servers();
@@ -199,7 +211,13 @@ pub fn run_embedded(
         stop.clone(),
     )?;
     let reader_done = Arc::new(AtomicBool::new(false));
-    let reader = spawn_reader(&bootstrap, &topics, partitions, opts, reader_done.clone())?;
+    let reader = spawn_reader(
+        &bootstrap,
+        &topics,
+        output_partitions,
+        opts,
+        reader_done.clone(),
+    )?;
 
     let worker_opts = WorkerOptions {
         bootstrap_servers: None,
@@ -212,6 +230,11 @@ pub fn run_embedded(
         input_ended: Some(input_ended.clone()),
         taken: Some(counts.taken.clone()),
         threads: opts.threads,
+        // The mock answers a fetch only after its whole wait when no data was there.
+        source: SourceOptions {
+            fetch_wait: Duration::from_millis(10),
+            ..SourceOptions::default()
+        },
         handoff: Default::default(),
     };
     let worker = {
@@ -242,7 +265,7 @@ pub fn run_embedded(
     stop.store(true, Ordering::Relaxed);
     join(generator, "generator")??;
     reader_done.store(true, Ordering::Relaxed);
-    let (results, dead_letters) = reader.join()?;
+    let (results, dead_letters, lost) = reader.join()?;
     if temporary {
         let _ = std::fs::remove_dir_all(&checkpoint_dir);
     }
@@ -252,6 +275,7 @@ pub fn run_embedded(
         produced: counts.produced.load(Ordering::Relaxed),
         results,
         dead_letters,
+        lost,
         elapsed: started.elapsed(),
         interrupted: !input_ended.load(Ordering::Relaxed),
     })
@@ -260,6 +284,9 @@ pub fn run_embedded(
 fn join<T>(thread: JoinHandle<T>, name: &'static str) -> Result<T, EmbeddedError> {
     thread.join().map_err(|_| EmbeddedError::Panicked(name))
 }
+
+/// Partitions of the sink and dead-letter topics at least.
+const OUTPUT_PARTITIONS: i32 = 16;
 
 /// Records produced by the generator and taken by the worker's tasks.
 #[derive(Clone, Default)]
@@ -368,6 +395,8 @@ struct Reader {
     thread: JoinHandle<Result<(), EmbeddedError>>,
     results: Arc<AtomicU64>,
     dead_letters: Arc<AtomicU64>,
+    /// Records the mock dropped before the reader got to them (gaps in the offsets).
+    lost: Arc<AtomicU64>,
 }
 
 impl Reader {
@@ -378,11 +407,12 @@ impl Reader {
         )
     }
 
-    fn join(self) -> Result<(u64, u64), EmbeddedError> {
+    fn join(self) -> Result<(u64, u64, u64), EmbeddedError> {
         join(self.thread, "reader")??;
         Ok((
             self.results.load(Ordering::Relaxed),
             self.dead_letters.load(Ordering::Relaxed),
+            self.lost.load(Ordering::Relaxed),
         ))
     }
 }
@@ -402,6 +432,8 @@ fn spawn_reader(
         .set("group.id", "tidemark-embedded-reader")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "10")
         .create()
         .map_err(kafka_error("failed to create the reader"))?;
     let mut list = TopicPartitionList::new();
@@ -423,16 +455,29 @@ fn spawn_reader(
     let mut errors = LineSink::stderr();
     let results = Arc::new(AtomicU64::new(0));
     let dead_letters = Arc::new(AtomicU64::new(0));
-    let (r, d) = (results.clone(), dead_letters.clone());
+    let lost = Arc::new(AtomicU64::new(0));
+    let (r, d, lost_in_thread) = (results.clone(), dead_letters.clone(), lost.clone());
     let watched: Vec<String> = watched.into_iter().cloned().collect();
     let thread = std::thread::Builder::new()
         .name("reader".into())
         .spawn(move || -> Result<(), EmbeddedError> {
             // Once the worker is done: the end offsets to read up to, per (topic, partition).
             let mut ends: Option<Vec<(String, i32, i64)>> = None;
+            let mut next: std::collections::HashMap<(String, i32), i64> =
+                std::collections::HashMap::new();
             loop {
                 match consumer.poll(Duration::from_millis(100)) {
                     Some(Ok(message)) => {
+                        let expected = next
+                            .entry((message.topic().to_owned(), message.partition()))
+                            .or_insert(0);
+                        // The mock writes no transaction markers: offsets leave no gap unless
+                        // it dropped records.
+                        lost_in_thread.fetch_add(
+                            u64::try_from(message.offset() - *expected).unwrap_or(0),
+                            Ordering::Relaxed,
+                        );
+                        *expected = message.offset() + 1;
                         let value = message.payload().unwrap_or_default();
                         if Some(message.topic()) == dead_letter_topic.as_deref() {
                             errors.write_line(value)?;
@@ -489,5 +534,6 @@ fn spawn_reader(
         thread,
         results,
         dead_letters,
+        lost,
     })
 }

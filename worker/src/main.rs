@@ -318,6 +318,12 @@ fn run(pipeline: &MarketingPipeline, args: &RunArgs) -> anyhow::Result<()> {
                 summary.dead_letters,
             );
         }
+        if summary.lost > 0 {
+            eprintln!(
+                "warning: the embedded Kafka dropped {} records of the sink and dead-letter topics before they were printed (it keeps 5 MB per partition); lower --rate to keep the printing up",
+                summary.lost
+            );
+        }
         return Ok(());
     }
     if kafka_sources && args.input.is_none() {
@@ -335,6 +341,7 @@ fn run(pipeline: &MarketingPipeline, args: &RunArgs) -> anyhow::Result<()> {
             input_ended: None,
             taken: None,
             threads: w.threads.map(usize::from),
+            source: Default::default(),
             handoff: PeerOptions {
                 url_template: w.peer_url.clone(),
                 peers: w.peers.iter().cloned().collect(),

@@ -83,6 +83,8 @@ pub struct WorkerOptions {
     pub taken: Option<Arc<AtomicU64>>,
     /// Task threads; default `spec.worker.threads`, else one per CPU (at most one per task).
     pub threads: Option<usize>,
+    /// Tuning of the Kafka source (the embedded default shortens the fetch wait).
+    pub source: SourceOptions,
     /// How to reach earlier owners of moved tasks (`--peer-url`, `--peer`, `--skip-handoff`).
     pub handoff: PeerOptions,
 }
@@ -298,7 +300,7 @@ pub fn run_worker(
         &settings,
         &format!("tidemark-{name}"),
         topics,
-        SourceOptions::default(),
+        opts.source.clone(),
     )?;
     if source.partitions() > 1 {
         for analytic in &spec.analytics {

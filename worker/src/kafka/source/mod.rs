@@ -115,6 +115,10 @@ pub struct SourceOptions {
     pub prefetch_kbytes: usize,
     /// Bound of every metadata, watermark and commit call.
     pub timeout: Duration,
+    /// Longest a broker holds a fetch without data (`fetch.wait.max.ms`). Kafka answers as
+    /// soon as data arrives; librdkafka's mock cluster waits the whole time, so the embedded
+    /// default shortens it.
+    pub fetch_wait: Duration,
 }
 
 impl Default for SourceOptions {
@@ -123,6 +127,7 @@ impl Default for SourceOptions {
             prefetch_records: 20_000,
             prefetch_kbytes: 4 * 1024,
             timeout: Duration::from_secs(10),
+            fetch_wait: Duration::from_millis(500),
         }
     }
 }
@@ -203,6 +208,10 @@ impl KafkaSource {
             .set(
                 "queued.max.messages.kbytes",
                 options.prefetch_kbytes.to_string(),
+            )
+            .set(
+                "fetch.wait.max.ms",
+                options.fetch_wait.as_millis().to_string(),
             )
             .set("statistics.interval.ms", STATISTICS_INTERVAL_MS.to_string())
             .create_with_context(SourceContext::default())
