@@ -31,7 +31,7 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tidemark_api::{Delivery, GeneratorSpec, KafkaConnection, MarketingPipeline};
 use tracing::info;
 
-use crate::kafka::SourceOptions;
+use crate::kafka::{SinkRoutes, SourceOptions};
 use crate::runtime::{run_worker, WorkerError, WorkerOptions};
 use crate::sink::{LineSink, SinkError};
 use crate::source::generator::Generator;
@@ -128,20 +128,15 @@ impl Topics {
                 None => Err(EmbeddedError::NotKafka(s.name.clone())),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let sinks: BTreeSet<String> = spec
-            .sinks
-            .iter()
-            .filter_map(|s| s.kafka.as_ref().map(|k| k.topic.clone()))
+        // The topics the worker writes: the same routes its sinks use.
+        let routes = SinkRoutes::from_spec(spec);
+        let sinks: BTreeSet<String> = (0..routes.sink_count())
+            .map(|s| routes.sink_topic(s).to_owned())
             .collect();
-        let dead_letter = spec
-            .dead_letter
-            .as_ref()
-            .and_then(|d| d.kafka.as_ref())
-            .map(|k| k.topic.clone());
         Ok(Self {
             sources,
             sinks: sinks.into_iter().collect(),
-            dead_letter,
+            dead_letter: routes.dead_letter_topic().map(str::to_owned),
         })
     }
 
@@ -463,14 +458,17 @@ fn spawn_reader(
         .spawn(move || -> Result<(), EmbeddedError> {
             // Once the worker is done: the end offsets to read up to, per (topic, partition).
             let mut ends: Option<Vec<(String, i32, i64)>> = None;
-            let mut next: std::collections::HashMap<(String, i32), i64> =
-                std::collections::HashMap::new();
+            // Next offset expected per watched topic and partition (`topic * partitions + p`).
+            let mut next = vec![0_i64; watched.len() * partitions as usize];
             loop {
                 match consumer.poll(Duration::from_millis(100)) {
                     Some(Ok(message)) => {
-                        let expected = next
-                            .entry((message.topic().to_owned(), message.partition()))
-                            .or_insert(0);
+                        let topic = watched
+                            .iter()
+                            .position(|t| t == message.topic())
+                            .unwrap_or_default();
+                        let at = topic * partitions as usize + message.partition() as usize;
+                        let expected = &mut next[at];
                         // The mock writes no transaction markers: offsets leave no gap unless
                         // it dropped records.
                         lost_in_thread.fetch_add(

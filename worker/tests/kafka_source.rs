@@ -99,7 +99,7 @@ fn a_source_assigned_at_checkpoint_offsets_resumes_exactly_there() {
 }
 
 #[test]
-fn a_task_that_does_not_poll_holds_a_bounded_prefetch_and_later_gets_every_record_once() {
+fn a_task_that_polls_late_past_a_small_prefetch_bound_gets_every_record_once_in_order() {
     let cluster = cluster(&[("click_topic", 1)]);
     let bootstrap = cluster.bootstrap_servers();
     produce(&producer(&bootstrap), "click_topic", 0, &values("v", 40));
@@ -110,7 +110,7 @@ fn a_task_that_does_not_poll_holds_a_bounded_prefetch_and_later_gets_every_recor
     };
     let mut source = connect(&bootstrap, options);
     let mut inputs = source.assign(&[0], &BTreeMap::new()).unwrap();
-    // librdkafka fetches up to its bound and stops; nothing is dropped meanwhile.
+    // librdkafka fetches up to its bound (8 records) and stops; nothing is dropped meanwhile.
     std::thread::sleep(std::time::Duration::from_millis(500));
     source.serve(std::time::Duration::from_millis(10)).unwrap();
     let taken = take_until(&mut inputs, |r| r.len() >= 40);

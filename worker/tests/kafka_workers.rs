@@ -11,7 +11,7 @@
 
 mod kafka_support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -73,6 +73,22 @@ fn read_and_check(bootstrap: &str, expected: &Expected) -> Comparison {
     check_at_least_once(&reports, expected)
 }
 
+/// Waits until `task_dir` holds a checkpoint newer than `before` (any, for `None`), then kills
+/// `victim` with SIGKILL: at a different point of its checkpoint cycle each time, since
+/// production and checkpoints are not in step.
+fn kill_after_a_new_checkpoint(victim: &mut Child, task_dir: &Path, before: Option<PathBuf>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while newest_checkpoint(task_dir) == before {
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint newer than {before:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+}
+
 fn terminate(mut child: Child) -> std::process::ExitStatus {
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -132,18 +148,7 @@ fn a_worker_killed_ten_times_mid_stream_resumes_from_its_checkpoints_and_loses_n
     for (round, chunk) in chunks.iter().enumerate() {
         let before = newest_checkpoint(&task_dir);
         produce_all(&bootstrap, chunk);
-        // Kill after the victim checkpointed something new: at a different point of its
-        // checkpoint cycle each round, since production and checkpoints are not in step.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while newest_checkpoint(&task_dir) == before {
-            assert!(
-                Instant::now() < deadline,
-                "round {round}: no new checkpoint"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        victim.kill().unwrap();
-        victim.wait().unwrap();
+        kill_after_a_new_checkpoint(&mut victim, &task_dir, before);
         if round == chunks.len() - 1 {
             // A flipped bit in the newest checkpoint: the restart falls back to the previous one.
             let newest = newest_checkpoint(&task_dir).unwrap();
@@ -172,18 +177,7 @@ fn a_worker_killed_mid_stream_resumes_from_its_checkpoint_and_loses_no_report() 
     let mut victim = worker(&manifest, &bootstrap, 0, dir.path());
     produce_all(&bootstrap, first);
     // Let the victim checkpoint part of the first half, then kill it without warning.
-    let checkpoint = dir.path().join("worker-0/task-0");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::read_dir(&checkpoint)
-        .map(|d| d.count())
-        .unwrap_or(0)
-        == 0
-    {
-        assert!(Instant::now() < deadline, "the victim never checkpointed");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    victim.kill().unwrap();
-    victim.wait().unwrap();
+    kill_after_a_new_checkpoint(&mut victim, &dir.path().join("worker-0/task-0"), None);
     produce_all(&bootstrap, second);
     let restarted = worker(&manifest, &bootstrap, 0, dir.path());
     read_and_check(&bootstrap, &expected);
@@ -208,18 +202,9 @@ fn under_exactly_once_every_report_is_written_once_and_kills_lose_none() {
     let mut victim = worker_with(&manifest, &bootstrap, 0, dir.path(), "exactlyOnce");
     produce_all(&bootstrap, first);
     let task_dir = dir.path().join("worker-0/task-0");
-    for round in 0..3 {
+    for _ in 0..3 {
         let before = newest_checkpoint(&task_dir);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while newest_checkpoint(&task_dir) == before {
-            assert!(
-                Instant::now() < deadline,
-                "round {round}: no new checkpoint"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        victim.kill().unwrap();
-        victim.wait().unwrap();
+        kill_after_a_new_checkpoint(&mut victim, &task_dir, before);
         victim = worker_with(&manifest, &bootstrap, 0, dir.path(), "exactlyOnce");
     }
     produce_all(&bootstrap, second);
