@@ -11,8 +11,9 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::event::{Event, FieldValue, Reason, Rejection};
+use crate::global::{Partial, Progress};
 use crate::operators::{AnalyticPlan, Plan};
-use crate::result::{DeadLetter, Encoder, Output};
+use crate::result::{DeadLetter, Encoder, InternalRecord, Output};
 use crate::watermark::Watermarks;
 use crate::window::codec::{DecodeError, Reader, Writer};
 use crate::window::snapshot::WindowsSnapshot;
@@ -114,6 +115,8 @@ pub struct Counters {
     pub results: Vec<u64>,
     /// Late events past lateness per analytic.
     pub late: Vec<u64>,
+    /// Partials emitted for the global stage per analytic.
+    pub partials: Vec<u64>,
 }
 
 /// One task of a pipeline.
@@ -125,22 +128,44 @@ pub struct Task {
     encoder: Encoder,
     counters: Counters,
     key_buf: String,
+    /// The task's id (its partition), written into its partials.
+    id: u32,
+    /// The last progress mark emitted for the global stage: (watermark, idle).
+    reported: (i64, bool),
+}
+
+/// The window state of `analytic` in a task. A global analytic's windows emit partials and
+/// leave the join requirement to the global stage, which sees every task's sides.
+fn windows_of(analytic: &AnalyticPlan) -> Windows {
+    let require = if analytic.global {
+        Vec::new()
+    } else {
+        analytic.require.clone()
+    };
+    let mut windows = Windows::new(
+        analytic.window,
+        analytic.lateness,
+        analytic.layout.clone(),
+        require,
+    );
+    if analytic.global {
+        let panes = windows.emit_partials();
+        debug_assert!(panes, "Plan::for_tasks refuses global session windows");
+    }
+    windows
 }
 
 impl Task {
     /// A task running `plan`, started at processing time `now` (ms).
     pub fn new(plan: Plan, now: i64) -> Self {
-        let windows = plan
-            .analytics
-            .iter()
-            .map(|a| Windows::new(a.window, a.lateness, a.layout.clone(), a.require.clone()))
-            .collect();
+        let windows = plan.analytics.iter().map(windows_of).collect();
         let counters = Counters {
             records_in: vec![0; plan.sources.len()],
             filtered: vec![0; plan.sources.len()],
             dead_letters: BTreeMap::new(),
             results: vec![0; plan.analytics.len()],
             late: vec![0; plan.analytics.len()],
+            partials: vec![0; plan.analytics.len()],
         };
         Self {
             watermarks: Watermarks::new(
@@ -154,7 +179,15 @@ impl Task {
             plan,
             counters,
             key_buf: String::new(),
+            id: 0,
+            reported: (i64::MIN, false),
         }
+    }
+
+    /// The same task with id `id` (its partition), written into its partials.
+    pub fn with_id(mut self, id: u32) -> Self {
+        self.id = id;
+        self
     }
 
     /// The compiled plan.
@@ -239,6 +272,8 @@ impl Task {
             other => return Err(RestoreError::Format(other)),
         };
         self.windows = windows;
+        // The global stage keeps the highest watermark it heard: telling it again is harmless.
+        self.reported = (i64::MIN, false);
         let max_times: Vec<i64> = self
             .plan
             .sources
@@ -255,11 +290,7 @@ impl Task {
     }
 
     fn fresh_windows(&self) -> Vec<Windows> {
-        self.plan
-            .analytics
-            .iter()
-            .map(|a| Windows::new(a.window, a.lateness, a.layout.clone(), a.require.clone()))
-            .collect()
+        self.plan.analytics.iter().map(windows_of).collect()
     }
 
     /// Reads format 2: format byte (already read), watermark, (source, newest event time)
@@ -465,8 +496,9 @@ impl Task {
                 let mut emit = emitter(
                     a,
                     analytic,
+                    self.id,
                     &mut self.encoder,
-                    &mut self.counters.results,
+                    &mut self.counters,
                     out,
                 );
                 self.windows[a].add(key, local, &event, wm, &mut emit)
@@ -493,18 +525,50 @@ impl Task {
                 &mut emitter(
                     a,
                     analytic,
+                    self.id,
                     &mut self.encoder,
-                    &mut self.counters.results,
+                    &mut self.counters,
                     out,
                 ),
             );
         }
+        self.report(false, out);
+    }
+
+    /// Tells the global stage (when the plan has global analytics) the task's watermark once
+    /// it closes a window of one of them, or whether the task turned idle or active: a progress
+    /// mark after the partials it emitted before.
+    fn report(&mut self, idle: bool, out: &mut Output) {
+        let wm = self.watermarks.current();
+        let (last, was_idle) = self.reported;
+        let closes = self
+            .plan
+            .analytics
+            .iter()
+            .any(|a| a.global && a.closes_between(last, wm));
+        if !(closes || idle != was_idle && self.plan.has_global()) {
+            return;
+        }
+        self.reported = (wm, idle);
+        let progress = Progress {
+            task: self.id,
+            watermark: wm,
+            idle,
+        };
+        out.partials.push(InternalRecord {
+            key: format!("progress/{}", self.id),
+            value: progress.encode(),
+        });
     }
 
     /// Re-evaluates idle inputs at processing time `now`, emitting what a moved watermark makes due.
     pub fn tick(&mut self, now: i64, out: &mut Output) {
         if let Some(wm) = self.watermarks.tick(now) {
             self.advance(wm, out);
+        }
+        let idle = self.watermarks.all_idle(now);
+        if idle != self.reported.1 {
+            self.report(idle, out);
         }
     }
 
@@ -582,17 +646,37 @@ fn accepts(types: &[String], event: &Event<'_>) -> bool {
             .is_some_and(|t| types.iter().any(|x| x == t))
 }
 
+/// Where analytic `a`'s emissions go: results, or partials of task `task` for the global stage.
 fn emitter<'a>(
     a: usize,
     analytic: &'a AnalyticPlan,
+    task: u32,
     encoder: &'a mut Encoder,
-    results: &'a mut [u64],
+    counters: &'a mut Counters,
     out: &'a mut Output,
 ) -> impl FnMut(&Emission<'_>) + 'a {
-    move |emission| {
-        results[a] += 1;
-        out.results
-            .push(encoder.encode(a, &analytic.name, &analytic.value_names, emission));
+    move |emission| match emission.partial {
+        Some(block) => {
+            counters.partials[a] += 1;
+            let partial = Partial {
+                task,
+                analytic: &analytic.name,
+                key: emission.key,
+                start: emission.start,
+                end: emission.end,
+                revision: emission.revision,
+                block,
+            };
+            out.partials.push(InternalRecord {
+                key: format!("{}/{}/{}", analytic.name, emission.key, emission.start),
+                value: partial.encode(),
+            });
+        }
+        None => {
+            counters.results[a] += 1;
+            out.results
+                .push(encoder.encode(a, &analytic.name, &analytic.value_names, emission));
+        }
     }
 }
 

@@ -6,6 +6,7 @@ pub mod embedded;
 pub mod engine;
 pub mod event;
 pub mod expr;
+pub mod global;
 pub mod handoff;
 pub mod http;
 pub mod kafka;

@@ -53,6 +53,15 @@ impl DeadLetter {
     }
 }
 
+/// A record of the partials topic (`crate::global::record`), for the global stage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InternalRecord {
+    /// Kafka key (informative: the task's partition of the topic is chosen by the task).
+    pub key: String,
+    /// The encoded record.
+    pub value: Vec<u8>,
+}
+
 /// What a task produced since it was last drained.
 #[derive(Debug, Default)]
 pub struct Output {
@@ -60,12 +69,28 @@ pub struct Output {
     pub results: Vec<ResultRecord>,
     /// Rejected records in arrival order.
     pub dead_letters: Vec<DeadLetter>,
+    /// Partials and progress marks for the global stage, in emission order.
+    pub partials: Vec<InternalRecord>,
 }
 
 impl Output {
     /// Whether nothing was produced.
     pub fn is_empty(&self) -> bool {
-        self.results.is_empty() && self.dead_letters.is_empty()
+        self.results.is_empty() && self.dead_letters.is_empty() && self.partials.is_empty()
+    }
+
+    /// Moves everything of `other` to the end of this output.
+    pub fn append(&mut self, other: &mut Output) {
+        self.results.append(&mut other.results);
+        self.dead_letters.append(&mut other.dead_letters);
+        self.partials.append(&mut other.partials);
+    }
+
+    /// Forgets everything.
+    pub fn clear(&mut self) {
+        self.results.clear();
+        self.dead_letters.clear();
+        self.partials.clear();
     }
 }
 
@@ -194,6 +219,7 @@ mod tests {
             end: 1_767_229_200_000,
             revision: 2,
             values: &values,
+            partial: None,
         };
         let record = encoder.encode(0, "marketing_report", &names, &emission);
         assert_eq!(record.key, "marketing_report/u\"1/2026-01-01T00:00:00Z");

@@ -66,6 +66,14 @@ impl Watermarks {
         self.recompute(now)
     }
 
+    /// Whether every input that has not ended is idle at processing time `now` (and one has not
+    /// ended): the task's watermark then holds nobody back.
+    pub fn all_idle(&self, now: i64) -> bool {
+        let mut open = self.inputs.iter().filter(|s| !s.finished).peekable();
+        open.peek().is_some()
+            && open.all(|s| now.saturating_sub(s.last_active) >= self.idle_timeout)
+    }
+
     /// Restores a watermark from a checkpoint.
     pub fn restore(&mut self, watermark: i64, max_times: &[i64]) {
         self.current = watermark;

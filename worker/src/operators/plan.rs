@@ -76,7 +76,33 @@ pub struct AnalyticPlan {
     pub require: Vec<usize>,
     /// Value names: aggregates then ratios.
     pub value_names: Vec<String>,
+    /// Keyed by something other than the partition key over more than one task: tasks emit
+    /// partials that the global stage merges (`crate::global`). Set by [`Plan::for_tasks`].
+    pub global: bool,
 }
+
+impl AnalyticPlan {
+    /// Whether a window of this analytic closes, or passes its allowed lateness, at a
+    /// watermark in `(old, new]`: when the global stage must hear of a task's watermark.
+    pub fn closes_between(&self, old: i64, new: i64) -> bool {
+        if old == i64::MIN || new == i64::MAX {
+            return new > old;
+        }
+        let (size, slide) = match self.window {
+            WindowKind::Tumbling { size } => (size, size),
+            WindowKind::Sliding { size, slide } => (size, slide),
+            WindowKind::Session { .. } => return new > old,
+        };
+        // The first window end after `t`.
+        let next_end = |t: i64| ((t - size).div_euclid(slide) + 1) * slide + size;
+        next_end(old) <= new
+            || next_end(old.saturating_sub(self.lateness)) <= new.saturating_sub(self.lateness)
+    }
+}
+
+/// The field the source topics are partitioned by (DESIGN.md §2): an analytic keyed by it has
+/// each key in one task.
+pub const PARTITION_KEY: &str = "user";
 
 /// A compiled pipeline.
 #[derive(Debug)]
@@ -281,6 +307,7 @@ impl Plan {
                 layout,
                 require,
                 value_names,
+                global: false,
             });
         }
         Ok(Plan {
@@ -290,6 +317,32 @@ impl Plan {
             max_out_of_orderness: spec.watermark.max_out_of_orderness.millis_i64(),
             idle_timeout: spec.watermark.idle_timeout.millis_i64(),
         })
+    }
+}
+
+impl Plan {
+    /// The plan of a pipeline run as `tasks` tasks: each analytic keyed by anything but the
+    /// partition key becomes global (its tasks emit partials for the global stage). Session
+    /// windows cannot be merged across tasks: such an analytic is refused over several tasks.
+    pub fn for_tasks(mut self, tasks: u32) -> Result<Self, PlanError> {
+        for (a, analytic) in self.analytics.iter_mut().enumerate() {
+            analytic.global = tasks > 1 && analytic.key_field != PARTITION_KEY;
+            if analytic.global && matches!(analytic.window, WindowKind::Session { .. }) {
+                return Err(PlanError::Reference {
+                    path: format!("spec.analytics[{a}].window"),
+                    message: format!(
+                        "analytic {:?} has session windows keyed by {:?}: over {tasks} partitions its sessions cannot be merged across tasks; key it by `{PARTITION_KEY}` or use tumbling or sliding windows",
+                        analytic.name, analytic.key_field
+                    ),
+                });
+            }
+        }
+        Ok(self)
+    }
+
+    /// Whether any analytic is global.
+    pub fn has_global(&self) -> bool {
+        self.analytics.iter().any(|a| a.global)
     }
 }
 

@@ -7,6 +7,7 @@
 use rustc_hash::FxHashSet;
 use tidemark_api::AggregateOp;
 
+use super::codec::{DecodeError, Reader, Writer};
 use crate::event::{Event, FieldValue};
 
 /// Where an aggregate reads its input from an event of one source.
@@ -265,6 +266,64 @@ impl AccLayout {
             }
         }
         true
+    }
+
+    /// Appends `block` as a self-contained value (the global stage's partials and its
+    /// checkpoints): the width, the slots (a distinct-count slot as 0), then the members of each
+    /// distinct-count set in ascending order. [`AccLayout::read_block`] reads it.
+    pub fn write_block(&self, block: &[u64], distinct: &DistinctSets, w: &mut Writer) {
+        w.len_prefix(block.len());
+        let mut members = Vec::new();
+        for (i, &slot) in block.iter().enumerate() {
+            let is_set = self
+                .aggs
+                .iter()
+                .any(|a| a.op == AggregateOp::DistinctCount && a.offset == i);
+            w.u64(if is_set { 0 } else { slot });
+        }
+        for agg in &self.aggs {
+            if agg.op == AggregateOp::DistinctCount {
+                members.clear();
+                distinct.members_sorted(block[agg.offset], &mut members);
+                w.len_prefix(members.len());
+                for &m in &members {
+                    w.u64(m);
+                }
+            }
+        }
+    }
+
+    /// Reads a block written by [`AccLayout::write_block`] into `block` (of this layout's
+    /// width), creating its distinct-count sets in `distinct`. Fails on a block of another
+    /// width or on truncated bytes, leaving `block` to be released by the caller.
+    pub fn read_block(
+        &self,
+        r: &mut Reader<'_>,
+        block: &mut [u64],
+        distinct: &mut DistinctSets,
+    ) -> Result<(), DecodeError> {
+        if r.len_prefix()? != block.len() {
+            return Err(DecodeError("an accumulator block of another layout"));
+        }
+        for slot in block.iter_mut() {
+            *slot = r.u64()?;
+        }
+        let mut members = Vec::new();
+        for agg in &self.aggs {
+            if agg.op == AggregateOp::DistinctCount {
+                block[agg.offset] = 0;
+                let n = r.len_prefix()?;
+                if n > r.remaining() / 8 {
+                    return Err(DecodeError("a distinct-count set longer than its bytes"));
+                }
+                members.clear();
+                for _ in 0..n {
+                    members.push(r.u64()?);
+                }
+                distinct.fill(&mut block[agg.offset], &members);
+            }
+        }
+        Ok(())
     }
 
     /// Slots of the distinct-count aggregates, in aggregate order.

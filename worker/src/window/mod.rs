@@ -34,8 +34,11 @@ pub struct Emission<'a> {
     pub end: i64,
     /// 0 for the first result of this key-window, then 1, 2, ... for late updates.
     pub revision: u32,
-    /// Aggregates then ratios, in the analytic's order.
+    /// Aggregates then ratios, in the analytic's order (empty for a partial).
     pub values: &'a [Value],
+    /// For windows that emit partials ([`Windows::emit_partials`]): the key-window's
+    /// accumulator block in the encoding of [`AccLayout::write_block`], instead of values.
+    pub partial: Option<&'a [u8]>,
 }
 
 /// Receiver of results.
@@ -113,6 +116,20 @@ impl Windows {
         match self {
             Windows::Panes(w) => w.add(key, source, event, wm, out),
             Windows::Sessions(w) => w.add(key, source, event, wm, out),
+        }
+    }
+
+    /// Emits each window's accumulator block ([`Emission::partial`]) instead of its values:
+    /// this task's share of a key-window that the global stage merges with the other tasks'
+    /// (DESIGN.md §2). Only tumbling and sliding windows emit partials: a session of the whole
+    /// stream is not a union of the tasks' sessions known when each closes. False for sessions.
+    pub fn emit_partials(&mut self) -> bool {
+        match self {
+            Windows::Panes(w) => {
+                w.emit_partials();
+                true
+            }
+            Windows::Sessions(_) => false,
         }
     }
 

@@ -51,6 +51,10 @@ pub struct PaneWindows {
     values: Vec<Value>,
     /// Buffers of the last capture, once it is dropped, for the next one.
     spare: Arc<Mutex<PaneSpare>>,
+    /// Emit accumulator blocks (partials for the global stage) instead of values.
+    partials: bool,
+    /// The block of the partial being emitted.
+    encoded: Writer,
 }
 
 /// Buffers of a dropped [`PaneCapture`]. The next capture copies into them: memory that is
@@ -100,7 +104,14 @@ impl PaneWindows {
             fired: FxHashMap::default(),
             values: Vec::new(),
             spare: Arc::default(),
+            partials: false,
+            encoded: Writer::default(),
         }
+    }
+
+    /// Emits accumulator blocks instead of values from now on (see `Windows::emit_partials`).
+    pub fn emit_partials(&mut self) {
+        self.partials = true;
     }
 
     /// End of the first window containing pane `q`.
@@ -273,14 +284,29 @@ impl PaneWindows {
             }
             return false;
         }
-        self.layout.finish(block, &self.distinct, &mut self.values);
-        out(&Emission {
-            key: self.keys.name(k),
-            start,
-            end,
-            revision,
-            values: &self.values,
-        });
+        if self.partials {
+            self.encoded.clear();
+            self.layout
+                .write_block(block, &self.distinct, &mut self.encoded);
+            out(&Emission {
+                key: self.keys.name(k),
+                start,
+                end,
+                revision,
+                values: &[],
+                partial: Some(self.encoded.as_bytes()),
+            });
+        } else {
+            self.layout.finish(block, &self.distinct, &mut self.values);
+            out(&Emission {
+                key: self.keys.name(k),
+                start,
+                end,
+                revision,
+                values: &self.values,
+                partial: None,
+            });
+        }
         if self.size != self.pane {
             self.layout.release(&mut self.scratch, &mut self.distinct);
         }

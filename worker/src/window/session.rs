@@ -271,6 +271,7 @@ impl SessionWindows {
             end: session.end,
             revision,
             values,
+            partial: None,
         });
         true
     }
