@@ -15,6 +15,7 @@ use prometheus::{
 
 use crate::engine::{Counters, Task};
 use crate::event::Reason;
+use crate::global::{task_label, GlobalCounters, GlobalStage};
 use crate::window::WindowStats;
 
 /// Counter of records received, by `source`.
@@ -55,6 +56,10 @@ pub const STATE_KEYS: &str = "tidemark_state_keys";
 pub const STATE_WINDOWS: &str = "tidemark_state_windows";
 /// Gauge of state bytes, by `task`.
 pub const STATE_BYTES: &str = "tidemark_state_bytes";
+/// Partials of the global stage by `outcome`: `emitted` by tasks; `merged`, `stale` (a replay
+/// of a revision already held), `late` (its key-window already dropped) or `malformed` at the
+/// global stage.
+pub const GLOBAL_PARTIALS_TOTAL: &str = "tidemark_global_partials_total";
 /// Gauge of the share of wall time the worker's task threads spent processing, 0..1.
 pub const BUSY_RATIO: &str = "tidemark_busy_ratio";
 /// The constant label on every series.
@@ -85,6 +90,7 @@ pub struct Metrics {
     state_windows: IntGaugeVec,
     state_bytes: IntGaugeVec,
     busy_ratio: Gauge,
+    global_partials: IntCounterVec,
 }
 
 impl Metrics {
@@ -194,6 +200,11 @@ impl Metrics {
                 registry.register(Box::new(g.clone()))?;
                 g
             },
+            global_partials: counter(
+                GLOBAL_PARTIALS_TOTAL,
+                "Partials of the global stage: emitted by tasks, merged, stale, late or malformed at the stage.",
+                &["outcome"],
+            )?,
             registry,
         };
         Ok(metrics)
@@ -247,7 +258,7 @@ impl Metrics {
 
     /// Sets a task's state gauges.
     pub fn set_state(&self, task: u32, stats: WindowStats) {
-        let task = task.to_string();
+        let task = task_label(task);
         let gauge = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
         self.state_keys
             .with_label_values(&[&task])
@@ -269,14 +280,14 @@ impl Metrics {
         }
         let delay = (now_ms.saturating_sub(watermark_ms)).max(0) as f64 / 1000.0;
         self.watermark_delay
-            .with_label_values(&[&task.to_string()])
+            .with_label_values(&[&task_label(task)])
             .set(delay);
     }
 
     /// Drops a task's per-task series (after its hand-off), so a moved task is not reported
     /// by two workers.
     pub fn remove_task(&self, task: u32) {
-        let task = task.to_string();
+        let task = task_label(task);
         for vec in [&self.state_keys, &self.state_windows, &self.state_bytes] {
             let _ = vec.remove_label_values(&[&task]);
         }
@@ -313,6 +324,7 @@ pub struct TaskMetrics {
     sources: Vec<String>,
     analytics: Vec<String>,
     last: Counters,
+    last_global: GlobalCounters,
 }
 
 impl TaskMetrics {
@@ -337,7 +349,36 @@ impl TaskMetrics {
             sources,
             analytics,
             last: Counters::default(),
+            last_global: GlobalCounters::default(),
         }
+    }
+
+    /// Publishes the global stage's counters, state gauges and watermark delay.
+    pub fn publish_global(&mut self, metrics: &Metrics, stage: &GlobalStage, now_ms: i64) {
+        let counters = stage.counters();
+        let was = &self.last_global;
+        for (outcome, now, before) in [
+            ("merged", counters.merged, was.merged),
+            ("stale", counters.stale, was.stale),
+            ("late", counters.late, was.late),
+            ("malformed", counters.malformed, was.malformed),
+        ] {
+            let delta = delta(now, before);
+            if delta > 0 {
+                metrics
+                    .global_partials
+                    .with_label_values(&[outcome])
+                    .inc_by(delta);
+            }
+        }
+        let results = Counters {
+            results: counters.results.clone(),
+            ..self.last.clone()
+        };
+        self.publish(metrics, &results);
+        self.last_global.clone_from(counters);
+        metrics.set_state(self.task, stage.stats());
+        metrics.set_watermark(self.task, stage.watermark(), now_ms);
     }
 
     /// A publisher named after `task`'s plan.
@@ -393,6 +434,16 @@ impl TaskMetrics {
             &counters.late,
             &self.last.late,
         );
+        let emitted = delta(
+            counters.partials.iter().sum(),
+            self.last.partials.iter().sum(),
+        );
+        if emitted > 0 {
+            metrics
+                .global_partials
+                .with_label_values(&["emitted"])
+                .inc_by(emitted);
+        }
         for ((source, reason), &now) in &counters.dead_letters {
             let before = self
                 .last

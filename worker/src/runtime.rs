@@ -27,12 +27,14 @@ use tracing::{info, warn};
 
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::engine::{RestoreError, Task};
+use crate::global::{partials_topic, task_label, GlobalStage, GLOBAL_STAGE};
 use crate::handoff::{self, HandoffError, HandoffPlan, Parallelisms, PeerOptions, Peers, Wait};
 use crate::http::{self, AppState, Health};
 use crate::kafka::{
-    ordinal_from_pod_name, restore_point, Assignment, AssignmentError, ConfigError, KafkaSettings,
-    KafkaSource, RecoveryError, RestorePoint, SinkError, SinkOptions, SinkRoutes, SourceError,
-    SourceOffsets, SourceOptions, SourceTopic, TaskInput, TaskSink,
+    admin, ordinal_from_pod_name, restore_point, Assignment, AssignmentError, ConfigError,
+    GlobalInput, KafkaSettings, KafkaSource, RecoveryError, RestorePoint, SinkError, SinkOptions,
+    SinkRoutes, SourceError, SourceOffsets, SourceOptions, SourceTopic, TaskInput, TaskSink,
+    GLOBAL_SOURCE,
 };
 use crate::metrics::{Metrics, TaskMetrics};
 use crate::operators::{Plan, PlanError};
@@ -40,6 +42,9 @@ use crate::result::Output;
 use rdkafka::consumer::ConsumerGroupMetadata;
 
 mod checkpointing;
+mod stage;
+
+use stage::Stage;
 
 /// Records a task takes from its buffer per turn: bounds how long other tasks wait.
 const TAKE: usize = 4_096;
@@ -114,18 +119,6 @@ pub enum WorkerError {
     /// A source is not a Kafka topic.
     #[error("source {0:?} is not a Kafka topic: a worker reads Kafka sources only (use `tidemark run --input` for files)")]
     NotKafka(String),
-    /// An analytic keyed by something other than the user, the key the source topics are
-    /// partitioned by, over more than one task: each task would report its own share under the
-    /// same result key.
-    #[error("analytic {analytic:?} is keyed by {key_by:?}, not by `user` (the key the source topics are partitioned by): over {partitions} partitions each task would report only its share; the global stage that merges tasks' partials is not built yet (run it with one partition)")]
-    NotPartitionKey {
-        /// The analytic.
-        analytic: String,
-        /// Its key.
-        key_by: String,
-        /// Partitions of the source topics.
-        partitions: u32,
-    },
     /// A sink or the dead-letter output is not a Kafka topic: its records would go nowhere.
     #[error("{0} is not a Kafka topic: a worker writes Kafka sinks and a Kafka dead-letter topic only (use `tidemark run --output` for files)")]
     NotKafkaOutput(String),
@@ -150,7 +143,7 @@ pub enum WorkerError {
     #[error(transparent)]
     Source(#[from] SourceError),
     /// The producer failed.
-    #[error("task {task}: {source}")]
+    #[error("task {}: {source}", task_label(*task))]
     Sink {
         /// The task.
         task: u32,
@@ -165,7 +158,7 @@ pub enum WorkerError {
     #[error(transparent)]
     Recovery(#[from] RecoveryError),
     /// A checkpoint does not restore.
-    #[error("task {task}: {source}")]
+    #[error("task {}: {source}", task_label(*task))]
     Restore {
         /// The task.
         task: u32,
@@ -177,7 +170,7 @@ pub enum WorkerError {
     #[error("failed to start the HTTP server: {0}")]
     Http(String),
     /// A task's input failed.
-    #[error("task {task}: {source}")]
+    #[error("task {}: {source}", task_label(*task))]
     Input {
         /// The task.
         task: u32,
@@ -196,7 +189,7 @@ pub enum WorkerError {
 /// One owned task with its input, sink and bookkeeping.
 struct Owned {
     id: u32,
-    task: Task,
+    task: Stage,
     input: Option<TaskInput>,
     sink: TaskSink,
     metrics: TaskMetrics,
@@ -209,6 +202,59 @@ struct Owned {
     in_flight: Option<checkpointing::InFlight>,
     /// Results emitted while an exactly-once checkpoint is in flight (see `checkpointing`).
     held: Output,
+}
+
+impl Owned {
+    /// Owned task `id` running `task`, before its input is assigned.
+    fn new(
+        id: u32,
+        task: Stage,
+        sink: TaskSink,
+        metrics: &Metrics,
+        store: &CheckpointStore,
+        exactly_once: bool,
+    ) -> Result<Self, WorkerError> {
+        Ok(Self {
+            id,
+            metrics: task.metrics(metrics, id),
+            task,
+            input: None,
+            sink,
+            next_checkpoint: store.next_id(id)?,
+            finished: false,
+            exactly_once,
+            in_flight: None,
+            held: Output::default(),
+        })
+    }
+}
+
+/// Restores `task` (id `t`) from its restore point, if it has one; returns the offsets to
+/// start its input at. Corrupt checkpoints on the way are logged and counted.
+fn restore(
+    store: &CheckpointStore,
+    t: u32,
+    task: &mut Stage,
+    committed: Option<u64>,
+    exactly_once: bool,
+    metrics: &Metrics,
+) -> Result<Option<SourceOffsets>, WorkerError> {
+    let scan = store.scan(t)?;
+    for skipped in &scan.skipped {
+        warn!(task = %task_label(t), id = skipped.id, problem = %skipped.problem, "corrupt checkpoint skipped");
+    }
+    metrics.checkpoint_corrupt(scan.skipped.len() as u64);
+    let point = restore_point(&scan.valid, committed, exactly_once)?;
+    let RestorePoint::Checkpoint { id, exact } = point else {
+        return Ok(None);
+    };
+    let Some(checkpoint) = store.read(t, id)? else {
+        return Ok(None);
+    };
+    task.restore(checkpoint.state())
+        .map_err(|source| WorkerError::Restore { task: t, source })?;
+    info!(task = %task_label(t), id, exact, "restored checkpoint");
+    Ok(Some(checkpoint.meta.offsets.clone()))
 }
 
 /// What the task threads share.
@@ -302,22 +348,27 @@ pub fn run_worker(
         topics,
         opts.source.clone(),
     )?;
-    if source.partitions() > 1 {
-        for analytic in &spec.analytics {
-            let group = match (&analytic.aggregate, &analytic.join) {
-                (Some(aggregate), _) => &aggregate.group,
-                (_, Some(join)) => &join.group,
-                _ => continue,
-            };
-            if group.key_by != "user" {
-                return Err(WorkerError::NotPartitionKey {
-                    analytic: analytic.name.clone(),
-                    key_by: group.key_by.clone(),
-                    partitions: source.partitions(),
-                });
-            }
-        }
-    }
+    let partitions = source.partitions();
+    let plan =
+        || -> Result<Plan, WorkerError> { Ok(Plan::compile(&name, spec)?.for_tasks(partitions)?) };
+    // Analytics keyed by anything but the user run in two phases over several tasks: the
+    // tasks' partials go to the partials topic, which the global stage on ordinal 0 merges.
+    let global = if plan()?.has_global() {
+        let topic = partials_topic(&name);
+        let count = admin::ensure_topic(&settings, &topic, partitions, opts.source.timeout)?;
+        info!(%topic, partitions = count, "global analytics: tasks send partials to the global stage on ordinal 0");
+        Some(GlobalInput {
+            topic,
+            partitions: count,
+            start: BTreeMap::new(),
+        })
+    } else {
+        None
+    };
+    let routes = match &global {
+        Some(g) => SinkRoutes::from_spec(spec).with_partials(g.topic.clone(), g.partitions),
+        None => SinkRoutes::from_spec(spec),
+    };
     let previous = runtime
         .previous_parallelism
         .as_ref()
@@ -373,7 +424,7 @@ pub fn run_worker(
     };
     for &t in &tasks {
         store.clean_temp(t)?;
-        let mut task = Task::new(Plan::compile(&name, spec)?, 0);
+        let mut task = Stage::Task(Task::new(plan()?, 0).with_id(t));
         // A moved task: hear every earlier owner first (they must have stopped it), then fence
         // them (the producer's init_transactions), then read the commit marker.
         let Some(prepared) = handoff::prepare(&store, t, &handoff_plan, &peers, wait)? else {
@@ -385,7 +436,7 @@ pub fn run_worker(
             &name,
             t,
             delivery,
-            SinkRoutes::from_spec(spec),
+            routes.clone(),
             SinkOptions::default(),
         )
         .map_err(|source| WorkerError::Sink { task: t, source })?;
@@ -400,35 +451,46 @@ pub fn run_worker(
             server.stop();
             return Ok(());
         }
-        let scan = store.scan(t)?;
-        for skipped in &scan.skipped {
-            warn!(task = t, id = skipped.id, problem = %skipped.problem, "corrupt checkpoint skipped");
+        if let Some(offsets) = restore(&store, t, &mut task, committed, exactly_once, &metrics)? {
+            start.insert(t, offsets);
         }
-        metrics.checkpoint_corrupt(scan.skipped.len() as u64);
-        let point = restore_point(&scan.valid, committed, exactly_once)?;
-        if let RestorePoint::Checkpoint { id, exact } = point {
-            if let Some(checkpoint) = store.read(t, id)? {
-                task.restore(checkpoint.state())
-                    .map_err(|source| WorkerError::Restore { task: t, source })?;
-                start.insert(t, checkpoint.meta.offsets.clone());
-                info!(task = t, id, exact, "restored checkpoint");
-            }
-        }
-        let metrics_of_task = TaskMetrics::for_task(&metrics, t, &task);
-        owned.push(Owned {
-            id: t,
-            task,
-            input: None,
-            sink,
-            metrics: metrics_of_task,
-            next_checkpoint: store.next_id(t)?,
-            finished: false,
-            exactly_once,
-            in_flight: None,
-            held: Output::default(),
-        });
+        owned.push(Owned::new(t, task, sink, &metrics, &store, exactly_once)?);
     }
-    for input in source.assign(&tasks, &start)? {
+    // The global stage: on ordinal 0, which every assignment keeps; it never moves.
+    let global = global.filter(|_| ordinal == 0);
+    if let Some(input) = &global {
+        let t = GLOBAL_STAGE;
+        store.clean_temp(t)?;
+        let mut stage = Stage::Global(GlobalStage::new(plan()?, partitions));
+        let sink = TaskSink::new(
+            &settings,
+            &name,
+            t,
+            delivery,
+            SinkRoutes::from_spec(spec),
+            SinkOptions::default(),
+        )
+        .map_err(|source| WorkerError::Sink { task: t, source })?;
+        let committed = if exactly_once {
+            source.committed_global_checkpoint(&input.topic, input.partitions)?
+        } else {
+            None
+        };
+        if let Some(offsets) = restore(&store, t, &mut stage, committed, exactly_once, &metrics)? {
+            start.insert(t, offsets);
+        }
+        owned.push(Owned::new(t, stage, sink, &metrics, &store, exactly_once)?);
+    }
+    let global = global.map(|mut input| {
+        input.start = start
+            .get(&GLOBAL_STAGE)
+            .and_then(|offsets| offsets.get(GLOBAL_SOURCE))
+            .cloned()
+            .unwrap_or_default();
+        input
+    });
+    let (inputs, global_input) = source.assign_with_global(&tasks, &start, global.as_ref())?;
+    for input in inputs.into_iter().chain(global_input) {
         if let Some(task) = owned.iter_mut().find(|o| o.id == input.task()) {
             task.input = Some(input);
         }
@@ -578,7 +640,7 @@ fn run_tasks(
                 taken += n;
                 task.tick(processing, &mut out);
                 write(owned, &mut out, metrics)?;
-                owned.metrics.publish_task(metrics, &owned.task, now_ms());
+                owned.task.publish(&mut owned.metrics, metrics, now_ms());
             }
             if let Some(counter) = &shared.taken {
                 counter.fetch_add(taken as u64, Ordering::Relaxed);
@@ -643,10 +705,12 @@ fn finish_caught_up(
             })?,
             None => true,
         };
-        if caught_up {
-            owned.task.finish(processing, out);
+        if caught_up && owned.task.finish(processing, out) {
             write(owned, out, &shared.metrics)?;
             owned.finished = true;
+            // Under exactly-once what the task wrote last (partials for the global stage
+            // among it) becomes visible with its next checkpoint: take it now.
+            checkpointing::now(owned, shared)?;
         }
     }
     Ok(group.iter().all(|o| o.finished))
@@ -665,8 +729,7 @@ fn write(task: &mut Owned, out: &mut Output, metrics: &Metrics) -> Result<(), Wo
         })?;
     task.sink
         .take_written(|sink, n| metrics.records_out(sink, n));
-    out.results.clear();
-    out.dead_letters.clear();
+    out.clear();
     Ok(())
 }
 

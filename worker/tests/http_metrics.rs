@@ -33,6 +33,7 @@ fn counters(records_in: u64, dead: u64) -> Counters {
         ]),
         results: vec![3],
         late: vec![1],
+        partials: vec![records_in / 5],
     }
 }
 
@@ -115,6 +116,14 @@ fn counters_are_published_as_deltas_and_a_reset_adds_the_new_value() {
             &[("pipeline", "p"), ("source", "clicks")]
         ),
         Some(15.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "tidemark_global_partials_total",
+            &[("outcome", "emitted"), ("pipeline", "p")]
+        ),
+        Some(3.0)
     );
     assert_eq!(
         sample(

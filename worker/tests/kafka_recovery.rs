@@ -220,6 +220,7 @@ fn a_task_restored_from_its_checkpoint_and_replayed_from_its_offsets_loses_no_re
             })
             .collect(),
         dead_letters: Vec::new(),
+        partials: Vec::new(),
     };
     assert_eq!(comparable(&in_kafka), comparable(&expected));
 }

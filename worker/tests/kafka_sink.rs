@@ -10,14 +10,14 @@ mod kafka_support;
 use std::collections::BTreeMap;
 
 use kafka_support::*;
-use rdkafka::TopicPartitionList;
+use rdkafka::{Message, TopicPartitionList};
 use tidemark_api::Delivery;
 use tidemark_worker::event::Reason;
 use tidemark_worker::kafka::sink::{REASON_HEADER, SOURCE_HEADER};
 use tidemark_worker::kafka::{
     KafkaSource, SinkError, SinkOptions, SinkRoutes, SourceOptions, SourceTopic, TaskSink,
 };
-use tidemark_worker::result::{DeadLetter, Output, ResultRecord};
+use tidemark_worker::result::{DeadLetter, InternalRecord, Output, ResultRecord};
 
 const END: &str = "END";
 
@@ -32,7 +32,7 @@ fn result(analytic: usize, key: &str, value: &str) -> ResultRecord {
 fn results(records: Vec<ResultRecord>) -> Output {
     Output {
         results: records,
-        dead_letters: Vec::new(),
+        ..Output::default()
     }
 }
 
@@ -41,11 +41,21 @@ fn routes(topic: &str) -> SinkRoutes {
 }
 
 fn sink(bootstrap: &str, pipeline: &str, delivery: Delivery, routes: SinkRoutes) -> TaskSink {
+    task_sink(bootstrap, pipeline, 0, delivery, routes)
+}
+
+fn task_sink(
+    bootstrap: &str,
+    pipeline: &str,
+    task: u32,
+    delivery: Delivery,
+    routes: SinkRoutes,
+) -> TaskSink {
     let settings = settings(bootstrap);
     TaskSink::new(
         &settings,
         pipeline,
-        0,
+        task,
         delivery,
         routes,
         SinkOptions::default(),
@@ -103,13 +113,52 @@ fn results_reach_the_topics_of_their_analytic_keyed_by_the_result_key() {
 }
 
 #[test]
+fn a_tasks_partials_go_in_order_to_its_one_partition_of_the_partials_topic() {
+    let cluster = cluster(&[("partials", 4)]);
+    let bootstrap = cluster.bootstrap_servers();
+    let routes = SinkRoutes::new(Vec::new(), None).with_partials("partials".into(), 4);
+    let mut task = task_sink(&bootstrap, "p", 5, Delivery::AtLeastOnce, routes);
+    let partial = |key: &str, value: &str| InternalRecord {
+        key: key.into(),
+        value: value.as_bytes().to_vec(),
+    };
+    let output = Output {
+        partials: vec![
+            partial("a/p1/0", "first"),
+            partial("progress/5", "second"),
+            partial("a/p2/0", END),
+        ],
+        ..Output::default()
+    };
+    task.write(&output, "now").unwrap();
+    task.prepare(1, &none(), None).unwrap();
+    let messages = read_until(&reader(&bootstrap, "partials", 4), END);
+    let got: Vec<(i32, String)> = messages
+        .iter()
+        .map(|m| (m.partition(), text(m).1))
+        .collect();
+    // Task 5 of a 4-partition topic: partition 1, in the order written.
+    assert_eq!(got, [(1, "first".to_owned()), (1, "second".to_owned())]);
+
+    let mut without = sink(
+        &bootstrap,
+        "p",
+        Delivery::AtLeastOnce,
+        SinkRoutes::default(),
+    );
+    assert!(matches!(
+        without.write(&output, "now"),
+        Err(SinkError::NoPartialsTopic)
+    ));
+}
+
+#[test]
 fn dead_letters_carry_their_reason_and_source_in_headers() {
     let cluster = cluster(&[("dead", 1)]);
     let bootstrap = cluster.bootstrap_servers();
     let routes = SinkRoutes::new(Vec::new(), Some("dead".into()));
     let mut sink = sink(&bootstrap, "p", Delivery::AtLeastOnce, routes);
     let output = Output {
-        results: Vec::new(),
         dead_letters: vec![
             DeadLetter {
                 source: Some("clicks".into()),
@@ -124,6 +173,7 @@ fn dead_letters_carry_their_reason_and_source_in_headers() {
                 raw: b"{}".to_vec(),
             },
         ],
+        ..Output::default()
     };
     sink.write(&output, "2026-01-01T00:00:00Z").unwrap();
     sink.prepare(1, &none(), None).unwrap();

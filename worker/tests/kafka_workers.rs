@@ -227,3 +227,37 @@ fn under_exactly_once_every_report_is_written_once_and_kills_lose_none() {
     }
     drop((mock, mock2));
 }
+
+/// An analytic keyed by category over four partitions runs in two phases: each task's partials
+/// go to the partials topic (created by the workers) and the global stage on ordinal 0 merges
+/// them. Ordinal 0 — the global stage and two tasks — is killed three times, each time after a
+/// new checkpoint of the stage; every category report is still written with the oracle's
+/// values.
+#[test]
+fn a_global_analytic_over_two_worker_processes_survives_kills() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mock, bootstrap) = start_mock();
+    let manifest = write_manifest_keyed(dir.path(), "300ms", "category");
+    let events = events(12_000, PARTITIONS);
+    let expected = oracle_by(&events, |_, v| v["category"].as_str().unwrap().to_owned());
+    assert!(expected.len() > 8, "{}", expected.len());
+    let (first, second) = events.split_at(events.len() / 2);
+    let steady = worker_with(&manifest, &bootstrap, 1, dir.path(), "exactlyOnce");
+    let mut victim = worker_with(&manifest, &bootstrap, 0, dir.path(), "exactlyOnce");
+    produce_all(&bootstrap, first);
+    let stage_dir = dir.path().join("worker-0/global");
+    for _ in 0..3 {
+        let before = newest_checkpoint(&stage_dir);
+        kill_after_a_new_checkpoint(&mut victim, &stage_dir, before);
+        victim = worker_with(&manifest, &bootstrap, 0, dir.path(), "exactlyOnce");
+    }
+    produce_all(&bootstrap, second);
+    read_and_check(&bootstrap, &expected);
+    assert!(terminate(victim).success());
+    assert!(terminate(steady).success());
+    assert!(
+        !dir.path().join("worker-1/global").exists(),
+        "only ordinal 0 hosts the global stage"
+    );
+    drop(mock);
+}

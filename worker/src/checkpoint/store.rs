@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::format::{self, Checkpoint, Corruption, Metadata};
 use super::CheckpointError;
+use crate::global::GLOBAL_STAGE;
 
 /// Where checkpoints live on a worker pod's volume.
 pub const DEFAULT_ROOT: &str = "/var/lib/tidemark/checkpoints";
@@ -108,9 +109,13 @@ impl CheckpointStore {
         &self.root
     }
 
-    /// The directory of task `task`.
+    /// The directory of task `task` (`global` for the global stage).
     pub fn task_dir(&self, task: u32) -> PathBuf {
-        self.root.join(format!("task-{task}"))
+        if task == GLOBAL_STAGE {
+            self.root.join("global")
+        } else {
+            self.root.join(format!("task-{task}"))
+        }
     }
 
     /// Writes a checkpoint of `meta.task` durably, then prunes to the newest `retain`.
@@ -220,7 +225,10 @@ impl CheckpointStore {
         };
         let mut tasks: Vec<u32> = entries
             .filter_map(Result::ok)
-            .filter_map(|e| e.file_name().to_str()?.strip_prefix("task-")?.parse().ok())
+            .filter_map(|e| match e.file_name().to_str()? {
+                "global" => Some(GLOBAL_STAGE),
+                name => name.strip_prefix("task-")?.parse().ok(),
+            })
             .collect();
         tasks.sort_unstable();
         Ok(tasks)

@@ -109,11 +109,10 @@ fn generated(n: u64, seed: u64, out_of_order_fraction: f64) -> Vec<Vec<u8>> {
 
 /// The task of an event: its user's partition, as a producer keyed by user chooses it.
 fn task_of(raw: &[u8], tasks: u32) -> u32 {
-    use std::hash::{BuildHasher, Hash, Hasher};
+    use std::hash::BuildHasher;
     let json: serde_json::Value = serde_json::from_slice(raw).unwrap();
-    let mut h = rustc_hash::FxBuildHasher.build_hasher();
-    json["user_id"].as_str().unwrap().hash(&mut h);
-    (h.finish() % u64::from(tasks)) as u32
+    let user = json["user_id"].as_str().unwrap();
+    (rustc_hash::FxBuildHasher.hash_one(user) % u64::from(tasks)) as u32
 }
 
 /// The final (highest-revision) value of every result, by Kafka key.

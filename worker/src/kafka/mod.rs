@@ -5,6 +5,7 @@
 //! checkpoint schedule and recovery are the worker's; `docs/kafka.md` has the protocol they
 //! follow), checkpoint files (`crate::checkpoint`) or metrics registration (`crate::metrics`).
 
+pub mod admin;
 pub mod assignment;
 pub mod config;
 pub mod recovery;
@@ -18,8 +19,8 @@ pub use recovery::{restore_point, RecoveryError, RestorePoint};
 pub use routes::SinkRoutes;
 pub use sink::{SinkError, SinkOptions, TaskSink};
 pub use source::{
-    KafkaRecord, KafkaSource, PartitionLag, SourceError, SourceOffsets, SourceOptions, SourceTopic,
-    TaskInput,
+    GlobalInput, KafkaRecord, KafkaSource, PartitionLag, SourceError, SourceOffsets, SourceOptions,
+    SourceTopic, TaskInput, GLOBAL_SOURCE,
 };
 
 #[cfg(test)]

@@ -15,6 +15,8 @@ pub struct SinkRoutes {
     /// Per analytic, the indexes in `sinks` that receive it.
     per_analytic: Vec<Vec<usize>>,
     dead_letter: Option<String>,
+    /// The partials topic of the global stage and its partition count.
+    partials: Option<(String, u32)>,
 }
 
 impl SinkRoutes {
@@ -104,6 +106,20 @@ impl SinkRoutes {
     /// The dead-letter topic, if dead letters go to Kafka.
     pub fn dead_letter_topic(&self) -> Option<&str> {
         self.dead_letter.as_deref()
+    }
+
+    /// The same routes with the global stage's partials going to `topic` of `partitions`
+    /// partitions (`crate::global`).
+    pub fn with_partials(mut self, topic: String, partitions: u32) -> Self {
+        self.partials = Some((topic, partitions.max(1)));
+        self
+    }
+
+    /// The partials topic and the partition of task `task` in it: every record of a task goes
+    /// to one partition, in order.
+    pub fn partials_of(&self, task: u32) -> Option<(&str, i32)> {
+        let (topic, partitions) = self.partials.as_ref()?;
+        Some((topic, (task % partitions) as i32))
     }
 }
 

@@ -50,6 +50,9 @@ pub enum SinkError {
     /// A record could not be queued before the timeout (librdkafka's queue stayed full).
     #[error("failed to queue a record for topic {0:?}")]
     Send(String, #[source] KafkaError),
+    /// The task emitted partials for the global stage but has no partials topic (a bug).
+    #[error("no partials topic for the global stage's partials")]
+    NoPartialsTopic,
     /// Records were not delivered before the timeout or were rejected.
     #[error("failed to deliver {count} records (first error: {first})")]
     Delivery {
@@ -122,6 +125,7 @@ impl DeliveryTracker {
 /// The producer of one task.
 pub struct TaskSink {
     producer: BaseProducer<DeliveryTracker>,
+    task: u32,
     routes: SinkRoutes,
     /// Results queued per sink (index in `routes`) since `take_written`.
     written: Vec<u64>,
@@ -130,9 +134,9 @@ pub struct TaskSink {
     options: SinkOptions,
 }
 
-/// The `transactional.id` of a task's producer.
+/// The `transactional.id` of a task's producer (`<pipeline>-global` for the global stage).
 pub fn transactional_id(pipeline: &str, task: u32) -> String {
-    format!("{pipeline}-{task}")
+    format!("{pipeline}-{}", crate::global::task_label(task))
 }
 
 impl TaskSink {
@@ -169,6 +173,7 @@ impl TaskSink {
             .map_err(SinkError::Create)?;
         let sink = Self {
             producer,
+            task,
             written: vec![0; routes.sink_count()],
             routes,
             pipeline: pipeline.to_owned(),
@@ -184,10 +189,23 @@ impl TaskSink {
         Ok(sink)
     }
 
-    /// Queues `output`'s results (to the topics routed for their analytic) and dead letters
-    /// (with reason and source headers, `at` as their time). Blocks only while librdkafka's
-    /// queue is full, for at most the timeout. Nothing is durable before `prepare`.
+    /// Queues `output`'s results (to the topics routed for their analytic), dead letters
+    /// (with reason and source headers, `at` as their time) and partials (to the task's
+    /// partition of the partials topic). Blocks only while librdkafka's queue is full, for at
+    /// most the timeout. Nothing is durable before `prepare`.
     pub fn write(&mut self, output: &Output, at: &str) -> Result<(), SinkError> {
+        if !output.partials.is_empty() {
+            let Some((topic, partition)) = self.routes.partials_of(self.task) else {
+                return Err(SinkError::NoPartialsTopic);
+            };
+            for record in &output.partials {
+                let record = BaseRecord::to(topic)
+                    .partition(partition)
+                    .key(record.key.as_bytes())
+                    .payload(record.value.as_slice());
+                self.send(record)?;
+            }
+        }
         for result in &output.results {
             for &sink in self.routes.sinks_of(result.analytic) {
                 let record = BaseRecord::to(self.routes.sink_topic(sink))
@@ -379,5 +397,9 @@ mod tests {
     #[test]
     fn the_transactional_id_names_pipeline_and_task() {
         assert_eq!(transactional_id("quickstart", 3), "quickstart-3");
+        assert_eq!(
+            transactional_id("quickstart", crate::global::GLOBAL_STAGE),
+            "quickstart-global"
+        );
     }
 }

@@ -123,7 +123,6 @@ pub(super) fn hold(task: &mut Owned, out: &mut Output) -> bool {
     if task.in_flight.is_none() || !task.exactly_once {
         return false;
     }
-    task.held.results.append(&mut out.results);
-    task.held.dead_letters.append(&mut out.dead_letters);
+    task.held.append(out);
     true
 }

@@ -53,6 +53,22 @@ pub fn write_manifest(dir: &Path, interval: &str) -> PathBuf {
     path
 }
 
+/// Like [`write_manifest`] with the report keyed by `key_by` (so that over several partitions
+/// it runs in the global stage) and an idle timeout of an hour (no task is ever idle, so
+/// every result closes once, revision 0).
+pub fn write_manifest_keyed(dir: &Path, interval: &str, key_by: &str) -> PathBuf {
+    let path = write_manifest(dir, interval);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("keyBy: user", &format!("keyBy: {key_by}"))
+        .replace(
+            "maxOutOfOrderness: 10s",
+            "maxOutOfOrderness: 10s\n    idleTimeout: 1h",
+        );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 /// `n` generated events of 300 users, half a second of event time apart; then one far-future
 /// event per partition of each source topic, so that every real window closes.
 pub fn events(n: u64, partitions: i32) -> Vec<Event> {
@@ -140,6 +156,12 @@ pub fn produce_all(bootstrap: &str, events: &[Event]) {
 /// The reports the quickstart must write for `events` (the flush events open windows that
 /// never close, so they have none).
 pub fn oracle(events: &[Event]) -> Expected {
+    oracle_by(events, |e, _| e.key.clone())
+}
+
+/// The reports of the quickstart keyed by what `key` reads from each event (not the flush
+/// events).
+pub fn oracle_by(events: &[Event], key: impl Fn(&Event, &serde_json::Value) -> String) -> Expected {
     let mut reports = Expected::new();
     for e in events {
         if e.partition.is_some() {
@@ -148,7 +170,7 @@ pub fn oracle(events: &[Event]) -> Expected {
         let v: serde_json::Value = serde_json::from_str(&e.value).unwrap();
         let start = v["ts"].as_i64().unwrap().div_euclid(HOUR) * HOUR;
         let window = tidemark_worker::result::rfc3339(start);
-        let entry = reports.entry((e.key.clone(), window)).or_default();
+        let entry = reports.entry((key(e, &v), window)).or_default();
         if e.topic == "purchase_topic" {
             entry.1 += 1;
             entry.2 += v["price"].as_f64().unwrap();

@@ -20,6 +20,8 @@ use super::{KafkaRecord, SourceContext, SourceError, SourceOffsets, SourceTopic}
 pub(super) struct SplitQueue {
     /// Position of its source in the source's topics.
     pub(super) topic: usize,
+    /// Its partition: the task's, or for the global stage one of the partials topic's.
+    pub(super) partition: i32,
     pub(super) queue: PartitionQueue<SourceContext>,
     /// Next offset not yet taken; -1: from the start of the log. Shared with the source for lag.
     pub(super) position: Arc<AtomicI64>,
@@ -63,11 +65,9 @@ impl TaskInput {
                 break;
             };
             f(record.source, record.offset, &record.payload);
-            if let Some(q) = self
-                .queues
-                .iter()
-                .find(|q| self.topics[q.topic].index == record.source)
-            {
+            if let Some(q) = self.queues.iter().find(|q| {
+                self.topics[q.topic].index == record.source && q.partition == record.partition
+            }) {
                 q.position.store(record.offset + 1, Ordering::Relaxed);
             }
             n += 1;
@@ -106,13 +106,15 @@ impl TaskInput {
         Ok(n)
     }
 
-    /// Like [`TaskInput::poll`], copying the records into `out`.
+    /// Like [`TaskInput::poll`], copying the records into `out` (for a task's input: each
+    /// record's partition is the task's).
     pub fn take(&mut self, max: usize, out: &mut Vec<KafkaRecord>) -> Result<usize, SourceError> {
         let task = self.task;
         self.poll(max, |source, offset, payload| {
             out.push(KafkaRecord {
                 task,
                 source,
+                partition: task as i32,
                 offset,
                 payload: payload.to_vec(),
             });
@@ -129,7 +131,7 @@ impl TaskInput {
                 offsets
                     .entry(self.topics[q.topic].name.clone())
                     .or_default()
-                    .insert(self.task as i32, next);
+                    .insert(q.partition, next);
             }
         }
         offsets
@@ -143,7 +145,7 @@ impl TaskInput {
         }
         for q in &self.queues {
             let topic = &self.topics[q.topic].topic;
-            let partition = self.task as i32;
+            let partition = q.partition;
             let (low, high) = self
                 .watermarks
                 .fetch_watermarks(topic, partition, self.timeout)
@@ -189,7 +191,7 @@ impl TaskInput {
     fn skip_deleted(&mut self, at: usize) -> Result<(), SourceError> {
         let q = &self.queues[at];
         let source = &self.topics[q.topic];
-        let partition = self.task as i32;
+        let partition = q.partition;
         let (low, _) = self
             .watermarks
             .fetch_watermarks(&source.topic, partition, self.timeout)

@@ -41,6 +41,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tracing::warn;
 
+use crate::global::GLOBAL_STAGE;
 use crate::kafka::assignment::{co_partitioned, AssignmentError};
 use crate::kafka::config::KafkaSettings;
 
@@ -86,6 +87,9 @@ pub enum SourceError {
     /// A partition's queue could not be split from the consumer's.
     #[error("failed to give topic {0:?} partition {1} its own queue")]
     Split(String, i32),
+    /// The partials topic of the global stage could not be created.
+    #[error("failed to create topic {0:?}: {1}")]
+    CreateTopic(String, String),
     /// Seeking past records deleted from the log failed.
     #[error("failed to seek {0:?} partition {1} to the start of its log")]
     Seek(String, i32, #[source] KafkaError),
@@ -93,6 +97,20 @@ pub enum SourceError {
     /// assigned partition has its own queue); the worker restarts from its checkpoints.
     #[error("a record of {0:?} partition {1} reached the shared queue")]
     Unsplit(String, i32),
+}
+
+/// The source name of the global stage's input in its checkpoints' offsets.
+pub const GLOBAL_SOURCE: &str = "tidemark.partials";
+
+/// The global stage's input: the partials topic, whole.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GlobalInput {
+    /// The partials topic.
+    pub topic: String,
+    /// Its partition count.
+    pub partitions: u32,
+    /// Next offset to read per partition (from the stage's checkpoint); absent: the beginning.
+    pub start: BTreeMap<i32, i64>,
 }
 
 /// One Kafka source of the pipeline.
@@ -139,6 +157,8 @@ pub struct KafkaRecord {
     pub task: u32,
     /// Index of its source among the pipeline's sources.
     pub source: usize,
+    /// Its partition (the task's, but for the global stage's input).
+    pub partition: i32,
     /// Its offset in the partition.
     pub offset: i64,
     /// The record's value (empty for a null value).
@@ -246,7 +266,29 @@ impl KafkaSource {
         tasks: &[u32],
         start: &BTreeMap<u32, SourceOffsets>,
     ) -> Result<Vec<TaskInput>, SourceError> {
+        Ok(self.assign_with_global(tasks, start, None)?.0)
+    }
+
+    /// Like [`KafkaSource::assign`], and with `global`, also every partition of the partials
+    /// topic as the input of the global stage (task `GLOBAL_STAGE`, one source named
+    /// [`GLOBAL_SOURCE`]).
+    pub fn assign_with_global(
+        &mut self,
+        tasks: &[u32],
+        start: &BTreeMap<u32, SourceOffsets>,
+        global: Option<&GlobalInput>,
+    ) -> Result<(Vec<TaskInput>, Option<TaskInput>), SourceError> {
         let mut list = TopicPartitionList::new();
+        if let Some(global) = global {
+            for partition in 0..global.partitions as i32 {
+                let at = global
+                    .start
+                    .get(&partition)
+                    .map_or(Offset::Beginning, |&o| Offset::Offset(o));
+                list.add_partition_offset(&global.topic, partition, at)
+                    .map_err(|e| SourceError::Partitions("assign", e))?;
+            }
+        }
         self.positions.clear();
         for &task in tasks {
             for (i, source) in self.topics.iter().enumerate() {
@@ -280,41 +322,89 @@ impl KafkaSource {
                     .ok_or_else(|| SourceError::Split(source.topic.clone(), partition))?;
                 queues.push(SplitQueue {
                     topic: i,
+                    partition,
                     queue,
                     position: self.positions[&(i, task)].clone(),
                 });
             }
-            inputs.insert(
-                task,
-                TaskInput {
-                    task,
-                    topics: self.topics.clone(),
-                    queues,
-                    prefix: VecDeque::new(),
-                    consumer: self.consumer.clone(),
-                    watermarks: self.watermarks.clone(),
-                    timeout: self.options.timeout,
-                    turn: 0,
-                    skipped: Vec::new(),
-                    waker: None,
-                },
-            );
+            inputs.insert(task, self.input(task, self.topics.clone(), queues));
         }
+        let mut global_input = match global {
+            Some(global) => {
+                let topics: Arc<[SourceTopic]> = Arc::from([SourceTopic {
+                    name: GLOBAL_SOURCE.to_owned(),
+                    index: 0,
+                    topic: global.topic.clone(),
+                }]);
+                let mut queues = Vec::with_capacity(global.partitions as usize);
+                for partition in 0..global.partitions as i32 {
+                    let queue = self
+                        .consumer
+                        .split_partition_queue(&global.topic, partition)
+                        .ok_or_else(|| SourceError::Split(global.topic.clone(), partition))?;
+                    let at = global.start.get(&partition).copied().unwrap_or(-1);
+                    queues.push(SplitQueue {
+                        topic: 0,
+                        partition,
+                        queue,
+                        position: Arc::new(AtomicI64::new(at)),
+                    });
+                }
+                Some(self.input(GLOBAL_STAGE, topics, queues))
+            }
+            None => None,
+        };
         while let Some(result) = self.consumer.poll(Duration::ZERO) {
             let message = result.map_err(SourceError::Consume)?;
-            let Some(i) = self.topics.iter().position(|t| t.topic == message.topic()) else {
-                continue;
+            let partition = message.partition();
+            let (input, source) = match self.topics.iter().position(|t| t.topic == message.topic())
+            {
+                Some(i) => (inputs.get_mut(&(partition as u32)), self.topics[i].index),
+                None if global.is_some_and(|g| g.topic == message.topic()) => {
+                    (global_input.as_mut(), 0)
+                }
+                None => continue,
             };
-            if let Some(input) = inputs.get_mut(&(message.partition() as u32)) {
+            if let Some(input) = input {
                 input.prefix.push_back(KafkaRecord {
                     task: input.task,
-                    source: self.topics[i].index,
+                    source,
+                    partition,
                     offset: message.offset(),
                     payload: message.payload().unwrap_or_default().to_vec(),
                 });
             }
         }
-        Ok(inputs.into_values().collect())
+        Ok((inputs.into_values().collect(), global_input))
+    }
+
+    fn input(&self, task: u32, topics: Arc<[SourceTopic]>, queues: Vec<SplitQueue>) -> TaskInput {
+        TaskInput {
+            task,
+            topics,
+            queues,
+            prefix: VecDeque::new(),
+            consumer: self.consumer.clone(),
+            watermarks: self.watermarks.clone(),
+            timeout: self.options.timeout,
+            turn: 0,
+            skipped: Vec::new(),
+            waker: None,
+        }
+    }
+
+    /// The checkpoint id marked on the global stage's committed offsets of the partials
+    /// `topic` (`partitions` partitions): see [`KafkaSource::committed_checkpoint`].
+    pub fn committed_global_checkpoint(
+        &self,
+        topic: &str,
+        partitions: u32,
+    ) -> Result<Option<u64>, SourceError> {
+        let mut list = TopicPartitionList::new();
+        for partition in 0..partitions as i32 {
+            list.add_partition(topic, partition);
+        }
+        self.committed_marker(list)
     }
 
     /// The assigned tasks, ascending.

@@ -117,9 +117,17 @@ impl KafkaSource {
     /// task's partitions are committed atomically, so the first marker found speaks for all.
     /// Blocks up to the timeout.
     pub fn committed_checkpoint(&self, task: u32) -> Result<Option<u64>, SourceError> {
+        self.committed_marker(self.task_partitions(task))
+    }
+
+    /// The checkpoint marker on the group's committed offsets of `list`.
+    pub(super) fn committed_marker(
+        &self,
+        list: TopicPartitionList,
+    ) -> Result<Option<u64>, SourceError> {
         let committed = self
             .consumer
-            .committed_offsets(self.task_partitions(task), self.options.timeout)
+            .committed_offsets(list, self.options.timeout)
             .map_err(SourceError::Committed)?;
         Ok(committed
             .elements()
