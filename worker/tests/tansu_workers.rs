@@ -26,7 +26,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use tidemark_worker::checkpoint::CheckpointStore;
 use tidemark_worker::metrics::{
-    CHECKPOINT_CORRUPT_TOTAL, CHECKPOINT_FAILURES_TOTAL, RECORDS_IN_TOTAL, RECORDS_OUT_TOTAL,
+    CHECKPOINT_CORRUPT_TOTAL, CHECKPOINT_FAILURES_TOTAL, GLOBAL_PARTIALS_TOTAL, RECORDS_IN_TOTAL,
+    RECORDS_OUT_TOTAL,
 };
 
 const PARTITIONS: i32 = 4;
@@ -55,6 +56,23 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         let manifest = quickstart::write_manifest(dir.path(), interval);
         let expected = quickstart::oracle(&events);
+        Some(Setup {
+            tansu,
+            dir,
+            manifest,
+            events,
+            expected,
+        })
+    }
+
+    /// The report keyed by category (the global stage over the four partitions).
+    fn by_category(interval: &str) -> Option<Setup> {
+        let events = quickstart::events(EVENTS, PARTITIONS);
+        let tansu = Tansu::start(&quickstart::topics(PARTITIONS))?;
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = quickstart::write_manifest_keyed(dir.path(), interval, "category");
+        let expected =
+            quickstart::oracle_by(&events, |_, v| v["category"].as_str().unwrap().to_owned());
         Some(Setup {
             tansu,
             dir,
@@ -231,6 +249,41 @@ fn two_workers_over_four_partitions_write_every_report() {
             );
         }
     }
+}
+
+/// The report keyed by category: tasks send partials through tansu (the workers create the
+/// partials topic), the global stage on ordinal 0 merges them. Ordinal 0 is killed three times
+/// after a checkpoint of the stage; every category report arrives with the oracle's values.
+#[test]
+fn a_global_analytic_merged_on_ordinal_0_survives_its_kills() {
+    let Some(setup) = Setup::by_category("500ms") else {
+        return;
+    };
+    assert!(setup.expected.len() > 8, "{}", setup.expected.len());
+    let mut steady = setup.worker(1);
+    steady.wait_ready();
+    let mut victim = setup.worker(0);
+    victim.wait_ready();
+    let stage_dir = setup.checkpoint_dir(0).join("global");
+    let chunks: Vec<_> = setup.events.chunks(setup.events.len() / 3 + 1).collect();
+    for chunk in chunks {
+        let before = quickstart::newest_checkpoint(&stage_dir);
+        setup.produce(chunk);
+        wait_new_checkpoint(&stage_dir, before.as_ref());
+        victim.kill();
+        victim = setup.worker(0);
+        victim.wait_ready();
+    }
+    setup.check_reports();
+    let (_, body) = victim.get("/metrics").unwrap();
+    let merged: f64 = metric_series(&body, GLOBAL_PARTIALS_TOTAL)
+        .iter()
+        .filter(|(labels, _)| labels.contains(r#"outcome="merged""#))
+        .map(|(_, n)| n)
+        .sum();
+    assert!(merged > 0.0, "the restarted stage merged partials:\n{body}");
+    assert!(victim.terminate().success());
+    assert!(steady.terminate().success());
 }
 
 #[test]
