@@ -5,7 +5,9 @@
 //! 500 k generated events (100 k users) are produced into `tidemark-mock-kafka` first; then one
 //! worker (`TIDEMARK_THREADS` task threads, default 1; `TIDEMARK_DELIVERY`, default
 //! `atLeastOnce`) is started and timed from its start until
-//! `tidemark_records_in_total` reaches the event count on its `/metrics`. The worker's CPU time
+//! `tidemark_records_in_total` reaches the event count on its `/metrics`. With
+//! `TIDEMARK_KEY_BY=category` (or `product`) the report is keyed by that field, so the 32 tasks
+//! send partials to the global stage, which runs in the same worker (`docs/global.md`). The worker's CPU time
 //! (user + system, from `/proc`) gives events per CPU-second: the per-core figure, which does
 //! not count the mock broker sharing the machine. The mock keeps at most
 //! 5 MB per partition (librdkafka's `rd_kafka_mock_partition` retention), so the topics have 32
@@ -87,6 +89,13 @@ fn one_worker_throughput_from_kafka_to_kafka() {
         .replace(
             "bootstrapServers: kafka:9092",
             &format!("bootstrapServers: \"{bootstrap}\""),
+        )
+        .replace(
+            "keyBy: user",
+            &format!(
+                "keyBy: {}",
+                std::env::var("TIDEMARK_KEY_BY").unwrap_or_else(|_| "user".into())
+            ),
         )
         .replace(
             "delivery: exactlyOnce",
