@@ -698,13 +698,7 @@ mod tests {
             time_step: tidemark_api::Duration::from_millis(1_000),
             ..Default::default()
         };
-        let mut generator = Generator::new(&spec);
-        let mut out = Vec::new();
-        let mut line = Vec::new();
-        while generator.next_into(&mut line).is_some() {
-            out.push(std::mem::take(&mut line));
-        }
-        out
+        Generator::lines(&spec)
     }
 
     fn run(task: &mut Task, events: &[Vec<u8>], out: &mut Output) {

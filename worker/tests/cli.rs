@@ -204,6 +204,27 @@ fn reports(text: &str) -> Vec<String> {
     reports
 }
 
+/// The reports of a one-task file run of `manifest` over the events `generator` (flags of
+/// `tidemark generate`) makes, as [`reports`] gives them.
+fn file_run_reports(dir: &Path, manifest: &Path, generator: &[&str]) -> Vec<String> {
+    let events = dir.join("events.jsonl");
+    let out = tidemark(&[&["generate", "--out", events.to_str().unwrap()], generator].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let file_run = dir.join("file.jsonl");
+    let out = tidemark(&[
+        "run",
+        "-q",
+        "-f",
+        manifest.to_str().unwrap(),
+        "--input",
+        events.to_str().unwrap(),
+        "--output",
+        file_run.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    reports(&std::fs::read_to_string(&file_run).unwrap())
+}
+
 #[test]
 fn the_embedded_quickstart_runs_the_kafka_path_and_reports_what_a_file_run_reports() {
     let dir = tempfile::tempdir().unwrap();
@@ -217,29 +238,8 @@ fn the_embedded_quickstart_runs_the_kafka_path_and_reports_what_a_file_run_repor
         "--seed",
         "7",
     ];
-    let events = dir.path().join("events.jsonl");
-    let out = tidemark(
-        &[
-            &["generate", "--out", events.to_str().unwrap()],
-            &generator[..],
-        ]
-        .concat(),
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
     let quickstart = example("quickstart.yaml");
-    let file_run = dir.path().join("file.jsonl");
-    let out = tidemark(&[
-        "run",
-        "-q",
-        "-f",
-        quickstart.to_str().unwrap(),
-        "--input",
-        events.to_str().unwrap(),
-        "--output",
-        file_run.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let expected = reports(&std::fs::read_to_string(&file_run).unwrap());
+    let expected = file_run_reports(dir.path(), &quickstart, &generator);
     assert!(
         expected.len() > 900,
         "four hours of 300 users: {}",
@@ -297,29 +297,8 @@ fn an_analytic_keyed_by_other_than_the_partition_key_is_merged_by_the_global_sta
         "--seed",
         "3",
     ];
-    let events = dir.path().join("events.jsonl");
-    let out = tidemark(
-        &[
-            &["generate", "--out", events.to_str().unwrap()],
-            &generator[..],
-        ]
-        .concat(),
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let file_run = dir.path().join("file.jsonl");
-    let out = tidemark(&[
-        "run",
-        "-q",
-        "-f",
-        manifest.to_str().unwrap(),
-        "--input",
-        events.to_str().unwrap(),
-        "--output",
-        file_run.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
     // One task over the file sees every event of a category: the whole answer.
-    let expected = reports(&std::fs::read_to_string(&file_run).unwrap());
+    let expected = file_run_reports(dir.path(), &manifest, &generator);
     assert!(expected.len() > 8, "{}", expected.len());
     // Over 4 partitions keyed by user, every task sees every category: its partials go to the
     // partials topic and the global stage merges them.

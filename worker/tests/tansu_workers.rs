@@ -52,27 +52,27 @@ impl Setup {
     }
 
     fn with_events(interval: &str, events: Vec<Event>) -> Option<Setup> {
-        let tansu = Tansu::start(&quickstart::topics(PARTITIONS))?;
-        let dir = tempfile::tempdir().unwrap();
-        let manifest = quickstart::write_manifest(dir.path(), interval);
-        let expected = quickstart::oracle(&events);
-        Some(Setup {
-            tansu,
-            dir,
-            manifest,
-            events,
-            expected,
-        })
+        Self::keyed(interval, events, "user")
     }
 
     /// The report keyed by category (the global stage over the four partitions).
     fn by_category(interval: &str) -> Option<Setup> {
-        let events = quickstart::events(EVENTS, PARTITIONS);
+        Self::keyed(interval, quickstart::events(EVENTS, PARTITIONS), "category")
+    }
+
+    /// The report keyed by `key_by` (`user`: the quickstart as it is).
+    fn keyed(interval: &str, events: Vec<Event>, key_by: &str) -> Option<Setup> {
         let tansu = Tansu::start(&quickstart::topics(PARTITIONS))?;
         let dir = tempfile::tempdir().unwrap();
-        let manifest = quickstart::write_manifest_keyed(dir.path(), interval, "category");
-        let expected =
-            quickstart::oracle_by(&events, |_, v| v["category"].as_str().unwrap().to_owned());
+        let (manifest, expected) = if key_by == "user" {
+            let manifest = quickstart::write_manifest(dir.path(), interval);
+            (manifest, quickstart::oracle(&events))
+        } else {
+            let manifest = quickstart::write_manifest_keyed(dir.path(), interval, key_by);
+            let expected =
+                quickstart::oracle_by(&events, |_, v| v[key_by].as_str().unwrap().to_owned());
+            (manifest, expected)
+        };
         Some(Setup {
             tansu,
             dir,

@@ -98,13 +98,7 @@ fn generated(n: u64, seed: u64, out_of_order_fraction: f64) -> Vec<Vec<u8>> {
         seed,
         ..Default::default()
     };
-    let mut generator = Generator::new(&spec);
-    let mut out = Vec::new();
-    let mut line = Vec::new();
-    while generator.next_into(&mut line).is_some() {
-        out.push(std::mem::take(&mut line));
-    }
-    out
+    Generator::lines(&spec)
 }
 
 /// The task of an event: its user's partition, as a producer keyed by user chooses it.

@@ -61,6 +61,17 @@ impl Generator {
         }
     }
 
+    /// Every event of a bounded `spec` (`events` set), one JSON line each, in order.
+    pub fn lines(spec: &GeneratorSpec) -> Vec<Vec<u8>> {
+        let mut generator = Self::new(spec);
+        let mut out = Vec::new();
+        let mut line = Vec::new();
+        while generator.next_into(&mut line).is_some() {
+            out.push(std::mem::take(&mut line));
+        }
+        out
+    }
+
     /// Appends the next event as a JSON object (no newline) to `out` and returns its type;
     /// `None` once the configured number of events has been produced.
     pub fn next_into(&mut self, out: &mut Vec<u8>) -> Option<&'static str> {
