@@ -249,6 +249,7 @@ fn dashboards_are_sidecar_config_maps_over_the_worker_and_operator_metrics() -> 
         "tidemark_checkpoint_duration_seconds_bucket",
         "tidemark_dead_letter_total",
         "tidemark_busy_ratio",
+        "tidemark_global_partials_total",
         tidemark_operator::metrics::RECONCILES_TOTAL,
         tidemark_operator::metrics::RECONCILE_DURATION_SECONDS,
         tidemark_operator::metrics::AUTOSCALER_DECISIONS_TOTAL,
