@@ -56,6 +56,13 @@ pub const STATE_KEYS: &str = "tidemark_state_keys";
 pub const STATE_WINDOWS: &str = "tidemark_state_windows";
 /// Gauge of state bytes, by `task`.
 pub const STATE_BYTES: &str = "tidemark_state_bytes";
+/// Moved tasks whose state a worker took over at start, by where the newest state was
+/// (`from="peer"`: fetched from an earlier owner; `from="local"`: this volume's was newest).
+pub const HANDOFF_TASKS_TOTAL: &str = "tidemark_handoff_tasks_total";
+/// Checkpoint bytes fetched from earlier owners of moved tasks.
+pub const HANDOFF_BYTES_TOTAL: &str = "tidemark_handoff_bytes_total";
+/// Time from a moved task's first question to its earlier owners until its state was installed.
+pub const HANDOFF_DURATION_SECONDS: &str = "tidemark_handoff_duration_seconds";
 /// Partials of the global stage by `outcome`: `emitted` by tasks; `merged`, `stale` (a replay
 /// of a revision already held), `late` (its key-window already dropped) or `malformed` at the
 /// global stage.
@@ -91,6 +98,9 @@ pub struct Metrics {
     state_bytes: IntGaugeVec,
     busy_ratio: Gauge,
     global_partials: IntCounterVec,
+    handoff_tasks: IntCounterVec,
+    handoff_bytes: IntCounter,
+    handoff_duration: Histogram,
 }
 
 impl Metrics {
@@ -205,6 +215,30 @@ impl Metrics {
                 "Partials of the global stage: emitted by tasks, merged, stale, late or malformed at the stage.",
                 &["outcome"],
             )?,
+            handoff_tasks: counter(
+                HANDOFF_TASKS_TOTAL,
+                "Moved tasks taken over at start, by where their newest state was.",
+                &["from"],
+            )?,
+            handoff_bytes: {
+                let c = IntCounter::new(
+                    HANDOFF_BYTES_TOTAL,
+                    "Checkpoint bytes fetched from earlier owners of moved tasks.",
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
+            handoff_duration: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        HANDOFF_DURATION_SECONDS,
+                        "Time a moved task waited for its earlier owners and installed its state.",
+                    )
+                    .buckets(vec![0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0]),
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                h
+            },
             registry,
         };
         Ok(metrics)
@@ -249,6 +283,14 @@ impl Metrics {
     /// Counts a failed checkpoint write.
     pub fn checkpoint_failed(&self) {
         self.checkpoint_failures.inc();
+    }
+
+    /// Records a moved task taken over in `took`, its state found `from` a peer or the local
+    /// volume, `bytes` fetched.
+    pub fn handoff(&self, took: Duration, from: &str, bytes: u64) {
+        self.handoff_tasks.with_label_values(&[from]).inc();
+        self.handoff_bytes.inc_by(bytes);
+        self.handoff_duration.observe(took.as_secs_f64());
     }
 
     /// Counts `n` corrupt checkpoints skipped by a reader.

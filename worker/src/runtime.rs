@@ -28,7 +28,9 @@ use tracing::{info, warn};
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::engine::{RestoreError, Task};
 use crate::global::{partials_topic, task_label, GlobalStage, GLOBAL_STAGE};
-use crate::handoff::{self, HandoffError, HandoffPlan, Parallelisms, PeerOptions, Peers, Wait};
+use crate::handoff::{
+    self, HandoffError, HandoffPlan, Parallelisms, PeerOptions, Peers, Prepared, Wait,
+};
 use crate::http::{self, AppState, Health};
 use crate::kafka::{
     admin, ordinal_from_pod_name, restore_point, Assignment, AssignmentError, ConfigError,
@@ -427,9 +429,15 @@ pub fn run_worker(
         let mut task = Stage::Task(Task::new(plan()?, 0).with_id(t));
         // A moved task: hear every earlier owner first (they must have stopped it), then fence
         // them (the producer's init_transactions), then read the commit marker.
+        let asked = Instant::now();
         let Some(prepared) = handoff::prepare(&store, t, &handoff_plan, &peers, wait)? else {
             server.stop();
             return Ok(());
+        };
+        let moved = match &prepared {
+            Prepared::Remote { checkpoint, .. } => Some(("peer", checkpoint.state().len())),
+            Prepared::LocalNewest | Prepared::Skipped => Some(("local", 0)),
+            Prepared::NotMoved | Prepared::Acquired => None,
         };
         let sink = TaskSink::new(
             &settings,
@@ -450,6 +458,9 @@ pub fn run_worker(
         if installed.is_none() {
             server.stop();
             return Ok(());
+        }
+        if let Some((from, bytes)) = moved {
+            metrics.handoff(asked.elapsed(), from, bytes as u64);
         }
         if let Some(offsets) = restore(&store, t, &mut task, committed, exactly_once, &metrics)? {
             start.insert(t, offsets);

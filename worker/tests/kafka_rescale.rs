@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use kafka_support::quickstart::{self, Event};
 use kafka_support::worker::{http_get, WorkerProcess};
 use kafka_support::*;
+use tidemark_worker::metrics::{HANDOFF_BYTES_TOTAL, HANDOFF_TASKS_TOTAL};
 
 const PARTITIONS: i32 = 4;
 
@@ -251,6 +252,12 @@ fn scale_down_two_to_one(delivery: &'static str) {
         assert_eq!(acquired_epoch(&setup.volume(0), task), Some(2));
     }
     assert!(w0.logged("checkpoint handed off from an earlier owner"));
+    assert_eq!(
+        w0.metric(HANDOFF_TASKS_TOTAL),
+        Some(2.0),
+        "two tasks taken over from a peer"
+    );
+    assert!(w0.metric(HANDOFF_BYTES_TOTAL).is_some_and(|b| b > 0.0));
     for task in [1, 3] {
         assert!(
             w0.logged(&format!("restored checkpoint task={task}")),
