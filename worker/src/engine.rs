@@ -130,6 +130,8 @@ pub struct Task {
     key_buf: String,
     /// The task's id (its partition), written into its partials.
     id: u32,
+    /// Whether the plan has a global analytic: the task then tells the global stage its progress.
+    global: bool,
     /// The last progress mark emitted for the global stage: (watermark, idle).
     reported: (i64, bool),
 }
@@ -159,6 +161,7 @@ impl Task {
     /// A task running `plan`, started at processing time `now` (ms).
     pub fn new(plan: Plan, now: i64) -> Self {
         let windows = plan.analytics.iter().map(windows_of).collect();
+        let global = plan.has_global();
         let counters = Counters {
             records_in: vec![0; plan.sources.len()],
             filtered: vec![0; plan.sources.len()],
@@ -180,6 +183,7 @@ impl Task {
             counters,
             key_buf: String::new(),
             id: 0,
+            global,
             reported: (i64::MIN, false),
         }
     }
@@ -249,14 +253,18 @@ impl Task {
                 .map(|(a, w)| (a.name.clone(), w.capture()))
                 .collect(),
             watermark: self.watermarks.current(),
-            max_times: self
-                .plan
-                .sources
-                .iter()
-                .map(|s| s.name.clone())
-                .zip(self.watermarks.max_times())
-                .collect(),
+            max_times: self.max_times_by_source(),
         }
+    }
+
+    /// The newest event time of each source, by source name (for snapshots).
+    fn max_times_by_source(&self) -> Vec<(String, i64)> {
+        self.plan
+            .sources
+            .iter()
+            .map(|s| s.name.clone())
+            .zip(self.watermarks.max_times())
+            .collect()
     }
 
     /// Loads a [`Task::snapshot`] (format 2, or format 1 of earlier versions) into this new
@@ -352,13 +360,7 @@ impl Task {
                 .map(|(a, w)| (a.name.clone(), w.snapshot()))
                 .collect(),
             watermark: self.watermarks.current(),
-            max_times: self
-                .plan
-                .sources
-                .iter()
-                .map(|s| s.name.clone())
-                .zip(self.watermarks.max_times())
-                .collect(),
+            max_times: self.max_times_by_source(),
         };
         postcard::to_allocvec(&snapshot).expect("serializing to a Vec cannot fail")
     }
@@ -539,6 +541,9 @@ impl Task {
     /// it closes a window of one of them, or whether the task turned idle or active: a progress
     /// mark after the partials it emitted before.
     fn report(&mut self, idle: bool, out: &mut Output) {
+        if !self.global {
+            return;
+        }
         let wm = self.watermarks.current();
         let (last, was_idle) = self.reported;
         let closes = self
@@ -546,7 +551,7 @@ impl Task {
             .analytics
             .iter()
             .any(|a| a.global && a.closes_between(last, wm));
-        if !(closes || idle != was_idle && self.plan.has_global()) {
+        if !closes && idle == was_idle {
             return;
         }
         self.reported = (wm, idle);
@@ -566,9 +571,11 @@ impl Task {
         if let Some(wm) = self.watermarks.tick(now) {
             self.advance(wm, out);
         }
-        let idle = self.watermarks.all_idle(now);
-        if idle != self.reported.1 {
-            self.report(idle, out);
+        if self.global {
+            let idle = self.watermarks.all_idle(now);
+            if idle != self.reported.1 {
+                self.report(idle, out);
+            }
         }
     }
 

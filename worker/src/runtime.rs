@@ -468,8 +468,8 @@ pub fn run_worker(
         owned.push(Owned::new(t, task, sink, &metrics, &store, exactly_once)?);
     }
     // The global stage: on ordinal 0, which every assignment keeps; it never moves.
-    let global = global.filter(|_| ordinal == 0);
-    if let Some(input) = &global {
+    let mut global = global.filter(|_| ordinal == 0);
+    if let Some(input) = &mut global {
         let t = GLOBAL_STAGE;
         store.clean_temp(t)?;
         let mut stage = Stage::Global(GlobalStage::new(plan()?, partitions));
@@ -488,18 +488,10 @@ pub fn run_worker(
             None
         };
         if let Some(offsets) = restore(&store, t, &mut stage, committed, exactly_once, &metrics)? {
-            start.insert(t, offsets);
+            input.start = offsets.get(GLOBAL_SOURCE).cloned().unwrap_or_default();
         }
         owned.push(Owned::new(t, stage, sink, &metrics, &store, exactly_once)?);
     }
-    let global = global.map(|mut input| {
-        input.start = start
-            .get(&GLOBAL_STAGE)
-            .and_then(|offsets| offsets.get(GLOBAL_SOURCE))
-            .cloned()
-            .unwrap_or_default();
-        input
-    });
     let (inputs, global_input) = source.assign_with_global(&tasks, &start, global.as_ref())?;
     for input in inputs.into_iter().chain(global_input) {
         if let Some(task) = owned.iter_mut().find(|o| o.id == input.task()) {

@@ -225,6 +225,23 @@ fn file_run_reports(dir: &Path, manifest: &Path, generator: &[&str]) -> Vec<Stri
     reports(&std::fs::read_to_string(&file_run).unwrap())
 }
 
+/// Runs `manifest` on the embedded Kafka (`--rate 0`) with `flags`, over the events `generator`
+/// makes; returns its reports, as [`reports`] gives them, and its standard error.
+fn embedded_run(manifest: &Path, flags: &[&str], generator: &[&str]) -> (Vec<String>, String) {
+    let run = [
+        "run",
+        "-f",
+        manifest.to_str().unwrap(),
+        "--embedded",
+        "--rate",
+        "0",
+    ];
+    let out = tidemark(&[&run[..], flags, generator].concat());
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    (reports(&String::from_utf8_lossy(&out.stdout)), err)
+}
+
 #[test]
 fn the_embedded_quickstart_runs_the_kafka_path_and_reports_what_a_file_run_reports() {
     let dir = tempfile::tempdir().unwrap();
@@ -250,26 +267,8 @@ fn the_embedded_quickstart_runs_the_kafka_path_and_reports_what_a_file_run_repor
     // purchase_topic, consumed by the worker's tasks (4 partitions, transactions),
     // read back from marketing_report_topic.
     for delivery in ["exactlyOnce", "atLeastOnce"] {
-        let out = tidemark(
-            &[
-                &[
-                    "run",
-                    "-f",
-                    quickstart.to_str().unwrap(),
-                    "--embedded",
-                    "--rate",
-                    "0",
-                    "--delivery",
-                    delivery,
-                ],
-                &generator[..],
-            ]
-            .concat(),
-        );
-        let err = stderr(&out);
-        assert!(out.status.success(), "{err}");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(reports(&stdout), expected, "{delivery}");
+        let (got, err) = embedded_run(&quickstart, &["--delivery", delivery], &generator);
+        assert_eq!(got, expected, "{delivery}");
         let summary = err.lines().last().unwrap_or_default();
         assert!(
             summary.starts_with("tidemark: done: 60000 events")
@@ -303,27 +302,8 @@ fn an_analytic_keyed_by_other_than_the_partition_key_is_merged_by_the_global_sta
     // Over 4 partitions keyed by user, every task sees every category: its partials go to the
     // partials topic and the global stage merges them.
     for delivery in ["exactlyOnce", "atLeastOnce"] {
-        let out = tidemark(
-            &[
-                &[
-                    "run",
-                    "-f",
-                    manifest.to_str().unwrap(),
-                    "--embedded",
-                    "--partitions",
-                    "4",
-                    "--rate",
-                    "0",
-                    "--delivery",
-                    delivery,
-                ],
-                &generator[..],
-            ]
-            .concat(),
-        );
-        let err = stderr(&out);
-        assert!(out.status.success(), "{err}");
-        let got = reports(&String::from_utf8_lossy(&out.stdout));
+        let flags = ["--partitions", "4", "--delivery", delivery];
+        let (got, _) = embedded_run(&manifest, &flags, &generator);
         assert_same_reports(&got, &expected, delivery);
     }
 }

@@ -32,7 +32,7 @@ pub mod record;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{hash_map, BTreeMap};
 use std::ops::Bound;
 
 use rustc_hash::FxHashMap;
@@ -144,6 +144,10 @@ struct Acc {
 struct Merged {
     windows: BTreeMap<i64, FxHashMap<Box<str>, Entry>>,
     acc: Acc,
+    /// Key-windows held in `windows`.
+    entries: usize,
+    /// Task blocks held in them.
+    parts: usize,
 }
 
 /// The global stage of a pipeline: see the module documentation.
@@ -205,16 +209,14 @@ impl GlobalStage {
         self.encoder.now_text()
     }
 
-    /// Key-windows held, and the bytes of their blocks.
+    /// Key-windows held (as `keys` and `windows`), and the bytes of their blocks. Kept as counts,
+    /// so it costs nothing per call (the worker publishes it every turn).
     pub fn stats(&self) -> WindowStats {
         let mut stats = WindowStats::default();
         for (a, merged) in self.global() {
-            for entries in merged.windows.values() {
-                stats.keys += entries.len();
-                stats.windows += entries.len();
-                let parts: usize = entries.values().map(|e| e.parts.len()).sum();
-                stats.bytes += parts * (a.layout.width * 8 + 16);
-            }
+            stats.keys += merged.entries;
+            stats.windows += merged.entries;
+            stats.bytes += merged.parts * (a.layout.width * 8 + 16);
         }
         stats
     }
@@ -270,16 +272,17 @@ impl GlobalStage {
             self.counters.malformed += 1;
             return;
         }
-        let entry = merged
-            .windows
-            .entry(p.end)
-            .or_default()
-            .entry(p.key.into())
-            .or_insert_with(|| Entry {
-                start: p.start,
-                parts: Vec::new(),
-                fired: None,
-            });
+        let entry = match merged.windows.entry(p.end).or_default().entry(p.key.into()) {
+            hash_map::Entry::Occupied(held) => held.into_mut(),
+            hash_map::Entry::Vacant(new) => {
+                merged.entries += 1;
+                new.insert(Entry {
+                    start: p.start,
+                    parts: Vec::new(),
+                    fired: None,
+                })
+            }
+        };
         match entry.parts.iter_mut().find(|part| part.task == p.task) {
             Some(part) if part.revision >= p.revision => {
                 layout.release(&mut block, &mut merged.acc.distinct);
@@ -291,11 +294,14 @@ impl GlobalStage {
                 part.block = block;
                 part.revision = p.revision;
             }
-            None => entry.parts.push(Part {
-                task: p.task,
-                revision: p.revision,
-                block,
-            }),
+            None => {
+                merged.parts += 1;
+                entry.parts.push(Part {
+                    task: p.task,
+                    revision: p.revision,
+                    block,
+                });
+            }
         }
         self.counters.merged += 1;
         if p.end <= self.watermark {
@@ -343,28 +349,24 @@ impl GlobalStage {
         for (a, merged) in self.merged.iter_mut().enumerate() {
             let Some(merged) = merged else { continue };
             let analytic = &self.plan.analytics[a];
-            let due = merged
-                .windows
-                .range_mut((Bound::Excluded(old), Bound::Included(wm)));
-            for (&end, entries) in due {
-                let mut keys: Vec<&str> = entries
-                    .iter()
-                    .filter(|(_, e)| e.fired.is_none())
-                    .map(|(k, _)| &**k)
-                    .collect();
-                keys.sort_unstable();
-                let keys: Vec<Box<str>> = keys.into_iter().map(Box::from).collect();
-                for key in keys {
-                    let Some(entry) = entries.get_mut(&key) else {
-                        continue;
-                    };
+            let Merged {
+                windows,
+                acc,
+                entries,
+                parts,
+            } = merged;
+            for (&end, held) in windows.range_mut((Bound::Excluded(old), Bound::Included(wm))) {
+                let mut due: Vec<(&Box<str>, &mut Entry)> =
+                    held.iter_mut().filter(|(_, e)| e.fired.is_none()).collect();
+                due.sort_unstable_by(|x, y| x.0.cmp(y.0));
+                for (key, entry) in due {
                     let emitted = emit(
                         a,
                         analytic,
-                        &mut merged.acc,
+                        acc,
                         &mut self.encoder,
                         &mut self.counters.results,
-                        &key,
+                        key,
                         end,
                         entry,
                         0,
@@ -377,14 +379,14 @@ impl GlobalStage {
             let kept = if cut == i64::MAX {
                 BTreeMap::new()
             } else {
-                merged.windows.split_off(&(cut + 1))
+                windows.split_off(&(cut + 1))
             };
-            for (_, entries) in std::mem::replace(&mut merged.windows, kept) {
-                for (_, mut entry) in entries {
+            for (_, dropped) in std::mem::replace(windows, kept) {
+                *entries -= dropped.len();
+                for (_, mut entry) in dropped {
+                    *parts -= entry.parts.len();
                     for part in &mut entry.parts {
-                        analytic
-                            .layout
-                            .release(&mut part.block, &mut merged.acc.distinct);
+                        analytic.layout.release(&mut part.block, &mut acc.distinct);
                     }
                 }
             }
@@ -533,11 +535,12 @@ fn read_analytic(
                 block,
             });
         }
-        merged
-            .windows
-            .entry(end)
-            .or_default()
-            .insert(key.into(), entry);
+        merged.entries += 1;
+        merged.parts += entry.parts.len();
+        let held = merged.windows.entry(end).or_default();
+        if held.insert(key.into(), entry).is_some() {
+            return Err(DecodeError("a key-window appears twice").into());
+        }
     }
     Ok(())
 }

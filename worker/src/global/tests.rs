@@ -303,6 +303,8 @@ fn replayed_partials_change_nothing_and_a_restored_stage_goes_on_where_it_stoppe
     let mut second = GlobalStage::new(plan(tasks), tasks);
     second.restore(&bytes).unwrap();
     assert_eq!(second.snapshot(), bytes);
+    assert_eq!(second.stats(), first.stats());
+    assert!(first.stats().windows > 0);
     assert_eq!(second.watermark(), first.watermark());
     let mut rest: Vec<Vec<Vec<u8>>> = streams.iter().map(|s| s[s.len() / 2..].to_vec()).collect();
     let mut replayed = half[1].clone();

@@ -118,8 +118,8 @@ impl Sinks {
         for dead in &out.dead_letters {
             self.dead_letter.write_line(&dead.to_json(pipeline, at))?;
         }
-        out.results.clear();
-        out.dead_letters.clear();
+        // A local run is one task: it has no global analytics, so no partials to write.
+        out.clear();
         Ok(())
     }
 
