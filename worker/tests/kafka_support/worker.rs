@@ -151,6 +151,19 @@ impl WorkerProcess {
         metric_sum(&body, name)
     }
 
+    /// Waits until metric `name` (summed over its series) reaches `at_least`; returns the value
+    /// seen, or `None` if it did not within `wait` (or the worker stopped answering).
+    pub fn wait_metric(&mut self, name: &str, at_least: f64, wait: Duration) -> Option<f64> {
+        let deadline = Instant::now() + wait;
+        loop {
+            match self.metric(name) {
+                Some(value) if value >= at_least => return Some(value),
+                _ if Instant::now() >= deadline || self.exited() => return None,
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
     /// Waits until `/readyz` answers 200; returns how long that took.
     pub fn wait_ready(&mut self) -> Duration {
         let started = Instant::now();
