@@ -5,6 +5,7 @@
 
 mod duration;
 mod manifest;
+pub mod metrics;
 pub mod spec;
 pub mod status;
 mod validate;

@@ -107,4 +107,15 @@ pub struct AutoscalerStatus {
     pub reason: String,
     /// When it decided (RFC 3339).
     pub time: String,
+    /// When it last changed the parallelism (RFC 3339); the cool-down counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<String>,
+    /// Records per second the workers must take to keep up and catch up: input rate plus lag
+    /// growth plus lag over the catch-up duration (throughput policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demand: Option<f64>,
+    /// Records per second one fully busy worker takes, as measured (processed rate over busy
+    /// ratio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_per_worker: Option<f64>,
 }

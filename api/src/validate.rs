@@ -123,6 +123,20 @@ pub fn validate(spec: &MarketingPipelineSpec) -> Vec<Problem> {
         if auto.evaluation_interval.millis() == 0 {
             p.push("spec.autoscaling.evaluationInterval", "must be positive");
         }
+        if auto.metrics_window.millis() < 1000 {
+            p.push("spec.autoscaling.metricsWindow", "must be at least 1s");
+        }
+        if auto.catch_up_duration.millis() == 0 {
+            p.push("spec.autoscaling.catchUpDuration", "must be positive");
+        }
+        if let Some(url) = &auto.prometheus_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                p.push(
+                    "spec.autoscaling.prometheusUrl",
+                    "must be an http:// or https:// URL",
+                );
+            }
+        }
     }
     problems.0
 }

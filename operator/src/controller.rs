@@ -19,6 +19,7 @@ use kube::runtime::{watcher, Controller};
 use kube::{Api, Client};
 use tidemark_api::MarketingPipeline;
 
+use crate::autoscale::Autoscaler;
 use crate::metrics::Metrics;
 use crate::names::{CONTROLLER_NAME, LABEL_MANAGED_BY};
 use crate::reconcile::{error_chain, reconcile, ReconcileError};
@@ -43,6 +44,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Default worker image.
     pub worker_image: String,
+    /// The autoscaler of every pipeline.
+    pub autoscaler: Autoscaler,
     /// Consecutive failures per pipeline, for the backoff.
     failures: Mutex<HashMap<ObjectRef<MarketingPipeline>, u32>>,
 }
@@ -54,12 +57,14 @@ impl Context {
         recorder: Recorder,
         metrics: Arc<Metrics>,
         worker_image: String,
+        autoscaler: Autoscaler,
     ) -> Self {
         Self {
             client,
             recorder,
             metrics,
             worker_image,
+            autoscaler,
             failures: Mutex::default(),
         }
     }

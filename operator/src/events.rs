@@ -21,6 +21,10 @@ pub const REASON_HANDOFF: &str = "HandOff";
 pub const REASON_ORPHANS_DELETED: &str = "OrphansDeleted";
 /// Normal: every worker became ready.
 pub const REASON_WORKERS_READY: &str = "WorkersReady";
+/// Normal: the autoscaler changed the parallelism.
+pub const REASON_AUTOSCALED: &str = "Autoscaled";
+/// Warning: the autoscaler could not decide (no Prometheus, no data) and kept the parallelism.
+pub const REASON_AUTOSCALER_REFUSED: &str = "AutoscalerRefused";
 
 /// Publishes one event on `reference` and logs a failure to do so.
 pub async fn publish(

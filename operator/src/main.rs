@@ -50,6 +50,11 @@ struct RunArgs {
     /// Identity in the Lease; default: $POD_NAME, else host name and process id.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Prometheus HTTP API (e.g. http://prometheus-operated.monitoring:9090) that the
+    /// autoscaler and the status's lag and last checkpoint read, for pipelines that set no
+    /// spec.autoscaling.prometheusUrl.
+    #[arg(long, env = "TIDEMARK_PROMETHEUS_URL")]
+    prometheus_url: Option<String>,
     /// Seconds a Lease stays valid without renewal.
     #[arg(long, default_value_t = 15)]
     lease_duration_seconds: u64,
@@ -83,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
                 lease_namespace: args.lease_namespace,
                 identity,
                 lease_duration: Duration::from_secs(args.lease_duration_seconds),
+                prometheus_url: args.prometheus_url,
             };
             run(config).await.context("operator stopped with an error")
         }

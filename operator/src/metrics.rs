@@ -7,8 +7,10 @@ use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, Opts, Registr
 pub const RECONCILES_TOTAL: &str = "tidemark_operator_reconciles_total";
 /// Histogram of reconcile durations.
 pub const RECONCILE_DURATION_SECONDS: &str = "tidemark_operator_reconcile_duration_seconds";
-/// Counter of autoscaler decisions by `decision`.
+/// Counter of autoscaler decisions and refusals by `namespace`, `pipeline` and `decision`.
 pub const AUTOSCALER_DECISIONS_TOTAL: &str = "tidemark_operator_autoscaler_decisions_total";
+/// Gauge per pipeline (`namespace`, `pipeline`): the parallelism the autoscaler last decided.
+pub const AUTOSCALER_DESIRED_PARALLELISM: &str = "tidemark_operator_autoscaler_desired_parallelism";
 /// Gauge per pipeline (`namespace`, `pipeline`): 1 while its Degraded condition is True.
 pub const PIPELINE_DEGRADED: &str = "tidemark_operator_pipeline_degraded";
 /// Gauge: 1 while this replica holds the leader Lease.
@@ -42,8 +44,8 @@ pub struct Metrics {
     registry: Registry,
     reconciles: IntCounterVec,
     duration: Histogram,
-    /// Autoscaler decisions (the autoscaler is a later issue; the series exists already).
-    pub autoscaler_decisions: IntCounterVec,
+    autoscaler_decisions: IntCounterVec,
+    autoscaler_desired: prometheus::IntGaugeVec,
     leader: prometheus::IntGauge,
     degraded: prometheus::IntGaugeVec,
 }
@@ -73,7 +75,14 @@ impl Metrics {
                 AUTOSCALER_DECISIONS_TOTAL,
                 "Autoscaler decisions and refusals by decision.",
             ),
-            &["decision"],
+            &["namespace", "pipeline", "decision"],
+        )?;
+        let autoscaler_desired = prometheus::IntGaugeVec::new(
+            Opts::new(
+                AUTOSCALER_DESIRED_PARALLELISM,
+                "Parallelism the autoscaler last decided for the pipeline.",
+            ),
+            &["namespace", "pipeline"],
         )?;
         let leader = prometheus::IntGauge::new(
             LEADER,
@@ -82,6 +91,7 @@ impl Metrics {
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(autoscaler_decisions.clone()))?;
+        registry.register(Box::new(autoscaler_desired.clone()))?;
         let degraded = prometheus::IntGaugeVec::new(
             Opts::new(
                 PIPELINE_DEGRADED,
@@ -103,6 +113,7 @@ impl Metrics {
             reconciles,
             duration,
             autoscaler_decisions,
+            autoscaler_desired,
             leader,
             degraded,
         })
@@ -112,6 +123,17 @@ impl Metrics {
     pub fn reconciled(&self, result: ReconcileResult, seconds: f64) {
         self.reconciles.with_label_values(&[result.label()]).inc();
         self.duration.observe(seconds);
+    }
+
+    /// Counts an autoscaler decision (or refusal) `decision` for pipeline `namespace/name`,
+    /// which now wants `desired` workers.
+    pub fn autoscaler_decided(&self, namespace: &str, name: &str, decision: &str, desired: i32) {
+        self.autoscaler_decisions
+            .with_label_values(&[namespace, name, decision])
+            .inc();
+        self.autoscaler_desired
+            .with_label_values(&[namespace, name])
+            .set(i64::from(desired));
     }
 
     /// Records whether pipeline `namespace/name` is degraded.

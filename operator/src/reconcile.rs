@@ -84,12 +84,13 @@ async fn reconcile_steps(
     let observed = dereference(&ctx.client, pipeline).await?;
     let previous = pipeline.status.as_ref();
     let reference = pipeline.object_ref(&());
-    let inputs = Inputs {
+    let now = Timestamp::now();
+    let mut inputs = Inputs {
         generation: pipeline.meta().generation,
         previous,
         selector: selector_string(&name),
-        autoscaling: autoscale::condition(&pipeline.spec),
-        now: Time(Timestamp::now()),
+        evaluation: None,
+        now: Time(now),
     };
 
     let problems = validate(pipeline);
@@ -142,11 +143,12 @@ async fn reconcile_steps(
         }
         _ => false,
     };
-    let scale = rescale::plan(
-        autoscale::desired(&pipeline.spec),
-        current.as_ref(),
-        step_done,
-    );
+    let evaluation = ctx
+        .autoscaler
+        .evaluate(pipeline, current.as_ref(), now)
+        .await;
+    inputs.evaluation = Some(&evaluation);
+    let scale = rescale::plan(evaluation.desired, current.as_ref(), step_done);
     let params = params_for(&scale.assignment);
     let desired = desired(pipeline, &params)?;
     let namespace = pipeline.namespace().unwrap_or_default();
@@ -204,10 +206,15 @@ async fn reconcile_steps(
         _ => {}
     }
     if let Some(from) = scale.rescaled_from {
+        let by = if evaluation.status.is_some() {
+            "autoscaler"
+        } else {
+            "spec.parallelism"
+        };
         notes.push((
             events::REASON_RESCALED,
             format!(
-                "parallelism {from} → {} (spec.parallelism); assignment epoch {}; {}",
+                "parallelism {from} → {} ({by}); assignment epoch {}; {}",
                 scale.parallelism(),
                 scale.epoch(),
                 step_note(&scale)
@@ -247,7 +254,45 @@ async fn reconcile_steps(
         )
         .await;
     }
-    Ok((ReconcileResult::Success, Action::requeue(RESYNC)))
+    if let Some(decision) = &evaluation.decided {
+        report_decision(ctx, pipeline, &reference, decision).await;
+    }
+    let requeue = evaluation.next_in.map_or(RESYNC, |next| next.min(RESYNC));
+    Ok((ReconcileResult::Success, Action::requeue(requeue)))
+}
+
+/// Makes an autoscaler decision visible beyond the status: the decisions metric, a log line,
+/// and an event for every scaling action and every refusal (holds are only in status).
+async fn report_decision(
+    ctx: &Context,
+    pipeline: &MarketingPipeline,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    decision: &autoscale::decide::Decision,
+) {
+    let namespace = pipeline.namespace().unwrap_or_default();
+    let name = pipeline.name_any();
+    ctx.metrics
+        .autoscaler_decided(&namespace, &name, decision.kind, decision.desired);
+    let (kind, reason) = match decision.kind {
+        autoscale::decide::SCALE_UP | autoscale::decide::SCALE_DOWN => {
+            (EventType::Normal, events::REASON_AUTOSCALED)
+        }
+        _ if decision.refused() => (EventType::Warning, events::REASON_AUTOSCALER_REFUSED),
+        _ => {
+            tracing::debug!(pipeline = %name, decision = decision.kind, reason = %decision.reason, "autoscaler");
+            return;
+        }
+    };
+    tracing::info!(pipeline = %name, decision = decision.kind, desired = decision.desired, reason = %decision.reason, "autoscaler");
+    publish(
+        &ctx.recorder,
+        reference,
+        kind,
+        reason,
+        "Autoscale",
+        format!("{}: {}", decision.kind, decision.reason),
+    )
+    .await;
 }
 
 /// What a hand-off step that just began means, for an event.

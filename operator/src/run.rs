@@ -13,6 +13,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 use tokio::sync::watch;
 
+use crate::autoscale::Autoscaler;
 use crate::controller::{self, Context};
 use crate::http;
 use crate::leader::{Elector, LeaseConfig};
@@ -38,6 +39,8 @@ pub struct RunConfig {
     pub identity: String,
     /// Lease duration.
     pub lease_duration: Duration,
+    /// Prometheus HTTP API of pipelines that name none (autoscaler, status lag).
+    pub prometheus_url: Option<String>,
 }
 
 /// Why the operator stopped.
@@ -46,6 +49,9 @@ pub enum RunError {
     /// No usable kubeconfig or in-cluster config.
     #[error("failed to create a Kubernetes client")]
     Client(#[source] kube::Error),
+    /// The autoscaler's HTTP client could not be built.
+    #[error("failed to set up the Prometheus client")]
+    Prometheus(#[source] std::io::Error),
     /// Metrics could not be registered.
     #[error("failed to register metrics")]
     Metrics(#[source] prometheus::Error),
@@ -61,6 +67,8 @@ pub enum RunError {
 pub async fn run(config: RunConfig) -> Result<(), RunError> {
     let client = Client::try_default().await.map_err(RunError::Client)?;
     let metrics = Arc::new(Metrics::new().map_err(RunError::Metrics)?);
+    let autoscaler =
+        Autoscaler::new(config.prometheus_url.clone()).map_err(RunError::Prometheus)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(stop_on_signal(stop_tx.clone()));
 
@@ -108,6 +116,7 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
             recorder,
             metrics.clone(),
             config.worker_image.clone(),
+            autoscaler,
         ));
         let (controller_stop_tx, controller_stop_rx) = watch::channel(false);
         let controllers = {

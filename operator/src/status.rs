@@ -12,6 +12,7 @@ use tidemark_api::{
     CONDITION_PROGRESSING, CONDITION_READY,
 };
 
+use crate::autoscale::{AutoscalingCondition, Evaluation};
 use crate::rescale::Scale;
 use tidemark_api::HandoffStep;
 
@@ -99,8 +100,10 @@ pub struct Inputs<'a> {
     pub previous: Option<&'a MarketingPipelineStatus>,
     /// Selector of the worker pods.
     pub selector: String,
-    /// Reason and message of the Autoscaling condition.
-    pub autoscaling: (&'a str, String),
+    /// The autoscaler's word for this reconcile: the Autoscaling condition, `status.autoscaler`,
+    /// `status.lag` and `status.lastCheckpoint`. `None` (a spec that cannot run) keeps what the
+    /// previous status says.
+    pub evaluation: Option<&'a Evaluation>,
     /// Time of transitions made now.
     pub now: Time,
 }
@@ -250,8 +253,22 @@ pub fn compute(inputs: &Inputs<'_>, outcome: &Outcome) -> MarketingPipelineStatu
             status.phase = Some(Phase::Degraded);
         }
     }
-    let (reason, message) = &inputs.autoscaling;
-    set(CONDITION_AUTOSCALING, false, reason, message.clone());
+    let autoscaling = match inputs.evaluation {
+        Some(evaluation) => Some(evaluation.condition.clone()),
+        None => (!previous
+            .conditions
+            .iter()
+            .any(|c| c.type_ == CONDITION_AUTOSCALING))
+        .then(AutoscalingCondition::disabled),
+    };
+    if let Some(c) = autoscaling {
+        set(CONDITION_AUTOSCALING, c.active, &c.reason, c.message);
+    }
+    if let Some(evaluation) = inputs.evaluation {
+        status.autoscaler = evaluation.status.clone();
+        status.lag = evaluation.lag;
+        status.last_checkpoint = evaluation.last_checkpoint.clone();
+    }
     status
 }
 

@@ -22,7 +22,7 @@ fn inputs<'a>(
         generation: Some(generation),
         previous,
         selector: "app.kubernetes.io/instance=demo,app.kubernetes.io/name=tidemark-worker".into(),
-        autoscaling: ("Disabled", "spec.parallelism is in effect".into()),
+        evaluation: None,
         now: at(now),
     }
 }

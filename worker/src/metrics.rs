@@ -13,13 +13,17 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+// The names the operator reads back from Prometheus are shared with it through the api crate.
+pub use tidemark_api::metrics::{
+    BUSY_RATIO, CHECKPOINT_LAST_SUCCESS_TIMESTAMP_SECONDS, PIPELINE_LABEL, PIPELINE_TASKS,
+    RECORDS_IN_TOTAL, SOURCE_LAG,
+};
+
 use crate::engine::{Counters, Task};
 use crate::event::Reason;
 use crate::global::{task_label, GlobalCounters, GlobalStage};
 use crate::window::WindowStats;
 
-/// Counter of records received, by `source`.
-pub const RECORDS_IN_TOTAL: &str = "tidemark_records_in_total";
 /// Counter of records written, by `sink`.
 pub const RECORDS_OUT_TOTAL: &str = "tidemark_records_out_total";
 /// Counter of results emitted, by `analytic`.
@@ -33,8 +37,6 @@ pub const FILTERED_TOTAL: &str = "tidemark_filtered_total";
 /// Counter of records deleted from a source's log (retention) before a task read them, by
 /// `source`.
 pub const SOURCE_RECORDS_SKIPPED_TOTAL: &str = "tidemark_source_records_skipped_total";
-/// Gauge of records behind the end of a partition, by `source` and `partition`.
-pub const SOURCE_LAG: &str = "tidemark_source_lag";
 /// Gauge of wall clock minus watermark, by `task`.
 pub const WATERMARK_DELAY_SECONDS: &str = "tidemark_watermark_delay_seconds";
 /// Histogram of checkpoint write durations.
@@ -43,9 +45,6 @@ pub const CHECKPOINT_DURATION_SECONDS: &str = "tidemark_checkpoint_duration_seco
 pub const CHECKPOINT_PAUSE_SECONDS: &str = "tidemark_checkpoint_pause_seconds";
 /// Gauge of the size of the last checkpoint written.
 pub const CHECKPOINT_SIZE_BYTES: &str = "tidemark_checkpoint_size_bytes";
-/// Gauge of the Unix time of the last successful checkpoint.
-pub const CHECKPOINT_LAST_SUCCESS_TIMESTAMP_SECONDS: &str =
-    "tidemark_checkpoint_last_success_timestamp_seconds";
 /// Counter of failed checkpoint writes.
 pub const CHECKPOINT_FAILURES_TOTAL: &str = "tidemark_checkpoint_failures_total";
 /// Counter of corrupt checkpoints found (and skipped) when reading.
@@ -67,10 +66,6 @@ pub const HANDOFF_DURATION_SECONDS: &str = "tidemark_handoff_duration_seconds";
 /// of a revision already held), `late` (its key-window already dropped) or `malformed` at the
 /// global stage.
 pub const GLOBAL_PARTIALS_TOTAL: &str = "tidemark_global_partials_total";
-/// Gauge of the share of wall time the worker's task threads spent processing, 0..1.
-pub const BUSY_RATIO: &str = "tidemark_busy_ratio";
-/// The constant label on every series.
-pub const PIPELINE_LABEL: &str = "pipeline";
 /// `source` label value of dead letters that no source accepted (routing by event type failed).
 pub const UNROUTED_SOURCE: &str = "unrouted";
 
@@ -97,6 +92,7 @@ pub struct Metrics {
     state_windows: IntGaugeVec,
     state_bytes: IntGaugeVec,
     busy_ratio: Gauge,
+    tasks: IntGauge,
     global_partials: IntCounterVec,
     handoff_tasks: IntCounterVec,
     handoff_bytes: IntCounter,
@@ -210,6 +206,14 @@ impl Metrics {
                 registry.register(Box::new(g.clone()))?;
                 g
             },
+            tasks: {
+                let g = IntGauge::new(
+                    PIPELINE_TASKS,
+                    "Tasks of the pipeline: the partition count of its input topics.",
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
             global_partials: counter(
                 GLOBAL_PARTIALS_TOTAL,
                 "Partials of the global stage: emitted by tasks, merged, stale, late or malformed at the stage.",
@@ -259,6 +263,11 @@ impl Metrics {
         self.source_lag
             .with_label_values(&[source, &partition.to_string()])
             .set(lag);
+    }
+
+    /// Sets the pipeline's task count (the autoscaler aligns parallelism to its divisors).
+    pub fn set_tasks(&self, tasks: u32) {
+        self.tasks.set(i64::from(tasks));
     }
 
     /// Sets the busy ratio (clamped to 0..1).

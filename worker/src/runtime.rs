@@ -414,6 +414,7 @@ pub fn run_worker(
         metrics: metrics.clone(),
         health: health.clone(),
         store: store.clone(),
+    metrics.set_tasks(source.partitions());
     };
     let server = start_http(opts.http_addr, state)?;
 

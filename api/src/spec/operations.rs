@@ -94,6 +94,10 @@ pub struct AutoscalingSpec {
     /// Least time between two scaling actions.
     #[serde(default = "defaults::cooldown")]
     pub cooldown: Duration,
+    /// Range over which rates, lag growth and busy ratios are averaged (PromQL range); at
+    /// least four scrape intervals of the workers.
+    #[serde(default = "defaults::metrics_window")]
+    pub metrics_window: Duration,
     /// Prometheus HTTP API base URL; absent means the operator's `--prometheus-url`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus_url: Option<String>,
@@ -112,6 +116,7 @@ impl Default for AutoscalingSpec {
             evaluation_interval: defaults::evaluation_interval(),
             scale_down_stabilization: defaults::stabilization(),
             cooldown: defaults::cooldown(),
+            metrics_window: defaults::metrics_window(),
             prometheus_url: None,
         }
     }
@@ -261,6 +266,9 @@ mod defaults {
         Duration::from_millis(300_000)
     }
     pub fn cooldown() -> Duration {
+        Duration::from_millis(120_000)
+    }
+    pub fn metrics_window() -> Duration {
         Duration::from_millis(120_000)
     }
 }
