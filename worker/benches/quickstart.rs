@@ -5,7 +5,8 @@
 //! and the restore.
 //!
 //! `cargo bench -p tidemark-worker --bench quickstart` prints Markdown tables for
-//! docs/performance.md; `… --bench quickstart -- checkpoint` runs only the checkpoint part. Each
+//! docs/performance.md; `… --bench quickstart -- checkpoint` runs only the checkpoint part,
+//! `… -- privacy` only the quickstart with and without pseudonymised user ids. Each
 //! figure is the median of several runs in this process, on one thread.
 
 use std::io::Write;
@@ -58,11 +59,22 @@ fn peak_rss_kib() -> u64 {
 }
 
 fn run(manifest: &str, input: &Path, output: &Path) -> (f64, RunSummary) {
+    run_with_key(manifest, input, output, None)
+}
+
+/// [`run`] with the pseudonymisation key file `key` (for a manifest with `spec.privacy`).
+fn run_with_key(
+    manifest: &str,
+    input: &Path,
+    output: &Path,
+    key: Option<&Path>,
+) -> (f64, RunSummary) {
     let pipeline = parse_manifest(manifest).expect("benchmark manifest is valid");
     let opts = LocalOptions {
         input: Some(input.to_owned()),
         output: Some(output.to_owned()),
         dead_letter: Some(output.with_extension("dead.jsonl")),
+        privacy_key_file: key.map(Path::to_owned),
         ..LocalOptions::default()
     };
     let mut rates = Vec::new();
@@ -84,8 +96,12 @@ fn main() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart.yaml"),
     )
     .expect("read the quickstart manifest");
+    if std::env::args().any(|a| a == "privacy") {
+        // Only the quickstart with and without pseudonymised user ids.
+        return throughput(&quickstart, false);
+    }
     if !std::env::args().any(|a| a == "checkpoint") {
-        throughput(&quickstart);
+        throughput(&quickstart, true);
     }
     // Checkpoint cost of 1 M live key-windows: one click per user in the same hour.
     println!("\n| state of one task: 1 M live key-windows | first capture (task-thread pause) | later captures (task-thread pause) | encode (writer thread) | snapshot() on one thread | snapshot bytes | restore |");
@@ -114,8 +130,9 @@ fn main() {
     );
 }
 
-/// Events per second of the quickstart and sliding variants, and of decoding alone.
-fn throughput(quickstart: &str) {
+/// Events per second of the quickstart, of the quickstart with pseudonymised user ids, and
+/// (with `all`) of the sliding variants and of decoding alone.
+fn throughput(quickstart: &str, all: bool) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&root).expect("create target/bench");
     let input = events_file(&root);
@@ -129,6 +146,20 @@ fn throughput(quickstart: &str) {
         summary.peak_windows,
         summary.peak_state_bytes as f64 / summary.peak_windows.max(1) as f64
     );
+    let key = root.join("privacy.key");
+    std::fs::write(&key, b"a benchmark key of thirty-two bytes.").expect("write the key file");
+    let private = format!("{quickstart}  privacy: {{ pseudonymizeKeySecret: bench }}\n");
+    let (rate, summary) = run_with_key(&private, &input, &root.join("private.jsonl"), Some(&key));
+    println!(
+        "| same report, user ids pseudonymised (HMAC-SHA256) | {:.0} | {} | {} | {:.1} |",
+        rate,
+        summary.results,
+        summary.peak_windows,
+        summary.peak_state_bytes as f64 / summary.peak_windows.max(1) as f64
+    );
+    if !all {
+        return;
+    }
     for slide in ["60m", "10m", "1m"] {
         let manifest = quickstart.replace(
             "{ type: tumbling, size: 1h }",

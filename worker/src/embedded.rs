@@ -32,6 +32,7 @@ use tidemark_api::{Delivery, GeneratorSpec, KafkaConnection, MarketingPipeline};
 use tracing::info;
 
 use crate::kafka::{SinkRoutes, SourceOptions};
+use crate::privacy::Pseudonymizer;
 use crate::runtime::{run_worker, WorkerError, WorkerOptions};
 use crate::sink::{LineSink, SinkError};
 use crate::source::generator::Generator;
@@ -55,6 +56,8 @@ pub struct EmbeddedOptions {
     pub output: Option<PathBuf>,
     /// Print a progress line on standard error every few seconds.
     pub progress: bool,
+    /// The pseudonymisation key file, when the manifest pseudonymises user ids.
+    pub privacy_key_file: Option<PathBuf>,
 }
 
 /// What an embedded run did.
@@ -158,6 +161,9 @@ pub fn run_embedded(
 ) -> Result<EmbeddedSummary, EmbeddedError> {
     let started = Instant::now();
     let topics = Topics::of(pipeline)?;
+    // Checked before anything starts; the worker reads the key again for itself.
+    Pseudonymizer::for_spec(&pipeline.spec, opts.privacy_key_file.as_deref())
+        .map_err(WorkerError::from)?;
     let cluster = MockCluster::new(1).map_err(kafka_error("failed to start the mock cluster"))?;
     let partitions = i32::try_from(opts.partitions.max(1)).unwrap_or(i32::MAX);
     // Output topics get more partitions: the mock keeps 5 MB per partition, and results may
@@ -231,6 +237,7 @@ pub fn run_embedded(
             ..SourceOptions::default()
         },
         handoff: Default::default(),
+        privacy_key_file: opts.privacy_key_file.clone(),
     };
     let worker = {
         let pipeline = pipeline.clone();

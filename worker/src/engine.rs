@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use crate::event::{Event, FieldValue, Reason, Rejection};
 use crate::global::{Partial, Progress};
 use crate::operators::{AnalyticPlan, Plan};
+use crate::privacy::{PseudonymBuf, Pseudonyms, PSEUDONYM_LEN};
 use crate::result::{DeadLetter, Encoder, InternalRecord, Output};
 use crate::watermark::Watermarks;
 use crate::window::codec::{DecodeError, Reader, Writer};
@@ -134,6 +135,10 @@ pub struct Task {
     global: bool,
     /// The last progress mark emitted for the global stage: (watermark, idle).
     reported: (i64, bool),
+    /// The plan's pseudonymizer with this task's cache of recent ids, when the pipeline
+    /// pseudonymises user ids (boxed: the keyed HMAC state is larger than the rest of a task's
+    /// fields together).
+    pseudonyms: Option<Box<Pseudonyms>>,
 }
 
 /// The window state of `analytic` in a task. A global analytic's windows emit partials and
@@ -162,6 +167,10 @@ impl Task {
     pub fn new(plan: Plan, now: i64) -> Self {
         let windows = plan.analytics.iter().map(windows_of).collect();
         let global = plan.has_global();
+        let pseudonyms = plan
+            .pseudonymizer
+            .clone()
+            .map(|p| Box::new(Pseudonyms::new(p)));
         let counters = Counters {
             records_in: vec![0; plan.sources.len()],
             filtered: vec![0; plan.sources.len()],
@@ -185,6 +194,7 @@ impl Task {
             id: 0,
             global,
             reported: (i64::MIN, false),
+            pseudonyms,
         }
     }
 
@@ -418,7 +428,7 @@ impl Task {
     fn process_event(
         &mut self,
         source: usize,
-        mut event: Event<'_>,
+        event: Event<'_>,
         raw: &[u8],
         now: i64,
         out: &mut Output,
@@ -430,6 +440,14 @@ impl Task {
                 format!("source {:?} does not carry this event type", plan.name),
             );
             return self.dead_letter(Some(source), rejection, raw, out);
+        }
+        // From here on the event's user is its pseudonym, when the pipeline pseudonymises:
+        // derived fields, filters, keys and state never see the raw id. The pseudonym lives
+        // in this stack buffer, so the event (shortened to its lifetime) allocates nothing.
+        let mut pseudonym: PseudonymBuf = [0; PSEUDONYM_LEN];
+        let mut event = event;
+        if let Some(p) = &mut self.pseudonyms {
+            event.user = Cow::Borrowed(p.pseudonym(&event.user, &mut pseudonym));
         }
         for expr in &plan.derive {
             match expr.derive(&event) {

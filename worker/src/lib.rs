@@ -13,6 +13,7 @@ pub mod kafka;
 pub mod local;
 pub mod metrics;
 pub mod operators;
+pub mod privacy;
 pub mod result;
 pub mod runtime;
 pub mod sink;

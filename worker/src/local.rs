@@ -14,6 +14,7 @@ use tidemark_api::{GeneratorSpec, MarketingPipeline};
 
 use crate::engine::Task;
 use crate::operators::{Plan, PlanError};
+use crate::privacy::{PrivacyError, Pseudonymizer};
 use crate::result::{rfc3339, Output};
 use crate::sink::{LineSink, SinkError, Sinks};
 use crate::source::generator::Generator;
@@ -33,6 +34,9 @@ pub struct LocalOptions {
     pub dead_letter: Option<PathBuf>,
     /// Print a progress line on standard error every few seconds.
     pub progress: bool,
+    /// The pseudonymisation key file, when the manifest pseudonymises user ids (default
+    /// `crate::privacy::DEFAULT_KEY_FILE`).
+    pub privacy_key_file: Option<PathBuf>,
 }
 
 /// What a local run did.
@@ -62,6 +66,9 @@ pub enum LocalError {
     /// The spec does not compile.
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// The pseudonymisation key cannot be used.
+    #[error(transparent)]
+    Privacy(#[from] PrivacyError),
     /// A Kafka source or sink without a broker.
     #[error("{what} {name:?} uses Kafka: run it with --embedded (an embedded Kafka fed by the built-in generator), or with --input/--output files")]
     NeedsKafka {
@@ -236,7 +243,8 @@ pub fn run_local(
     stop: Arc<AtomicBool>,
 ) -> Result<RunSummary, LocalError> {
     let name = pipeline.metadata.name.clone().unwrap_or_default();
-    let plan = Plan::compile(&name, &pipeline.spec)?;
+    let pseudonymizer = Pseudonymizer::for_spec(&pipeline.spec, opts.privacy_key_file.as_deref())?;
+    let plan = Plan::compile(&name, &pipeline.spec)?.with_pseudonymizer(pseudonymizer);
     let mut inputs = inputs(pipeline, opts)?;
     let mut sinks = sinks(pipeline, opts)?;
     let started = Instant::now();

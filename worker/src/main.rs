@@ -63,6 +63,10 @@ struct RunArgs {
     /// No progress line.
     #[arg(short, long)]
     quiet: bool,
+    /// The pseudonymisation key, for a manifest that sets spec.privacy.pseudonymizeKeySecret
+    /// (default: /etc/tidemark/privacy/key, where the operator mounts that Secret).
+    #[arg(long, value_name = "PATH")]
+    privacy_key_file: Option<PathBuf>,
     #[command(flatten)]
     generator: GeneratorArgs,
     #[command(flatten)]
@@ -304,6 +308,7 @@ fn run(pipeline: &MarketingPipeline, args: &RunArgs) -> anyhow::Result<()> {
             threads: w.threads.map(usize::from),
             output: args.output.clone(),
             progress: !args.quiet,
+            privacy_key_file: args.privacy_key_file.clone(),
         };
         let summary = run_embedded(pipeline, &opts, stop)?;
         if !args.quiet {
@@ -347,6 +352,7 @@ fn run(pipeline: &MarketingPipeline, args: &RunArgs) -> anyhow::Result<()> {
                 peers: w.peers.iter().cloned().collect(),
                 skip: w.skip_handoff,
             },
+            privacy_key_file: args.privacy_key_file.clone(),
         };
         return Ok(run_worker(pipeline, &opts, stop)?);
     }
@@ -355,6 +361,7 @@ fn run(pipeline: &MarketingPipeline, args: &RunArgs) -> anyhow::Result<()> {
         output: args.output.clone(),
         dead_letter: args.dead_letter.clone(),
         progress: !args.quiet,
+        privacy_key_file: args.privacy_key_file.clone(),
     };
     let summary = run_local(pipeline, &opts, stop)?;
     if !args.quiet {

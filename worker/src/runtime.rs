@@ -40,6 +40,7 @@ use crate::kafka::{
 };
 use crate::metrics::{Metrics, TaskMetrics};
 use crate::operators::{Plan, PlanError};
+use crate::privacy::{PrivacyError, Pseudonymizer};
 use crate::result::Output;
 use rdkafka::consumer::ConsumerGroupMetadata;
 
@@ -94,6 +95,9 @@ pub struct WorkerOptions {
     pub source: SourceOptions,
     /// How to reach earlier owners of moved tasks (`--peer-url`, `--peer`, `--skip-handoff`).
     pub handoff: PeerOptions,
+    /// The pseudonymisation key file, when the manifest pseudonymises user ids (default
+    /// `crate::privacy::DEFAULT_KEY_FILE`, where the operator mounts the Secret).
+    pub privacy_key_file: Option<PathBuf>,
 }
 
 /// The operator's runtime file.
@@ -118,6 +122,9 @@ pub enum WorkerError {
     /// The spec does not compile.
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// The pseudonymisation key cannot be used.
+    #[error(transparent)]
+    Privacy(#[from] PrivacyError),
     /// A source is not a Kafka topic.
     #[error("source {0:?} is not a Kafka topic: a worker reads Kafka sources only (use `tidemark run --input` for files)")]
     NotKafka(String),
@@ -323,6 +330,8 @@ pub fn run_worker(
         (None, Err(_)) => 0,
     };
     let assignment = Assignment::new(ordinal, workers, runtime.assignment_epoch.unwrap_or(0))?;
+    // Before any connection: a worker that cannot pseudonymise must not start with raw ids.
+    let pseudonymizer = Pseudonymizer::for_spec(spec, opts.privacy_key_file.as_deref())?;
     let connection = spec.kafka.as_ref().ok_or(WorkerError::NoKafka)?;
     let settings = KafkaSettings::from_connection(connection, opts.bootstrap_servers.as_deref())?;
     let topics = spec
@@ -351,8 +360,11 @@ pub fn run_worker(
         opts.source.clone(),
     )?;
     let partitions = source.partitions();
-    let plan =
-        || -> Result<Plan, WorkerError> { Ok(Plan::compile(&name, spec)?.for_tasks(partitions)?) };
+    let plan = || -> Result<Plan, WorkerError> {
+        Ok(Plan::compile(&name, spec)?
+            .for_tasks(partitions)?
+            .with_pseudonymizer(pseudonymizer.clone()))
+    };
     // Analytics keyed by anything but the user run in two phases over several tasks: the
     // tasks' partials go to the partials topic, which the global stage on ordinal 0 merges.
     let global = if plan()?.has_global() {
@@ -402,6 +414,7 @@ pub fn run_worker(
     }
 
     let metrics = Metrics::new(&name).map_err(|e| WorkerError::Http(e.to_string()))?;
+    metrics.set_tasks(source.partitions());
     let store = CheckpointStore::new(&opts.checkpoint_dir, spec.checkpoint.retain as usize);
     let health = Arc::new(Health::new(http::DEFAULT_STALE_AFTER));
     health.set_not_ready("restoring checkpoints");
@@ -414,7 +427,6 @@ pub fn run_worker(
         metrics: metrics.clone(),
         health: health.clone(),
         store: store.clone(),
-    metrics.set_tasks(source.partitions());
     };
     let server = start_http(opts.http_addr, state)?;
 

@@ -7,6 +7,7 @@ use tidemark_api::{GroupSpec, JoinType, MarketingPipelineSpec, WindowKind as Spe
 
 use crate::decode::Decoder;
 use crate::expr::{Expr, ExprError};
+use crate::privacy::Pseudonymizer;
 use crate::window::accumulate::{AccLayout, Input};
 use crate::window::WindowKind;
 
@@ -117,6 +118,10 @@ pub struct Plan {
     pub max_out_of_orderness: i64,
     /// Idle timeout, ms.
     pub idle_timeout: i64,
+    /// The keyed hash that replaces every event's user id right after decoding, when the
+    /// pipeline pseudonymises (`spec.privacy`); set by [`Plan::with_pseudonymizer`], because
+    /// its key is read from a file and compiling stays free of I/O.
+    pub pseudonymizer: Option<Pseudonymizer>,
 }
 
 fn input_for(field: &str, extra_names: &[String]) -> Option<Input> {
@@ -316,6 +321,7 @@ impl Plan {
             analytics,
             max_out_of_orderness: spec.watermark.max_out_of_orderness.millis_i64(),
             idle_timeout: spec.watermark.idle_timeout.millis_i64(),
+            pseudonymizer: None,
         })
     }
 }
@@ -338,6 +344,12 @@ impl Plan {
             }
         }
         Ok(self)
+    }
+
+    /// The same plan pseudonymising user ids with `pseudonymizer` (none: ids as they are).
+    pub fn with_pseudonymizer(mut self, pseudonymizer: Option<Pseudonymizer>) -> Self {
+        self.pseudonymizer = pseudonymizer;
+        self
     }
 
     /// Whether any analytic is global.
