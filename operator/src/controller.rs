@@ -13,13 +13,13 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::controller::Action;
-use kube::runtime::events::Recorder;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
 use kube::{Api, Client};
 use tidemark_api::MarketingPipeline;
 
 use crate::autoscale::Autoscaler;
+use crate::events::Recorder;
 use crate::metrics::Metrics;
 use crate::names::{CONTROLLER_NAME, LABEL_MANAGED_BY};
 use crate::reconcile::{error_chain, reconcile, ReconcileError};

@@ -9,12 +9,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 use tokio::sync::watch;
 
 use crate::autoscale::Autoscaler;
 use crate::controller::{self, Context};
+use crate::events::Recorder;
 use crate::http;
 use crate::leader::{Elector, LeaseConfig};
 use crate::metrics::Metrics;
@@ -106,11 +106,7 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
         }
     }
     if !*stop_rx.borrow() {
-        let reporter = Reporter {
-            controller: CONTROLLER_NAME.into(),
-            instance: Some(config.identity.clone()),
-        };
-        let recorder = Recorder::new(client.clone(), reporter);
+        let recorder = Recorder::new(client.clone(), CONTROLLER_NAME, &config.identity);
         let ctx = Arc::new(Context::new(
             client.clone(),
             recorder,

@@ -94,3 +94,17 @@ pub async fn pipeline(cluster: &Cluster) -> Option<MarketingPipeline> {
         .ok()
         .flatten()
 }
+
+/// Notes of the events of `reason` in `default`.
+pub async fn events(cluster: &Cluster, reason: &str) -> Vec<String> {
+    let api: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(cluster.client.clone(), "default");
+    let Ok(list) = api.list(&kube::api::ListParams::default()).await else {
+        return Vec::new();
+    };
+    list.items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter_map(|e| e.note)
+        .collect()
+}

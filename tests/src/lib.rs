@@ -10,6 +10,7 @@
 pub mod cluster;
 pub mod fixtures;
 pub mod operator;
+pub mod prometheus;
 pub mod tools;
 
 use std::future::Future;

@@ -77,6 +77,8 @@ pub struct Options {
     pub lease_seconds: u64,
     /// `--namespace` flags.
     pub namespaces: Vec<String>,
+    /// `--prometheus-url`.
+    pub prometheus_url: Option<String>,
 }
 
 impl Default for Options {
@@ -86,6 +88,7 @@ impl Default for Options {
             leader_election: true,
             lease_seconds: 3,
             namespaces: vec![],
+            prometheus_url: None,
         }
     }
 }
@@ -117,6 +120,9 @@ impl Operator {
             .env_remove("POD_NAMESPACE")
             .stdin(Stdio::null())
             .kill_on_drop(true);
+        if let Some(url) = &options.prometheus_url {
+            command.arg("--prometheus-url").arg(url);
+        }
         for namespace in &options.namespaces {
             command.arg("--namespace").arg(namespace);
         }

@@ -135,6 +135,55 @@ fn chart_lints_and_every_rendered_object_parses_into_its_type() -> anyhow::Resul
 }
 
 #[test]
+fn a_prometheus_url_reaches_the_operator_and_its_network_policy_lets_it_ask() -> anyhow::Result<()>
+{
+    if !tools::enabled() {
+        eprintln!("skipped: set TIDEMARK_KUBECTL_TESTS=1 (after .ci/tools/kube.sh) to run");
+        return Ok(());
+    }
+    let docs =
+        render(&["--set=operator.prometheusUrl=http://prometheus-operated.monitoring:9090"])?;
+    let deployment: Deployment = typed(of_kind(&docs, "Deployment")[0])?;
+    let args = deployment
+        .spec
+        .template
+        .spec
+        .context("pod spec")?
+        .containers[0]
+        .args
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        args.contains(&"--prometheus-url=http://prometheus-operated.monitoring:9090".to_owned()),
+        "{args:?}"
+    );
+    let policy = of_kind(&docs, "NetworkPolicy")[0].to_string();
+    assert!(policy.contains("9090"), "egress to Prometheus: {policy}");
+    let without: Deployment = typed(of_kind(&render(&[])?, "Deployment")[0])?;
+    let args = without.spec.template.spec.context("pod spec")?.containers[0]
+        .args
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        !args.iter().any(|a| a.starts_with("--prometheus-url")),
+        "{args:?}"
+    );
+    let bad = tools::run_raw(
+        "helm",
+        None,
+        &[
+            "template",
+            "t",
+            CHART,
+            "--set",
+            "operator.prometheusUrl=prometheus:9090",
+        ],
+    )?;
+    assert!(!bad.status.success(), "values.schema.json wants a URL");
+    Ok(())
+}
+
+#[test]
 fn rbac_grants_exactly_the_calls_of_the_operator() -> anyhow::Result<()> {
     if !tools::enabled() {
         return Ok(());
@@ -253,6 +302,7 @@ fn dashboards_are_sidecar_config_maps_over_the_worker_and_operator_metrics() -> 
         tidemark_operator::metrics::RECONCILES_TOTAL,
         tidemark_operator::metrics::RECONCILE_DURATION_SECONDS,
         tidemark_operator::metrics::AUTOSCALER_DECISIONS_TOTAL,
+        tidemark_operator::metrics::AUTOSCALER_DESIRED_PARALLELISM,
     ] {
         assert!(text.contains(metric), "a dashboard shows {metric}");
     }
@@ -262,6 +312,7 @@ fn dashboards_are_sidecar_config_maps_over_the_worker_and_operator_metrics() -> 
         "TidemarkLagGrowing",
         "TidemarkCheckpointsFailing",
         "TidemarkPipelineDegraded",
+        "TidemarkAutoscalerRefusing",
     ] {
         assert!(rule.contains(alert), "alert {alert}");
     }

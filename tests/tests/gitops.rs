@@ -84,7 +84,7 @@ fn status(generation: i64, outcome: &Outcome) -> MarketingPipelineStatus {
         generation: Some(generation),
         previous: None,
         selector: "app.kubernetes.io/instance=clickstream".into(),
-        autoscaling: ("Disabled", String::new()),
+        evaluation: None,
         now: Time(Timestamp::UNIX_EPOCH),
     };
     compute(&inputs, outcome)

@@ -8,10 +8,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{ListParams, Patch, PatchParams};
-use kube::Api;
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use tidemark_api::{HandoffStep, MarketingPipeline, Phase};
 use tidemark_e2e::cluster::Cluster;
@@ -91,16 +89,6 @@ async fn ready_pipeline(cluster: &Cluster, parallelism: i32) -> anyhow::Result<(
     })
     .await?;
     Ok(())
-}
-
-async fn events(cluster: &Cluster, reason: &str) -> Vec<String> {
-    let api: Api<Event> = Api::namespaced(cluster.client.clone(), "default");
-    let list = api.list(&ListParams::default()).await.expect("events");
-    list.items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some(reason))
-        .filter_map(|e| e.note)
-        .collect()
 }
 
 #[tokio::test]
