@@ -12,6 +12,10 @@ pub const BUSY_RATIO: &str = "tidemark_busy_ratio";
 /// Gauge of the Unix time of the worker's last successful checkpoint.
 pub const CHECKPOINT_LAST_SUCCESS_TIMESTAMP_SECONDS: &str =
     "tidemark_checkpoint_last_success_timestamp_seconds";
+/// Counter of failed checkpoint writes of the worker.
+pub const CHECKPOINT_FAILURES_TOTAL: &str = "tidemark_checkpoint_failures_total";
+/// Counter of corrupt checkpoints the worker found (and skipped) when restoring.
+pub const CHECKPOINT_CORRUPT_TOTAL: &str = "tidemark_checkpoint_corrupt_total";
 /// Gauge of the pipeline's task count: the partition count shared by its input topics.
 pub const PIPELINE_TASKS: &str = "tidemark_pipeline_tasks";
 /// The constant label on every worker series: the pipeline's name.

@@ -39,6 +39,10 @@ pub const REASON_ORPHANS_DELETED: &str = "OrphansDeleted";
 pub const REASON_WORKERS_READY: &str = "WorkersReady";
 /// Normal: the autoscaler changed the parallelism.
 pub const REASON_AUTOSCALED: &str = "Autoscaled";
+/// Warning: a worker found corrupt checkpoints when restoring and restored an older one.
+pub const REASON_CHECKPOINT_CORRUPT: &str = "CheckpointCorrupt";
+/// Warning: workers fail to write checkpoints.
+pub const REASON_CHECKPOINTS_FAILING: &str = "CheckpointsFailing";
 /// Warning: the autoscaler could not decide (no Prometheus, no data) and kept the parallelism.
 pub const REASON_AUTOSCALER_REFUSED: &str = "AutoscalerRefused";
 

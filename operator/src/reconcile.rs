@@ -257,8 +257,52 @@ async fn reconcile_steps(
     if let Some(decision) = &evaluation.decided {
         report_decision(ctx, pipeline, &reference, decision).await;
     }
+    report_checkpoints(ctx, previous, &status, &reference, &evaluation).await;
     let requeue = evaluation.next_in.map_or(RESYNC, |next| next.min(RESYNC));
     Ok((ReconcileResult::Success, Action::requeue(requeue)))
+}
+
+/// Warning events for the workers' checkpoint trouble: one per worker whose corrupt-checkpoint
+/// count rose, and one when the pipeline turns Degraded for failing checkpoint writes.
+async fn report_checkpoints(
+    ctx: &Context,
+    previous: Option<&MarketingPipelineStatus>,
+    status: &MarketingPipelineStatus,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    evaluation: &autoscale::Evaluation,
+) {
+    for (worker, n) in &evaluation.checkpoints.newly_corrupt {
+        let note = format!(
+            "worker {worker} found {n:.0} corrupt checkpoint(s) when restoring and restored an \
+             older one (it replays from there; the corrupt files stay on its volume)"
+        );
+        tracing::warn!(%note, "corrupt checkpoints");
+        publish(
+            &ctx.recorder,
+            reference,
+            EventType::Warning,
+            events::REASON_CHECKPOINT_CORRUPT,
+            "Restore",
+            note,
+        )
+        .await;
+    }
+    let failing = |s: Option<&MarketingPipelineStatus>| {
+        condition(s, CONDITION_DEGRADED)
+            .filter(|c| c.status == "True" && c.reason == status::REASON_CHECKPOINTS_FAILING)
+            .map(|c| c.message.clone())
+    };
+    if let (None, Some(message)) = (failing(previous), failing(Some(status))) {
+        publish(
+            &ctx.recorder,
+            reference,
+            EventType::Warning,
+            events::REASON_CHECKPOINTS_FAILING,
+            "Checkpoint",
+            message,
+        )
+        .await;
+    }
 }
 
 /// Makes an autoscaler decision visible beyond the status: the decisions metric, a log line,

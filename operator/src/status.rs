@@ -30,6 +30,8 @@ pub const REASON_WORKERS_NOT_READY: &str = "WorkersNotReady";
 pub const REASON_ROLLING_UPDATE: &str = "RollingUpdate";
 /// Condition reason: workers are being added or removed.
 pub const REASON_SCALING: &str = "Scaling";
+/// Condition reason: workers fail to write checkpoints (full or unwritable volume).
+pub const REASON_CHECKPOINTS_FAILING: &str = "CheckpointsFailing";
 /// Condition reason: the desired state is reached.
 pub const REASON_RECONCILED: &str = "Reconciled";
 
@@ -205,12 +207,26 @@ pub fn compute(inputs: &Inputs<'_>, outcome: &Outcome) -> MarketingPipelineStatu
                 progress_reason,
                 progress_message,
             );
-            set(CONDITION_DEGRADED, false, REASON_AS_EXPECTED, String::new());
+            let failing = inputs
+                .evaluation
+                .map_or(&[][..], |e| e.checkpoints.failing.as_slice());
+            if failing.is_empty() {
+                set(CONDITION_DEGRADED, false, REASON_AS_EXPECTED, String::new());
+            } else {
+                set(
+                    CONDITION_DEGRADED,
+                    true,
+                    REASON_CHECKPOINTS_FAILING,
+                    failing_message(failing),
+                );
+            }
             status.parallelism = Some(desired);
             status.assignment_epoch = Some(assignment.epoch);
             status.handoff = assignment.handoff.clone();
             status.phase = Some(if scaling && !ready {
                 Phase::Scaling
+            } else if !failing.is_empty() {
+                Phase::Degraded
             } else if workers.ready >= pods {
                 Phase::Running
             } else {
@@ -270,6 +286,20 @@ pub fn compute(inputs: &Inputs<'_>, outcome: &Outcome) -> MarketingPipelineStatu
         status.last_checkpoint = evaluation.last_checkpoint.clone();
     }
     status
+}
+
+/// The Degraded message for workers failing checkpoint writes.
+fn failing_message(failing: &[(String, f64)]) -> String {
+    let who: Vec<String> = failing
+        .iter()
+        .map(|(worker, n)| format!("{worker} ({n:.0})"))
+        .collect();
+    format!(
+        "checkpoint writes failed on {} within the metrics window (tidemark_checkpoint_failures_total): \
+         the workers keep processing and retry, but a restart would replay from an older \
+         checkpoint; check their volumes and logs",
+        who.join(", ")
+    )
 }
 
 /// Puts `condition` into `conditions`, keeping the old `lastTransitionTime` when its status is

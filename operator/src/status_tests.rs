@@ -283,3 +283,60 @@ fn a_stateful_set_without_status_has_no_workers() {
     );
     assert_eq!(status.phase, Some(Phase::Pending), "no pod exists yet");
 }
+
+fn evaluation(failing: Vec<(String, f64)>) -> crate::autoscale::Evaluation {
+    crate::autoscale::Evaluation {
+        desired: 2,
+        condition: crate::autoscale::AutoscalingCondition::disabled(),
+        status: None,
+        lag: Some(1200),
+        last_checkpoint: Some("2026-01-01T00:00:00Z".into()),
+        decided: None,
+        checkpoints: crate::autoscale::CheckpointHealth {
+            failing,
+            newly_corrupt: Vec::new(),
+        },
+        next_in: None,
+    }
+}
+
+#[test]
+fn failing_checkpoint_writes_degrade_a_running_pipeline_until_they_stop() {
+    let trouble = evaluation(vec![("demo-1".into(), 3.0)]);
+    let mut with = inputs(4, None, "2026-01-01T00:00:00Z");
+    with.evaluation = Some(&trouble);
+    let degraded = compute(&with, &applied(2, sts(TWO_READY)));
+    assert_eq!(degraded.phase, Some(Phase::Degraded));
+    assert_eq!(degraded.lag, Some(1200));
+    assert_eq!(
+        degraded.last_checkpoint.as_deref(),
+        Some("2026-01-01T00:00:00Z")
+    );
+    let c = get(&degraded, "Degraded");
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("True", "CheckpointsFailing")
+    );
+    assert!(
+        c.message
+            .starts_with("checkpoint writes failed on demo-1 (3)"),
+        "{}",
+        c.message
+    );
+    assert_eq!(
+        get(&degraded, "Ready").status,
+        "True",
+        "the workers still run"
+    );
+
+    let fine = evaluation(Vec::new());
+    let mut later = inputs(4, Some(&degraded), "2026-01-01T00:05:00Z");
+    later.evaluation = Some(&fine);
+    let recovered = compute(&later, &applied(2, sts(TWO_READY)));
+    assert_eq!(recovered.phase, Some(Phase::Running));
+    assert_eq!(get(&recovered, "Degraded").reason, "AsExpected");
+    assert_eq!(
+        get(&recovered, "Degraded").last_transition_time,
+        at("2026-01-01T00:05:00Z")
+    );
+}

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tidemark_api::metrics::{
-    BUSY_RATIO, CHECKPOINT_LAST_SUCCESS_TIMESTAMP_SECONDS, PIPELINE_TASKS, RECORDS_IN_TOTAL,
-    SOURCE_LAG,
+    BUSY_RATIO, CHECKPOINT_CORRUPT_TOTAL, CHECKPOINT_FAILURES_TOTAL,
+    CHECKPOINT_LAST_SUCCESS_TIMESTAMP_SECONDS, PIPELINE_TASKS, RECORDS_IN_TOTAL, SOURCE_LAG,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -146,6 +146,8 @@ struct State {
     records_in: f64,
     lag: f64,
     at: Instant,
+    checkpoint_failures: u64,
+    corrupt_checkpoints: u64,
 }
 
 /// A stand-in for one worker pod's `/metrics` of pipeline `pipeline` with `tasks` tasks; serves
@@ -174,6 +176,8 @@ impl Exporter {
             records_in: 0.0,
             lag: 0.0,
             at: Instant::now(),
+            checkpoint_failures: 0,
+            corrupt_checkpoints: 0,
         }));
         let shared = state.clone();
         let pipeline = pipeline.to_owned();
@@ -194,10 +198,16 @@ impl Exporter {
                          # TYPE {PIPELINE_TASKS} gauge\n\
                          {PIPELINE_TASKS}{{pipeline=\"{pipeline}\"}} {tasks}\n\
                          # TYPE {CHECKPOINT_LAST_SUCCESS_TIMESTAMP_SECONDS} gauge\n\
-                         {CHECKPOINT_LAST_SUCCESS_TIMESTAMP_SECONDS}{{pipeline=\"{pipeline}\"}} {checkpoint}\n",
+                         {CHECKPOINT_LAST_SUCCESS_TIMESTAMP_SECONDS}{{pipeline=\"{pipeline}\"}} {checkpoint}\n\
+                         # TYPE {CHECKPOINT_FAILURES_TOTAL} counter\n\
+                         {CHECKPOINT_FAILURES_TOTAL}{{pipeline=\"{pipeline}\"}} {}\n\
+                         # TYPE {CHECKPOINT_CORRUPT_TOTAL} counter\n\
+                         {CHECKPOINT_CORRUPT_TOTAL}{{pipeline=\"{pipeline}\"}} {}\n",
                         s.records_in.floor(),
                         s.lag.floor(),
                         s.load.busy,
+                        s.checkpoint_failures,
+                        s.corrupt_checkpoints,
                     )
                 };
                 tokio::spawn(async move {
@@ -228,6 +238,17 @@ impl Exporter {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         advance(&mut s);
         s.load = load;
+    }
+
+    /// Counts `failures` more failed checkpoint writes and `corrupt` more corrupt checkpoints
+    /// found at restore.
+    pub fn checkpoint_trouble(&self, failures: u64, corrupt: u64) {
+        let mut s = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.checkpoint_failures += failures;
+        s.corrupt_checkpoints += corrupt;
     }
 
     /// The lag it reports now.

@@ -333,3 +333,106 @@ async fn without_autoscaling_the_status_still_shows_lag_and_last_checkpoint_and_
     assert_eq!(views.status.as_ref().and_then(|s| s.parallelism), Some(1));
     Ok(())
 }
+
+#[tokio::test]
+async fn failing_checkpoint_writes_degrade_the_pipeline_until_they_stop_and_a_corrupt_checkpoint_found_at_restore_is_a_warning_event(
+) -> anyhow::Result<()> {
+    let Some(bin) = prometheus::binary()? else {
+        return Ok(());
+    };
+    let worker = Exporter::start(
+        "clicks",
+        4,
+        0,
+        CHECKPOINT,
+        Load {
+            rate: 10.0,
+            busy: 0.1,
+            lag_growth: 0.0,
+        },
+    )
+    .await?;
+    let prom = Prometheus::start(
+        &bin,
+        &[Target {
+            addr: worker.addr,
+            namespace: "default".into(),
+            pod: "clicks-0".into(),
+        }],
+    )
+    .await?;
+    prom.wait_for_series(
+        "tidemark_checkpoint_failures_total{namespace=\"default\",pipeline=\"clicks\"}",
+    )
+    .await?;
+    let cluster = Cluster::start().await?;
+    let _operator = Operator::start(
+        &cluster.kubeconfig(),
+        &Options {
+            prometheus_url: Some(prom.url()),
+            ..Options::default()
+        },
+    )
+    .await?;
+    // Autoscaling off; its block only sets how often and over what range the metrics are read.
+    let manifest = PIPELINE.to_owned()
+        + "  autoscaling:\n    enabled: false\n    evaluationInterval: 1s\n    metricsWindow: 3s\n";
+    cluster.apply_pipeline("default", &manifest).await?;
+    eventually(DECIDE, "the StatefulSet", || {
+        get::<StatefulSet>(&cluster, "clicks")
+    })
+    .await?;
+    cluster.mark_workers_ready("default", "clicks").await?;
+    eventually(DECIDE, "Running with lag observed", || async {
+        pipeline(&cluster).await.filter(|p| {
+            p.status
+                .as_ref()
+                .is_some_and(|s| s.phase == Some(tidemark_api::Phase::Running) && s.lag.is_some())
+        })
+    })
+    .await?;
+
+    worker.checkpoint_trouble(0, 1);
+    let corrupt = eventually(DECIDE, "a CheckpointCorrupt event", || async {
+        events(&cluster, "CheckpointCorrupt").await.pop()
+    })
+    .await?;
+    assert!(
+        corrupt.starts_with("worker clicks-0 found 1 corrupt checkpoint(s) when restoring"),
+        "{corrupt}"
+    );
+
+    worker.checkpoint_trouble(3, 0);
+    let p = eventually(DECIDE, "Degraded=True CheckpointsFailing", || async {
+        pipeline(&cluster).await.filter(|p| {
+            condition(p, "Degraded") == Some(("True".into(), "CheckpointsFailing".into()))
+        })
+    })
+    .await?;
+    assert_eq!(
+        p.status.as_ref().and_then(|s| s.phase),
+        Some(tidemark_api::Phase::Degraded)
+    );
+    let failing = eventually(DECIDE, "a CheckpointsFailing event", || async {
+        events(&cluster, "CheckpointsFailing").await.pop()
+    })
+    .await?;
+    assert!(
+        failing.contains("checkpoint writes failed on clicks-0"),
+        "{failing}"
+    );
+    // No new failures: once the 3 s window has none, the pipeline is back to Running.
+    eventually(DECIDE, "Degraded=False again", || async {
+        pipeline(&cluster).await.filter(|p| {
+            condition(p, "Degraded") == Some(("False".into(), "AsExpected".into()))
+                && p.status.as_ref().and_then(|s| s.phase) == Some(tidemark_api::Phase::Running)
+        })
+    })
+    .await?;
+    assert_eq!(
+        events(&cluster, "CheckpointCorrupt").await.len(),
+        1,
+        "one corruption, one event"
+    );
+    Ok(())
+}

@@ -15,8 +15,9 @@ use prometheus::{
 
 // The names the operator reads back from Prometheus are shared with it through the api crate.
 pub use tidemark_api::metrics::{
-    BUSY_RATIO, CHECKPOINT_LAST_SUCCESS_TIMESTAMP_SECONDS, PIPELINE_LABEL, PIPELINE_TASKS,
-    RECORDS_IN_TOTAL, SOURCE_LAG,
+    BUSY_RATIO, CHECKPOINT_CORRUPT_TOTAL, CHECKPOINT_FAILURES_TOTAL,
+    CHECKPOINT_LAST_SUCCESS_TIMESTAMP_SECONDS, PIPELINE_LABEL, PIPELINE_TASKS, RECORDS_IN_TOTAL,
+    SOURCE_LAG,
 };
 
 use crate::engine::{Counters, Task};
@@ -45,10 +46,6 @@ pub const CHECKPOINT_DURATION_SECONDS: &str = "tidemark_checkpoint_duration_seco
 pub const CHECKPOINT_PAUSE_SECONDS: &str = "tidemark_checkpoint_pause_seconds";
 /// Gauge of the size of the last checkpoint written.
 pub const CHECKPOINT_SIZE_BYTES: &str = "tidemark_checkpoint_size_bytes";
-/// Counter of failed checkpoint writes.
-pub const CHECKPOINT_FAILURES_TOTAL: &str = "tidemark_checkpoint_failures_total";
-/// Counter of corrupt checkpoints found (and skipped) when reading.
-pub const CHECKPOINT_CORRUPT_TOTAL: &str = "tidemark_checkpoint_corrupt_total";
 /// Gauge of live keys, by `task`.
 pub const STATE_KEYS: &str = "tidemark_state_keys";
 /// Gauge of live key-windows, by `task`.

@@ -38,7 +38,7 @@ fn load(workers: usize, rate: f64, busy: f64, lag: f64, growth: f64, tasks: u32)
             })
             .collect(),
         tasks: Some(tasks),
-        last_checkpoint: None,
+        ..Observation::default()
     }
 }
 

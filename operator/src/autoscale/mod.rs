@@ -7,7 +7,9 @@
 //! `status.parallelism` and never writes the spec, so GitOps sees no drift; when it is disabled
 //! `spec.parallelism` rules (and with it `kubectl scale`, an HPA or KEDA through the scale
 //! subresource). Whenever a Prometheus URL is known, the same observation also fills
-//! `status.lag` and `status.lastCheckpoint`.
+//! `status.lag` and `status.lastCheckpoint`, and reports the workers' checkpoint trouble
+//! ([`CheckpointHealth`]): failing writes degrade the pipeline, corrupt checkpoints found at
+//! restore become Warning events.
 //!
 //! Contract of [`Autoscaler::evaluate`]: at most one evaluation per pipeline per interval (other
 //! reconciles in between reuse the parallelism in effect, so a failed status write can never
@@ -60,6 +62,17 @@ impl AutoscalingCondition {
     }
 }
 
+/// What the workers' checkpoint metrics say.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CheckpointHealth {
+    /// Workers that failed checkpoint writes within the metrics window, with how many: the
+    /// pipeline is Degraded while there are any.
+    pub failing: Vec<(String, f64)>,
+    /// Workers whose count of corrupt checkpoints skipped at restore rose since the last
+    /// observation, with how many more: one Warning event each.
+    pub newly_corrupt: Vec<(String, f64)>,
+}
+
 /// What one reconcile learns from the autoscaler.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Evaluation {
@@ -75,6 +88,8 @@ pub struct Evaluation {
     pub last_checkpoint: Option<String>,
     /// Set when this reconcile evaluated with autoscaling on: for the event and the metric.
     pub decided: Option<Decision>,
+    /// Checkpoint trouble of the workers (the last observation's, between observations).
+    pub checkpoints: CheckpointHealth,
     /// Time until the next evaluation is due, if one ever is.
     pub next_in: Option<std::time::Duration>,
 }
@@ -83,6 +98,11 @@ pub struct Evaluation {
 struct Memory {
     last_evaluated_ms: Option<i64>,
     history: Recommendations,
+    /// Corrupt checkpoints each worker had reported at the last observation. A worker that no
+    /// longer reports any (restarted, counter back to 0, or gone) is forgotten.
+    corrupt_seen: HashMap<String, f64>,
+    /// The last observation's failing workers.
+    failing: Vec<(String, f64)>,
 }
 
 /// The autoscaler of every pipeline: the Prometheus client and what it remembers per pipeline.
@@ -116,6 +136,27 @@ impl Autoscaler {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Compares an observation's checkpoint counters with the last ones of pipeline `key`.
+    fn checkpoint_health(&self, key: &str, o: &observe::Observation) -> CheckpointHealth {
+        let mut memory = self.lock();
+        let m = memory.entry(key.to_owned()).or_default();
+        let mut newly_corrupt = Vec::new();
+        let mut seen = HashMap::new();
+        for (worker, count) in &o.corrupt_checkpoints {
+            let before = m.corrupt_seen.get(worker).copied().unwrap_or(0.0);
+            if *count > before {
+                newly_corrupt.push((worker.clone(), count - before));
+            }
+            seen.insert(worker.clone(), *count);
+        }
+        m.corrupt_seen = seen;
+        m.failing = o.checkpoint_failures.clone();
+        CheckpointHealth {
+            failing: m.failing.clone(),
+            newly_corrupt,
+        }
+    }
+
     /// The parallelism and status figures for `pipeline`, whose workers run `assignment` (none
     /// yet at creation); see the module doc for the contract.
     pub async fn evaluate(
@@ -138,11 +179,15 @@ impl Autoscaler {
         };
         let now_ms = now.as_millisecond();
         let key = key(pipeline);
-        let due = self
-            .lock()
-            .get(&key)
-            .and_then(|m| m.last_evaluated_ms)
-            .is_none_or(|last| now_ms - last >= interval_ms || now_ms < last);
+        let (due, failing) = {
+            let memory = self.lock();
+            let m = memory.get(&key);
+            (
+                m.and_then(|m| m.last_evaluated_ms)
+                    .is_none_or(|last| now_ms - last >= interval_ms || now_ms < last),
+                m.map(|m| m.failing.clone()).unwrap_or_default(),
+            )
+        };
         let next_in = (auto.is_some() || url.is_some())
             .then(|| std::time::Duration::from_millis(u64::try_from(interval_ms).unwrap_or(0)));
         let in_effect = assignment.map(|a| a.parallelism);
@@ -153,6 +198,10 @@ impl Autoscaler {
             lag: previous.and_then(|s| s.lag),
             last_checkpoint: previous.and_then(|s| s.last_checkpoint.clone()),
             decided: None,
+            checkpoints: CheckpointHealth {
+                failing,
+                newly_corrupt: Vec::new(),
+            },
             next_in,
         };
         if let Some(auto) = auto {
@@ -174,7 +223,11 @@ impl Autoscaler {
 
         let observed = match &url {
             Some(url) => {
-                let window = promql_duration(auto.map_or(120_000, |a| a.metrics_window.millis()));
+                let window = promql_duration(
+                    spec.autoscaling
+                        .as_ref()
+                        .map_or(120_000, |a| a.metrics_window.millis()),
+                );
                 let queries = Queries::new(
                     &pipeline.namespace().unwrap_or_default(),
                     &pipeline.name_any(),
@@ -185,6 +238,7 @@ impl Autoscaler {
             None => None,
         };
         if let Some(Ok(o)) = &observed {
+            evaluation.checkpoints = self.checkpoint_health(&key, o);
             evaluation.lag = o.lag.map(|l| l.round() as i64);
             evaluation.last_checkpoint = o
                 .last_checkpoint

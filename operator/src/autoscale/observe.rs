@@ -1,4 +1,4 @@
-//! Observe: what Prometheus knows of one pipeline's workers, in six instant queries.
+//! Observe: what Prometheus knows of one pipeline's workers, in eight instant queries.
 //!
 //! The queries select the workers' series by `namespace` (the target label the chart's
 //! ServiceMonitor/PodMonitor, or any Kubernetes service discovery, attaches) and `pipeline` (the
@@ -7,8 +7,9 @@
 //! answers into an [`Observation`]; the decision is [`super::decide`]'s.
 
 use tidemark_api::metrics::{
-    BUSY_RATIO, CHECKPOINT_LAST_SUCCESS_TIMESTAMP_SECONDS, PIPELINE_LABEL, PIPELINE_TASKS,
-    RECORDS_IN_TOTAL, SOURCE_LAG,
+    BUSY_RATIO, CHECKPOINT_CORRUPT_TOTAL, CHECKPOINT_FAILURES_TOTAL,
+    CHECKPOINT_LAST_SUCCESS_TIMESTAMP_SECONDS, PIPELINE_LABEL, PIPELINE_TASKS, RECORDS_IN_TOTAL,
+    SOURCE_LAG,
 };
 
 use super::prometheus::{Prometheus, PrometheusError, Sample};
@@ -40,6 +41,11 @@ pub struct Observation {
     /// Unix time of the oldest of the workers' newest checkpoints: every worker has
     /// checkpointed since.
     pub last_checkpoint: Option<f64>,
+    /// Workers (pod, else scrape target) that found corrupt checkpoints when restoring, with how
+    /// many since they started.
+    pub corrupt_checkpoints: Vec<(String, f64)>,
+    /// Workers that failed checkpoint writes within the window, with how many.
+    pub checkpoint_failures: Vec<(String, f64)>,
 }
 
 /// The PromQL of each figure for pipeline `namespace/name` over `window` (a PromQL duration
@@ -58,6 +64,10 @@ pub struct Queries {
     pub tasks: String,
     /// Oldest newest checkpoint.
     pub last_checkpoint: String,
+    /// Corrupt checkpoints skipped at restore, by worker.
+    pub corrupt: String,
+    /// Failed checkpoint writes within the window, by worker.
+    pub failures: String,
 }
 
 impl Queries {
@@ -77,6 +87,10 @@ impl Queries {
             ),
             tasks: format!("max({PIPELINE_TASKS}{{{s}}})"),
             last_checkpoint: format!("min({CHECKPOINT_LAST_SUCCESS_TIMESTAMP_SECONDS}{{{s}}} > 0)"),
+            corrupt: format!("sum by (pod, instance) ({CHECKPOINT_CORRUPT_TOTAL}{{{s}}}) > 0"),
+            failures: format!(
+                "sum by (pod, instance) (increase({CHECKPOINT_FAILURES_TOTAL}{{{s}}}[{window}])) > 0"
+            ),
         }
     }
 }
@@ -89,22 +103,39 @@ pub async fn observe(
     url: &str,
     queries: &Queries,
 ) -> Result<Observation, PrometheusError> {
-    let (processed, busy, lag, growth, tasks, checkpoint) = futures::try_join!(
+    let (processed, busy, lag, growth, tasks, checkpoint, corrupt, failures) = futures::try_join!(
         prometheus.query(url, &queries.processed),
         prometheus.query(url, &queries.busy),
         prometheus.query(url, &queries.lag),
         prometheus.query(url, &queries.lag_growth),
         prometheus.query(url, &queries.tasks),
         prometheus.query(url, &queries.last_checkpoint),
+        prometheus.query(url, &queries.corrupt),
+        prometheus.query(url, &queries.failures),
     )?;
-    Ok(assemble(
-        &processed,
-        &busy,
-        &lag,
-        &growth,
-        &tasks,
-        &checkpoint,
-    ))
+    let mut observation = assemble(&processed, &busy, &lag, &growth, &tasks, &checkpoint);
+    observation.corrupt_checkpoints = by_worker(&corrupt);
+    observation.checkpoint_failures = by_worker(&failures);
+    Ok(observation)
+}
+
+/// Finite values by worker name (the `pod` label, else the scrape target), sorted by name.
+pub fn by_worker(samples: &[Sample]) -> Vec<(String, f64)> {
+    let mut out: Vec<(String, f64)> = samples
+        .iter()
+        .filter(|s| s.value.is_finite())
+        .map(|s| {
+            let name = s
+                .labels
+                .get("pod")
+                .or_else(|| s.labels.get("instance"))
+                .cloned()
+                .unwrap_or_default();
+            (name, s.value)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
 }
 
 /// Turns the answers into an observation. NaN and infinite values (a rate over one sample, a
@@ -144,6 +175,8 @@ pub fn assemble(
             .filter(|t| *t >= 1.0 && *t <= f64::from(u32::MAX))
             .map(|t| t as u32),
         last_checkpoint: scalar(checkpoint),
+        corrupt_checkpoints: Vec::new(),
+        checkpoint_failures: Vec::new(),
     }
 }
 
@@ -221,6 +254,25 @@ mod tests {
                     busy_ratio: 0.0
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn checkpoint_problems_are_named_by_pod_else_by_scrape_target() {
+        let mut pod = sample(Some("10.0.0.7:9102"), 2.0);
+        pod.labels.insert("pod".into(), "clicks-1".into());
+        let bare = sample(Some("10.0.0.5:9102"), 1.0);
+        assert_eq!(
+            by_worker(&[pod, bare, sample(None, f64::NAN)]),
+            vec![
+                ("10.0.0.5:9102".to_owned(), 1.0),
+                ("clicks-1".to_owned(), 2.0)
+            ]
+        );
+        let q = Queries::new("shop", "clicks", "2m");
+        assert_eq!(
+            q.failures,
+            r#"sum by (pod, instance) (increase(tidemark_checkpoint_failures_total{namespace="shop",pipeline="clicks"}[2m])) > 0"#
         );
     }
 
