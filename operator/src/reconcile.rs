@@ -77,6 +77,7 @@ async fn reconcile_steps(
     ctx: &Context,
 ) -> Result<(ReconcileResult, Action), ReconcileError> {
     if pipeline.meta().deletion_timestamp.is_some() {
+        ctx.autoscaler.forget(pipeline);
         // Owner references hand the owned objects to the garbage collector.
         return Ok((ReconcileResult::Success, Action::await_change()));
     }

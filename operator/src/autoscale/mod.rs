@@ -36,6 +36,8 @@ use prometheus::Prometheus;
 
 /// Why the autoscaler does not decide (reason of the `Autoscaling` condition).
 pub const REASON_DISABLED: &str = "Disabled";
+/// What the autoscaler remembers of a pipeline it has not evaluated for this long is dropped.
+const FORGET_AFTER_MS: i64 = 3_600_000;
 /// Evaluation interval when autoscaling is disabled but a Prometheus URL is known (lag and last
 /// checkpoint in status).
 const OBSERVE_INTERVAL_MS: i64 = 30_000;
@@ -227,10 +229,16 @@ impl Autoscaler {
         if !due || (auto.is_none() && url.is_none()) {
             return evaluation;
         }
-        self.lock()
-            .entry(key.clone())
-            .or_default()
-            .last_evaluated_ms = Some(now_ms);
+        {
+            let mut memory = self.lock();
+            // Pipelines deleted without this operator seeing it (the garbage collector removes
+            // them, no finalizer) are forgotten: every live one is evaluated far more often.
+            memory.retain(|_, m| {
+                m.last_evaluated_ms
+                    .is_some_and(|t| now_ms - t < FORGET_AFTER_MS)
+            });
+            memory.entry(key.clone()).or_default().last_evaluated_ms = Some(now_ms);
+        }
 
         let observed = match &url {
             Some(url) => {
