@@ -269,17 +269,20 @@ fn check_analytic(
     check_one_of(
         p,
         path,
-        &[analytic.aggregate.is_some(), analytic.join.is_some()],
-        "aggregate or join",
+        &[
+            analytic.aggregate.is_some(),
+            analytic.join.is_some(),
+            analytic.top_n.is_some(),
+        ],
+        "aggregate, join or topN",
     );
     let find = |name: &str| spec.sources.iter().find(|s| s.name == name);
-    if let Some(agg) = &analytic.aggregate {
-        let path = format!("{path}.aggregate");
-        if agg.sources.is_empty() {
+    let check_sources = |p: &mut Problems, path: &str, names: &[String], filter: Option<&str>| {
+        if names.is_empty() {
             p.push(format!("{path}.sources"), "at least one source is required");
         }
         let mut inputs = Vec::new();
-        for (j, name) in agg.sources.iter().enumerate() {
+        for (j, name) in names.iter().enumerate() {
             match find(name) {
                 Some(source) => inputs.push(source),
                 None => p.push(
@@ -288,10 +291,41 @@ fn check_analytic(
                 ),
             }
         }
-        if let Some(filter) = &agg.filter {
+        if let Some(filter) = filter {
             check_cel(p, &format!("{path}.filter"), filter);
         }
+        inputs
+    };
+    if let Some(agg) = &analytic.aggregate {
+        let path = format!("{path}.aggregate");
+        let inputs = check_sources(p, &path, &agg.sources, agg.filter.as_deref());
         check_group(p, &path, &agg.group, &inputs);
+    }
+    if let Some(top) = &analytic.top_n {
+        let path = format!("{path}.topN");
+        let agg = &top.aggregate;
+        let inputs = check_sources(p, &path, &agg.sources, agg.filter.as_deref());
+        check_group(p, &path, &agg.group, &inputs);
+        let group = &agg.group;
+        let ranked = group.aggregates.iter().map(|a| &a.name);
+        if !ranked
+            .chain(group.ratios.iter().map(|r| &r.name))
+            .any(|n| n == &top.rank_by)
+        {
+            p.push(
+                format!("{path}.rankBy"),
+                format!("unknown aggregate or ratio {:?}", top.rank_by),
+            );
+        }
+        if group.window.kind == WindowKind::Session {
+            p.push(
+                format!("{path}.window.type"),
+                "topN needs tumbling or sliding windows",
+            );
+        }
+        if !(1..=1000).contains(&top.limit) {
+            p.push(format!("{path}.limit"), "must be between 1 and 1000");
+        }
     }
     if let Some(join) = &analytic.join {
         let path = format!("{path}.join");

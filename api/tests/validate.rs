@@ -146,3 +146,69 @@ fn malformed_manifests_are_parse_errors(#[case] from: &str, #[case] to: &str) {
     let err = parse_manifest(&QUICKSTART.replacen(from, to, 1)).unwrap_err();
     assert!(matches!(err, ManifestError::Parse(_)), "{err}");
 }
+
+const HOT_PRODUCTS: &str = include_str!("../../examples/hot-products.yaml");
+
+#[test]
+fn the_hot_products_example_is_valid_and_ranks_products() {
+    let pipeline = parse_manifest(HOT_PRODUCTS).unwrap();
+    let top = pipeline.spec.analytics[0].top_n.as_ref().unwrap();
+    assert_eq!(
+        (
+            top.aggregate.group.key_by.as_str(),
+            top.rank_by.as_str(),
+            top.limit
+        ),
+        ("product", "views", 10)
+    );
+    assert_eq!(top.aggregate.group.allowed_lateness.millis(), 300_000);
+    let revenue = pipeline.spec.analytics[1].top_n.as_ref().unwrap();
+    assert_eq!(revenue.aggregate.group.window.kind, WindowKind::Sliding);
+}
+
+#[rstest]
+#[case::unknown_rank(
+    "rankBy: views",
+    "rankBy: clicks",
+    "spec.analytics[0].topN.rankBy: unknown aggregate or ratio \"clicks\""
+)]
+#[case::session_window(
+    "{ type: tumbling, size: 1h }",
+    "{ type: session, gap: 30m }",
+    "spec.analytics[0].topN.window.type: topN needs tumbling or sliding windows"
+)]
+#[case::no_limit(
+    "limit: 10",
+    "limit: 0",
+    "spec.analytics[0].topN.limit: must be between 1 and 1000"
+)]
+#[case::unknown_source(
+    "sources: [clicks]",
+    "sources: [views]",
+    "spec.analytics[0].topN.sources[0]: unknown source \"views\""
+)]
+#[case::bad_filter(
+    "filter: 'event.type == \"view\"'",
+    "filter: 'event.type =='",
+    "spec.analytics[0].topN.filter: invalid CEL expression"
+)]
+#[case::two_kinds(
+    "    - name: most_viewed\n",
+    "    - name: most_viewed\n      aggregate: { sources: [clicks], window: { type: tumbling, size: 1h }, aggregates: [{ name: total, op: count }] }\n",
+    "spec.analytics[0]: exactly one of aggregate, join or topN must be set"
+)]
+fn each_invalid_top_n_names_the_field(
+    #[case] from: &str,
+    #[case] to: &str,
+    #[case] expected: &str,
+) {
+    assert!(
+        HOT_PRODUCTS.contains(from),
+        "the case edits the example: {from:?}"
+    );
+    let problems = problems(&HOT_PRODUCTS.replacen(from, to, 1));
+    assert!(
+        problems.iter().any(|p| p.starts_with(expected)),
+        "expected {expected:?} in {problems:#?}"
+    );
+}

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use crate::event::{Event, FieldValue, Reason, Rejection};
 use crate::global::{Partial, Progress};
+use crate::operators::top::{self, Item};
 use crate::operators::{AnalyticPlan, Plan};
 use crate::privacy::{PseudonymBuf, Pseudonyms, PSEUDONYM_LEN};
 use crate::result::{DeadLetter, Encoder, InternalRecord, Output};
@@ -139,6 +140,20 @@ pub struct Task {
     /// pseudonymises user ids (boxed: the keyed HMAC state is larger than the rest of a task's
     /// fields together).
     pseudonyms: Option<Box<Pseudonyms>>,
+    /// Per analytic, the key-window results of a top-N analytic computed whole in this task,
+    /// waiting to be ranked with the rest of their window at the end of the current step.
+    ranking: Vec<Vec<Ranked>>,
+}
+
+/// A key-window result of a top-N analytic, before the ranking of its window.
+#[derive(Debug)]
+struct Ranked {
+    start: i64,
+    end: i64,
+    /// Emitted by a late update (the window fired before): the window is re-ranked from every
+    /// key-window the state holds, not from this step's results alone.
+    late: bool,
+    item: Item,
 }
 
 /// The window state of `analytic` in a task. A global analytic's windows emit partials and
@@ -158,6 +173,9 @@ fn windows_of(analytic: &AnalyticPlan) -> Windows {
     if analytic.global {
         let panes = windows.emit_partials();
         debug_assert!(panes, "Plan::for_tasks refuses global session windows");
+    } else if analytic.top_n.is_some() {
+        let panes = windows.rank_revisions();
+        debug_assert!(panes, "Plan::compile refuses top-N session windows");
     }
     windows
 }
@@ -171,6 +189,7 @@ impl Task {
             .pseudonymizer
             .clone()
             .map(|p| Box::new(Pseudonyms::new(p)));
+        let ranking = plan.analytics.iter().map(|_| Vec::new()).collect();
         let counters = Counters {
             records_in: vec![0; plan.sources.len()],
             filtered: vec![0; plan.sources.len()],
@@ -195,6 +214,7 @@ impl Task {
             global,
             reported: (i64::MIN, false),
             pseudonyms,
+            ranking,
         }
     }
 
@@ -519,6 +539,7 @@ impl Task {
                     self.id,
                     &mut self.encoder,
                     &mut self.counters,
+                    Ranking(&mut self.ranking[a], true),
                     out,
                 );
                 self.windows[a].add(key, local, &event, wm, &mut emit)
@@ -530,6 +551,9 @@ impl Task {
                     analytic.name
                 );
                 self.dead_letter(Some(source), Rejection::new(Reason::Late, detail), raw, out);
+            }
+            if !self.ranking[a].is_empty() {
+                self.rank(a, out);
             }
         }
         if let Some(wm) = self.watermarks.observe(source, event.time, now) {
@@ -548,11 +572,60 @@ impl Task {
                     self.id,
                     &mut self.encoder,
                     &mut self.counters,
+                    Ranking(&mut self.ranking[a], false),
                     out,
                 ),
             );
         }
+        for a in 0..self.ranking.len() {
+            if !self.ranking[a].is_empty() {
+                self.rank(a, out);
+            }
+        }
         self.report(false, out);
+    }
+
+    /// Ranks the windows of top-N analytic `a` whose key-windows this step emitted, one result
+    /// per window. A window that fired in this step has all its key-windows among them (a window
+    /// fires for every key at one watermark); one a late event updated is re-ranked from every
+    /// key-window of it the state still holds.
+    fn rank(&mut self, a: usize, out: &mut Output) {
+        let analytic = &self.plan.analytics[a];
+        let Some(plan) = &analytic.top_n else {
+            self.ranking[a].clear();
+            return;
+        };
+        let mut windows: BTreeMap<i64, (i64, bool, Vec<Item>)> = BTreeMap::new();
+        for ranked in self.ranking[a].drain(..) {
+            let window = windows
+                .entry(ranked.end)
+                .or_insert((ranked.start, false, Vec::new()));
+            window.1 |= ranked.late;
+            window.2.push(ranked.item);
+        }
+        for (end, (start, late, mut items)) in windows {
+            if late {
+                items.clear();
+                self.windows[a].fired_window(end, &mut |e: &Emission<'_>| {
+                    items.push(Item {
+                        key: e.key.to_owned(),
+                        revision: e.revision,
+                        value: e.values[plan.rank],
+                    })
+                });
+            }
+            let revision = top::rank(&mut items, plan.n);
+            self.counters.results[a] += 1;
+            out.results.push(self.encoder.encode_top(
+                a,
+                &analytic.name,
+                &plan.rank_name,
+                start,
+                end,
+                &items,
+                revision,
+            ));
+        }
     }
 
     /// Tells the global stage (when the plan has global analytics) the task's watermark once
@@ -671,13 +744,19 @@ fn accepts(types: &[String], event: &Event<'_>) -> bool {
             .is_some_and(|t| types.iter().any(|x| x == t))
 }
 
-/// Where analytic `a`'s emissions go: results, or partials of task `task` for the global stage.
+/// Where a top-N analytic's key-window results wait for their ranking, and whether they come
+/// from late updates.
+struct Ranking<'a>(&'a mut Vec<Ranked>, bool);
+
+/// Where analytic `a`'s emissions go: results, key-windows of a top-N to rank, or partials of
+/// task `task` for the global stage.
 fn emitter<'a>(
     a: usize,
     analytic: &'a AnalyticPlan,
     task: u32,
     encoder: &'a mut Encoder,
     counters: &'a mut Counters,
+    Ranking(ranking, late): Ranking<'a>,
     out: &'a mut Output,
 ) -> impl FnMut(&Emission<'_>) + 'a {
     move |emission| match emission.partial {
@@ -697,201 +776,30 @@ fn emitter<'a>(
                 value: partial.encode(),
             });
         }
-        None => {
-            counters.results[a] += 1;
-            out.results
-                .push(encoder.encode(a, &analytic.name, &analytic.value_names, emission));
-        }
+        None => match &analytic.top_n {
+            Some(plan) => ranking.push(Ranked {
+                start: emission.start,
+                end: emission.end,
+                late,
+                item: Item {
+                    key: emission.key.to_owned(),
+                    revision: emission.revision,
+                    value: emission.values[plan.rank],
+                },
+            }),
+            None => {
+                counters.results[a] += 1;
+                out.results.push(encoder.encode(
+                    a,
+                    &analytic.name,
+                    &analytic.value_names,
+                    emission,
+                ));
+            }
+        },
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::source::generator::Generator;
-
-    fn quickstart() -> Plan {
-        let text = include_str!("../../examples/quickstart.yaml");
-        let pipeline = tidemark_api::parse_manifest(text).unwrap();
-        Plan::compile("quickstart", &pipeline.spec).unwrap()
-    }
-
-    fn events(n: u64) -> Vec<Vec<u8>> {
-        let spec = tidemark_api::GeneratorSpec {
-            events: Some(n),
-            users: 300,
-            time_step: tidemark_api::Duration::from_millis(1_000),
-            ..Default::default()
-        };
-        Generator::lines(&spec)
-    }
-
-    fn run(task: &mut Task, events: &[Vec<u8>], out: &mut Output) {
-        for e in events {
-            task.route(e, 0, out);
-        }
-    }
-
-    #[test]
-    fn a_task_restored_from_a_snapshot_continues_exactly_where_it_stopped() {
-        let events = events(20_000);
-        let (first, second) = events.split_at(7_919);
-        let mut whole = Task::new(quickstart(), 0);
-        let mut expected = Output::default();
-        run(&mut whole, &events, &mut expected);
-        whole.finish(0, &mut expected);
-
-        let mut before = Task::new(quickstart(), 0);
-        let mut got = Output::default();
-        run(&mut before, first, &mut got);
-        let bytes = before.snapshot();
-        let mut after = Task::new(quickstart(), 0);
-        after.restore(&bytes).unwrap();
-        assert_eq!(after.watermark(), before.watermark());
-        assert_eq!(after.stats().windows, before.stats().windows);
-        drop(before);
-        run(&mut after, second, &mut got);
-        after.finish(0, &mut got);
-        assert!(expected.results.len() > 1_000);
-        assert_eq!(got.results, expected.results);
-    }
-
-    #[test]
-    fn a_capture_encoded_after_the_task_went_on_is_the_snapshot_of_its_moment() {
-        fn send_static<T: Send + 'static>(value: T) -> T {
-            value
-        }
-        let events = events(20_000);
-        let (first, second) = events.split_at(7_919);
-        let mut whole = Task::new(quickstart(), 0);
-        let mut expected = Output::default();
-        run(&mut whole, &events, &mut expected);
-        whole.finish(0, &mut expected);
-
-        let mut task = Task::new(quickstart(), 0);
-        let mut got = Output::default();
-        // Captures copy into the buffers of dropped ones: a small one first, then larger ones.
-        run(&mut task, &first[..100], &mut got);
-        drop(task.capture());
-        run(&mut task, &first[100..], &mut got);
-        let snapshot = task.snapshot();
-        let capture = send_static(task.capture());
-        // The task goes on to the end, which fires and drops all its state, before the capture
-        // is encoded on another thread.
-        let mut rest = Output::default();
-        run(&mut task, second, &mut rest);
-        task.finish(0, &mut rest);
-        assert_eq!(task.stats().windows, 0);
-        let mut all = got.results.clone();
-        all.extend(rest.results.iter().cloned());
-        assert_eq!(
-            all, expected.results,
-            "capturing changes nothing in the task"
-        );
-        let bytes = std::thread::spawn(move || capture.encode())
-            .join()
-            .expect("encoding does not panic");
-        assert_eq!(bytes, snapshot);
-
-        let mut after = Task::new(quickstart(), 0);
-        after.restore(&bytes).unwrap();
-        let mut resumed = Output::default();
-        run(&mut after, second, &mut resumed);
-        after.finish(0, &mut resumed);
-        assert!(rest.results.len() > 1_000);
-        assert_eq!(resumed.results, rest.results);
-    }
-
-    #[test]
-    fn a_format_1_snapshot_still_restores() {
-        let events = events(20_000);
-        let (first, second) = events.split_at(7_919);
-        let mut before = Task::new(quickstart(), 0);
-        let mut ignored = Output::default();
-        run(&mut before, first, &mut ignored);
-        let mut expected = Output::default();
-        let mut from_v2 = Task::new(quickstart(), 0);
-        from_v2.restore(&before.snapshot()).unwrap();
-        run(&mut from_v2, second, &mut expected);
-        from_v2.finish(0, &mut expected);
-
-        let v1 = before.snapshot_v1();
-        assert_eq!(v1[0], 1);
-        let mut from_v1 = Task::new(quickstart(), 0);
-        from_v1.restore(&v1).unwrap();
-        assert_eq!(from_v1.snapshot(), before.snapshot());
-        let mut got = Output::default();
-        run(&mut from_v1, second, &mut got);
-        from_v1.finish(0, &mut got);
-        assert!(expected.results.len() > 1_000);
-        assert_eq!(got.results, expected.results);
-    }
-
-    #[test]
-    fn corrupt_snapshots_are_refused_without_panicking() {
-        let mut task = Task::new(quickstart(), 0);
-        let mut out = Output::default();
-        run(&mut task, &events(400), &mut out);
-        let bytes = task.snapshot();
-        assert!(task.stats().windows > 10);
-        // A restore rebuilds the state from scratch whatever the task held, so one target task
-        // serves every attempt.
-        let mut target = Task::new(quickstart(), 0);
-        for cut in 0..bytes.len() {
-            assert!(target.restore(&bytes[..cut]).is_err(), "cut at {cut}");
-        }
-        let mut longer = bytes.clone();
-        longer.push(0);
-        assert!(target.restore(&longer).is_err());
-        for at in 0..bytes.len() * 8 {
-            let mut flipped = bytes.clone();
-            flipped[at / 8] ^= 1 << (at % 8);
-            // Refused or restored (a flipped count or time is still a state): never a panic.
-            let _ = target.restore(&flipped);
-        }
-        target.restore(&bytes).unwrap();
-        assert_eq!(target.snapshot(), bytes);
-        let mut newer = bytes.clone();
-        newer[0] = 3;
-        assert!(matches!(
-            Task::new(quickstart(), 0).restore(&newer),
-            Err(RestoreError::Format(3))
-        ));
-    }
-
-    #[test]
-    fn a_changed_window_or_aggregate_is_refused() {
-        let mut task = Task::new(quickstart(), 0);
-        let mut out = Output::default();
-        run(&mut task, &events(400), &mut out);
-        let bytes = task.snapshot();
-        let text = include_str!("../../examples/quickstart.yaml");
-        let plan = |text: &str| {
-            let pipeline = tidemark_api::parse_manifest(text).unwrap();
-            Plan::compile("quickstart", &pipeline.spec).unwrap()
-        };
-        let longer = plan(&text.replace("size: 1h", "size: 2h"));
-        assert!(matches!(
-            Task::new(longer, 0).restore(&bytes),
-            Err(RestoreError::WindowKind(name)) if name == "marketing_report"
-        ));
-        let more = plan(&text.replace(
-            "          - { name: revenue, op: sum, field: price, source: purchases }",
-            "          - { name: revenue, op: sum, field: price, source: purchases }\n          - { name: top, op: max, field: price, source: purchases }",
-        ));
-        assert!(matches!(
-            Task::new(more, 0).restore(&bytes),
-            Err(RestoreError::Layout(name)) if name == "marketing_report"
-        ));
-    }
-
-    #[test]
-    fn garbage_is_not_restored_and_leaves_the_task_usable() {
-        let mut task = Task::new(quickstart(), 0);
-        assert!(task.restore(b"not a snapshot").is_err());
-        let mut out = Output::default();
-        run(&mut task, &events(100), &mut out);
-        task.finish(0, &mut out);
-        assert!(!out.results.is_empty());
-    }
-}
+#[path = "engine_tests.rs"]
+mod tests;

@@ -4,12 +4,17 @@
 //! `analytic`, `key`, `window: {start, end}` (RFC 3339), the analytic's values by name,
 //! `revision` and `emitted_at`. Everything but `emitted_at` is a function of the input, so a
 //! consumer can deduplicate by key and revision.
+//!
+//! A top-N analytic has one result per window, not per key: Kafka key
+//! `<analytic>/<window_start>`, and instead of `key` and values, `rankBy` and `top`, the ranked
+//! list of `{key, value}`.
 
 use std::io::Write;
 
 use chrono::{DateTime, SecondsFormat};
 
 use crate::event::Reason;
+use crate::operators::top::Item;
 use crate::window::accumulate::Value;
 use crate::window::Emission;
 
@@ -166,13 +171,7 @@ impl Encoder {
             v.push(b',');
             write_json_str(&mut v, value_name);
             v.push(b':');
-            match value {
-                Value::Int(i) => v.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
-                Value::Float(f) if f.is_finite() => {
-                    v.extend_from_slice(ryu::Buffer::new().format_finite(*f).as_bytes())
-                }
-                Value::Float(_) | Value::Null => v.extend_from_slice(b"null"),
-            }
+            write_value(&mut v, *value);
         }
         let _ = write!(
             v,
@@ -184,6 +183,64 @@ impl Encoder {
             key,
             value: v,
         }
+    }
+}
+
+impl Encoder {
+    /// Encodes the top-N result of window `[start, end)` of analytic `analytic` named `name`:
+    /// `items` ranked by the value `rank_name`, the window's top-N `revision`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_top(
+        &mut self,
+        analytic: usize,
+        name: &str,
+        rank_name: &str,
+        start: i64,
+        end: i64,
+        items: &[Item],
+        revision: u32,
+    ) -> ResultRecord {
+        let start = Self::cached(&mut self.start, start).to_owned();
+        let end = Self::cached(&mut self.end, end);
+        let key = format!("{name}/{start}");
+        let mut v = Vec::with_capacity(128 + items.len() * 32);
+        let _ = write!(v, "{{\"pipeline\":{},\"analytic\":", self.pipeline);
+        write_json_str(&mut v, name);
+        let _ = write!(v, ",\"window\":{{\"start\":\"{start}\",\"end\":\"{end}\"}}");
+        v.extend_from_slice(b",\"rankBy\":");
+        write_json_str(&mut v, rank_name);
+        v.extend_from_slice(b",\"top\":[");
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                v.push(b',');
+            }
+            v.extend_from_slice(b"{\"key\":");
+            write_json_str(&mut v, &item.key);
+            v.extend_from_slice(b",\"value\":");
+            write_value(&mut v, item.value);
+            v.push(b'}');
+        }
+        let _ = write!(
+            v,
+            "],\"revision\":{revision},\"emitted_at\":{}}}",
+            self.emitted_at
+        );
+        ResultRecord {
+            analytic,
+            key,
+            value: v,
+        }
+    }
+}
+
+/// A value as JSON: integers and finite floats as numbers, anything else `null`.
+fn write_value(v: &mut Vec<u8>, value: Value) {
+    match value {
+        Value::Int(i) => v.extend_from_slice(itoa::Buffer::new().format(i).as_bytes()),
+        Value::Float(f) if f.is_finite() => {
+            v.extend_from_slice(ryu::Buffer::new().format_finite(f).as_bytes())
+        }
+        Value::Float(_) | Value::Null => v.extend_from_slice(b"null"),
     }
 }
 
@@ -222,6 +279,38 @@ mod tests {
             partial: None,
         };
         let record = encoder.encode(0, "marketing_report", &names, &emission);
+        let top = encoder.encode_top(
+            1,
+            "hot_products",
+            "views",
+            1_767_225_600_000,
+            1_767_229_200_000,
+            &[
+                Item {
+                    key: "p\"7".into(),
+                    revision: 0,
+                    value: Value::Int(9),
+                },
+                Item {
+                    key: "p1".into(),
+                    revision: 1,
+                    value: Value::Int(4),
+                },
+            ],
+            2,
+        );
+        assert_eq!(top.key, "hot_products/2026-01-01T00:00:00Z");
+        let json: serde_json::Value = serde_json::from_slice(&top.value).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "pipeline": "quickstart", "analytic": "hot_products",
+                "window": {"start": "2026-01-01T00:00:00Z", "end": "2026-01-01T01:00:00Z"},
+                "rankBy": "views",
+                "top": [{"key": "p\"7", "value": 9}, {"key": "p1", "value": 4}],
+                "revision": 2, "emitted_at": "2026-01-01T01:01:40Z"
+            })
+        );
         assert_eq!(record.key, "marketing_report/u\"1/2026-01-01T00:00:00Z");
         let json: serde_json::Value = serde_json::from_slice(&record.value).unwrap();
         assert_eq!(

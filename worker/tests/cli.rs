@@ -3,25 +3,11 @@
 
 #![allow(clippy::unwrap_used)] // test helpers fail the test by panicking
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod cli_support;
 
-fn tidemark(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+use std::path::Path;
 
-fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples")
-        .join(name)
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use cli_support::{example, stderr, tidemark};
 
 #[test]
 fn an_invalid_manifest_prints_one_line_per_problem_with_its_path_and_exits_2() {

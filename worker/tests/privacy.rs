@@ -5,30 +5,18 @@
 
 #![allow(clippy::unwrap_used)] // test helpers fail the test by panicking
 
+mod cli_support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
+use cli_support::{embedded_four_partitions, example, generate, stderr, tidemark};
 use sha2::{Digest, Sha256};
 
 const KEY: &[u8] = b"a pseudonymisation key of 39 bytes.....";
 
-fn tidemark(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 fn quickstart() -> String {
-    std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart.yaml"),
-    )
-    .unwrap()
+    std::fs::read_to_string(example("quickstart.yaml")).unwrap()
 }
 
 /// The quickstart with `spec.privacy` set, written to `dir`.
@@ -152,14 +140,7 @@ fn results_are_keyed_by_the_documented_pseudonyms_and_hold_no_raw_id() {
         "--time-step",
         "500ms",
     ];
-    let out = tidemark(
-        &[
-            &["generate", "--out", generated.to_str().unwrap()][..],
-            &generator,
-        ]
-        .concat(),
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    generate(&generated, &generator);
     // Ids with a '.', which no pseudonym (base64url) contains: a raw id cannot hide in one.
     let mut events = std::fs::read_to_string(&generated)
         .unwrap()
@@ -168,7 +149,7 @@ fn results_are_keyed_by_the_documented_pseudonyms_and_hold_no_raw_id() {
     let input = dir.path().join("events.jsonl");
     std::fs::write(&input, &events).unwrap();
 
-    let plain = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart.yaml");
+    let plain = example("quickstart.yaml");
     let (raw, _, _) = file_run(dir.path(), &plain, &input, &[]);
     let raw = reports(&raw);
     assert!(raw.len() > 500, "{}", raw.len());
@@ -218,14 +199,7 @@ fn the_embedded_kafka_path_pseudonymises_as_a_file_run_does() {
         "5",
     ];
     let events = dir.path().join("events.jsonl");
-    let out = tidemark(
-        &[
-            &["generate", "--out", events.to_str().unwrap()][..],
-            &generator,
-        ]
-        .concat(),
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    generate(&events, &generator);
     let key = key_file(dir.path(), KEY);
     // Plus distinct users per category: global over four tasks, so the stage merges the
     // tasks' sets of pseudonyms, which match only if every task hashes a user alike.
@@ -254,20 +228,11 @@ fn the_embedded_kafka_path_pseudonymises_as_a_file_run_does() {
     assert!(by_category.iter().all(|r| r["users"].as_u64() > Some(1)));
 
     // Four tasks over the embedded Kafka: each computes the pseudonyms of its users itself.
-    let run = [
-        "run",
-        "-q",
-        "-f",
-        manifest.to_str().unwrap(),
-        "--embedded",
-        "--rate",
-        "0",
-        "--partitions",
-        "4",
-    ];
-    let out = tidemark(&[&run[..], &flags[1..], &generator].concat());
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(reports(&String::from_utf8_lossy(&out.stdout)), expected);
+    let flags = [&flags[1..], &generator].concat();
+    assert_eq!(
+        reports(&embedded_four_partitions(&manifest, &flags)),
+        expected
+    );
 }
 
 #[test]
@@ -277,7 +242,7 @@ fn a_key_file_that_cannot_be_used_is_one_line_and_a_non_zero_exit() {
     std::fs::write(&input, "{\"type\":\"click\",\"user_id\":\"u1\",\"ts\":1}\n").unwrap();
     let output = dir.path().join("out.jsonl");
     let manifest = private_manifest(dir.path());
-    let plain = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart.yaml");
+    let plain = example("quickstart.yaml");
     let missing = dir.path().join("absent");
     let empty = dir.path().join("empty");
     std::fs::write(&empty, "\n").unwrap();

@@ -5,12 +5,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::Duration;
 
-/// One computation whose results go to the sinks. Exactly one of `aggregate` or `join` is set.
+/// One computation whose results go to the sinks. Exactly one of `aggregate`, `join` or
+/// `topN` is set.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kube::core::Rule::new(
-    "[has(self.aggregate), has(self.join)].filter(x, x).size() == 1"
-).message("exactly one of aggregate or join must be set"))]
+    "[has(self.aggregate), has(self.join), has(self.topN)].filter(x, x).size() == 1"
+).message("exactly one of aggregate, join or topN must be set"))]
 pub struct AnalyticSpec {
     /// Name of the analytic; the first part of each result's Kafka key.
     #[schemars(
@@ -25,6 +26,35 @@ pub struct AnalyticSpec {
     /// the two combined into one result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub join: Option<JoinAnalytic>,
+    /// The `limit` keys with the highest value per window (hot products): one result per window
+    /// with the ranked list, over every partition of the input.
+    #[serde(default, rename = "topN", skip_serializing_if = "Option::is_none")]
+    pub top_n: Option<TopNAnalytic>,
+}
+
+/// A top-N ranking: the events of `sources` (optionally filtered) aggregated per `keyBy` and
+/// window as an `aggregate` analytic does, then, per window, the `limit` keys with the highest
+/// `rankBy` value (ties by key, ascending) as one result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(
+    "self.aggregates.exists(a, a.name == self.rankBy) || (has(self.ratios) && self.ratios.exists(r, r.name == self.rankBy))"
+).message("rankBy must name one of the aggregates or ratios"))]
+#[x_kube(validation = kube::core::Rule::new("self.window.type != 'session'")
+    .message("topN needs tumbling or sliding windows"))]
+pub struct TopNAnalytic {
+    /// Sources, filter, key (e.g. `product`), window (tumbling or sliding), lateness and the
+    /// values computed per key and window, as an `aggregate` analytic has them; one of the
+    /// values is ranked.
+    #[serde(flatten)]
+    pub aggregate: AggregateAnalytic,
+    /// The aggregate or ratio that ranks the keys, highest first.
+    #[schemars(length(min = 1, max = 63))]
+    pub rank_by: String,
+    /// How many keys each window's result lists (fewer when fewer keys had events): the N of
+    /// top-N. (Not `n`: YAML 1.1 parsers, kubectl's among them, read a bare `n` as `false`.)
+    #[schemars(range(min = 1, max = 1000))]
+    pub limit: u32,
 }
 
 /// A keyed, windowed aggregation.
@@ -87,11 +117,13 @@ pub struct GroupSpec {
     /// with a higher `revision`. Events later than that go to the dead-letter output (`late`).
     #[serde(default = "zero")]
     pub allowed_lateness: Duration,
-    /// Values computed per key and window.
-    #[schemars(length(min = 1))]
+    /// Values computed per key and window (at most 32, which also bounds the cost of the CEL
+    /// rules that look names up in them).
+    #[schemars(length(min = 1, max = 32))]
     pub aggregates: Vec<AggregateSpec>,
     /// Ratios of two aggregates (0 when the denominator is 0), e.g. a conversion rate.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
     pub ratios: Vec<RatioSpec>,
 }
 

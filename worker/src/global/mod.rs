@@ -31,6 +31,8 @@
 pub mod record;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod top_tests;
 
 use std::collections::{hash_map, BTreeMap};
 use std::ops::Bound;
@@ -40,6 +42,7 @@ use rustc_hash::FxHashMap;
 pub use record::{Partial, Progress, Record};
 
 use crate::engine::RestoreError;
+use crate::operators::top::{self, Item};
 use crate::operators::{AnalyticPlan, Plan};
 use crate::result::{Encoder, Output};
 use crate::window::accumulate::{DistinctSets, Value};
@@ -305,9 +308,11 @@ impl GlobalStage {
         }
         self.counters.merged += 1;
         if p.end <= self.watermark {
-            // Closed already (a late update, or a task back from idle): emit it again.
+            // Closed already (a late update, or a task back from idle): emit it again. A top-N
+            // counts a key-window new since its window was ranked from 1 (`top::rank`).
             let previous = entry.fired.flatten();
-            let revision = previous.map_or(0, |r| r + 1);
+            let first = u32::from(analytic.top_n.is_some());
+            let revision = previous.map_or(first, |r| r + 1);
             let emitted = emit(
                 a,
                 analytic,
@@ -321,6 +326,18 @@ impl GlobalStage {
                 out,
             );
             entry.fired = Some(if emitted { Some(revision) } else { previous });
+            if let Some(held) = merged.windows.get(&p.end) {
+                emit_top(
+                    a,
+                    analytic,
+                    &mut merged.acc,
+                    &mut self.encoder,
+                    &mut self.counters.results,
+                    p.end,
+                    held,
+                    out,
+                );
+            }
         }
     }
 
@@ -374,6 +391,16 @@ impl GlobalStage {
                     );
                     entry.fired = Some(emitted.then_some(0));
                 }
+                emit_top(
+                    a,
+                    analytic,
+                    acc,
+                    &mut self.encoder,
+                    &mut self.counters.results,
+                    end,
+                    held,
+                    out,
+                );
             }
             let cut = wm.saturating_sub(analytic.lateness);
             let kept = if cut == i64::MAX {
@@ -545,8 +572,70 @@ fn read_analytic(
     Ok(())
 }
 
+/// Merges `entry`'s blocks into `acc.values`, finished, if they pass the join requirement;
+/// whether they did.
+fn finish_entry(analytic: &AnalyticPlan, acc: &mut Acc, entry: &Entry) -> bool {
+    let layout = &analytic.layout;
+    layout.init(&mut acc.scratch);
+    for part in &entry.parts {
+        layout.merge(&mut acc.scratch, &part.block, &mut acc.distinct);
+    }
+    let passes = !analytic
+        .require
+        .iter()
+        .any(|&s| layout.side_count(&acc.scratch, s) == Some(0));
+    if passes {
+        layout.finish(&acc.scratch, &acc.distinct, &mut acc.values);
+    }
+    layout.release(&mut acc.scratch, &mut acc.distinct);
+    passes
+}
+
+/// Emits the top-N result of window `end` of top-N analytic `a` from the key-windows `held`
+/// that fired (all of the window's key-windows the stage holds): see `crate::operators::top`.
+#[allow(clippy::too_many_arguments)]
+fn emit_top(
+    a: usize,
+    analytic: &AnalyticPlan,
+    acc: &mut Acc,
+    encoder: &mut Encoder,
+    results: &mut [u64],
+    end: i64,
+    held: &FxHashMap<Box<str>, Entry>,
+    out: &mut Output,
+) {
+    let Some(top) = &analytic.top_n else { return };
+    let mut items = Vec::with_capacity(held.len());
+    let mut start = None;
+    for (key, entry) in held {
+        let Some(Some(revision)) = entry.fired else {
+            continue;
+        };
+        if finish_entry(analytic, acc, entry) {
+            start = Some(entry.start);
+            items.push(Item {
+                key: key.to_string(),
+                revision,
+                value: acc.values[top.rank],
+            });
+        }
+    }
+    let Some(start) = start else { return };
+    let revision = top::rank(&mut items, top.n);
+    results[a] += 1;
+    out.results.push(encoder.encode_top(
+        a,
+        &analytic.name,
+        &top.rank_name,
+        start,
+        end,
+        &items,
+        revision,
+    ));
+}
+
 /// Merges `entry`'s blocks and emits the result with `revision` if it passes the join
-/// requirement; whether it did.
+/// requirement (a top-N's key-windows are ranked by [`emit_top`] instead); whether it passed.
 #[allow(clippy::too_many_arguments)]
 fn emit(
     a: usize,
@@ -560,17 +649,8 @@ fn emit(
     revision: u32,
     out: &mut Output,
 ) -> bool {
-    let layout = &analytic.layout;
-    layout.init(&mut acc.scratch);
-    for part in &entry.parts {
-        layout.merge(&mut acc.scratch, &part.block, &mut acc.distinct);
-    }
-    let passes = !analytic
-        .require
-        .iter()
-        .any(|&s| layout.side_count(&acc.scratch, s) == Some(0));
-    if passes {
-        layout.finish(&acc.scratch, &acc.distinct, &mut acc.values);
+    let passes = finish_entry(analytic, acc, entry);
+    if passes && analytic.top_n.is_none() {
         results[a] += 1;
         out.results.push(encoder.encode(
             a,
@@ -586,6 +666,5 @@ fn emit(
             },
         ));
     }
-    layout.release(&mut acc.scratch, &mut acc.distinct);
     passes
 }

@@ -9,7 +9,9 @@ use crate::engine::Task;
 use crate::source::generator::Generator;
 
 /// Analytics keyed by product and category (global over several tasks) next to one keyed by
-/// user: every aggregate, a sliding window, an inner join, lateness.
+/// user: every aggregate, a sliding window, an inner join, lateness; and two top-N rankings
+/// (global over several tasks whatever their key): products by views with ties, users by
+/// revenue over sliding windows.
 const PIPELINE: &str = r#"
 apiVersion: tidemark.dev/v1alpha1
 kind: MarketingPipeline
@@ -68,12 +70,33 @@ spec:
         allowedLateness: 3h
         aggregates:
           - { name: events, op: count }
+    - name: top_products
+      topN:
+        sources: [clicks, purchases]
+        keyBy: product
+        window: { type: tumbling, size: 1h }
+        allowedLateness: 3h
+        aggregates:
+          - { name: views, op: count, source: clicks }
+          - { name: purchases, op: count, source: purchases }
+        rankBy: views
+        limit: 5
+    - name: top_buyers
+      topN:
+        sources: [purchases]
+        keyBy: user
+        window: { type: sliding, size: 1h, slide: 30m }
+        allowedLateness: 3h
+        aggregates:
+          - { name: purchases, op: count }
+        rankBy: purchases
+        limit: 3
   sinks:
     - name: out
       stdout: {}
 "#;
 
-fn plan(tasks: u32) -> Plan {
+pub(super) fn plan(tasks: u32) -> Plan {
     let pipeline = tidemark_api::parse_manifest(PIPELINE).unwrap();
     Plan::compile("global", &pipeline.spec)
         .unwrap()
@@ -83,11 +106,11 @@ fn plan(tasks: u32) -> Plan {
 
 /// Generated events, a fifth of them up to 2 h late (within the analytics' 3 h lateness, so
 /// that no event is dropped in any task and the final results are comparable).
-fn events(n: u64, seed: u64) -> Vec<Vec<u8>> {
+pub(super) fn events(n: u64, seed: u64) -> Vec<Vec<u8>> {
     generated(n, seed, 0.2)
 }
 
-fn generated(n: u64, seed: u64, out_of_order_fraction: f64) -> Vec<Vec<u8>> {
+pub(super) fn generated(n: u64, seed: u64, out_of_order_fraction: f64) -> Vec<Vec<u8>> {
     let spec = tidemark_api::GeneratorSpec {
         events: Some(n),
         users: 500,
@@ -110,7 +133,9 @@ fn task_of(raw: &[u8], tasks: u32) -> u32 {
 }
 
 /// The final (highest-revision) value of every result, by Kafka key.
-fn finals(results: &[crate::result::ResultRecord]) -> BTreeMap<String, serde_json::Value> {
+pub(super) fn finals(
+    results: &[crate::result::ResultRecord],
+) -> BTreeMap<String, serde_json::Value> {
     let mut out: BTreeMap<String, serde_json::Value> = BTreeMap::new();
     for r in results {
         let mut json: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
@@ -157,7 +182,7 @@ fn assert_same(
 }
 
 /// What one task holding every event reports.
-fn single_task(events: &[Vec<u8>]) -> Vec<crate::result::ResultRecord> {
+pub(super) fn single_task(events: &[Vec<u8>]) -> Vec<crate::result::ResultRecord> {
     let mut task = Task::new(plan(1), 0);
     let mut out = Output::default();
     for e in events {
@@ -171,7 +196,7 @@ fn single_task(events: &[Vec<u8>]) -> Vec<crate::result::ResultRecord> {
 
 /// Runs `events` as `tasks` tasks: returns the results of user-keyed analytics and each task's
 /// records for the partials topic, in order.
-fn run_tasks(
+pub(super) fn run_tasks(
     events: &[Vec<u8>],
     tasks: u32,
 ) -> (Vec<crate::result::ResultRecord>, Vec<Vec<Vec<u8>>>) {
@@ -196,7 +221,12 @@ fn run_tasks(
 
 /// Feeds the tasks' records to `stage` interleaved by `choices` (each picks the next task with
 /// records left), keeping each task's order as its partition does.
-fn feed(stage: &mut GlobalStage, streams: &[Vec<Vec<u8>>], choices: &[usize], out: &mut Output) {
+pub(super) fn feed(
+    stage: &mut GlobalStage,
+    streams: &[Vec<Vec<u8>>],
+    choices: &[usize],
+    out: &mut Output,
+) {
     let mut next = vec![0; streams.len()];
     let mut choices = choices.iter().cycle();
     loop {
@@ -240,12 +270,19 @@ fn the_global_stage_reports_what_one_task_with_every_event_reports() {
         "category_trend/",
         "bought_after_click/",
         "per_user/",
+        "top_buyers/",
     ] {
         assert!(
             want.keys().filter(|k| k.starts_with(analytic)).count() > 20,
             "{analytic} has results"
         );
     }
+    assert!(
+        want.keys()
+            .filter(|k| k.starts_with("top_products/"))
+            .count()
+            > 10
+    );
     assert_same(&got, &want);
 }
 
@@ -274,7 +311,7 @@ fn in_order_events_give_one_result_per_key_window_once_every_task_has_passed_it(
 }
 
 /// Results of a revision above 0.
-fn revisions(results: &[crate::result::ResultRecord]) -> usize {
+pub(super) fn revisions(results: &[crate::result::ResultRecord]) -> usize {
     results
         .iter()
         .filter(|r| {

@@ -7,6 +7,7 @@ use tidemark_api::{GroupSpec, JoinType, MarketingPipelineSpec, WindowKind as Spe
 
 use crate::decode::Decoder;
 use crate::expr::{Expr, ExprError};
+use crate::operators::top::TopNPlan;
 use crate::privacy::Pseudonymizer;
 use crate::window::accumulate::{AccLayout, Input};
 use crate::window::WindowKind;
@@ -77,9 +78,13 @@ pub struct AnalyticPlan {
     pub require: Vec<usize>,
     /// Value names: aggregates then ratios.
     pub value_names: Vec<String>,
-    /// Keyed by something other than the partition key over more than one task: tasks emit
-    /// partials that the global stage merges (`crate::global`). Set by [`Plan::for_tasks`].
+    /// Keyed by something other than the partition key, or a top-N, over more than one task:
+    /// tasks emit partials that the global stage merges (`crate::global`). Set by
+    /// [`Plan::for_tasks`].
     pub global: bool,
+    /// A top-N analytic: its key-windows are ranked per window into one result
+    /// (`crate::operators::top`) instead of being results themselves.
+    pub top_n: Option<TopNPlan>,
 }
 
 impl AnalyticPlan {
@@ -182,23 +187,29 @@ impl Plan {
                 &GroupSpec,
                 Option<&str>,
                 Option<JoinType>,
-            ) = match (&analytic.aggregate, &analytic.join) {
-                (Some(agg), None) => (
+            ) = match (&analytic.aggregate, &analytic.join, &analytic.top_n) {
+                (Some(agg), None, None) => (
                     agg.sources.iter().collect(),
                     &agg.group,
                     agg.filter.as_deref(),
                     None,
                 ),
-                (None, Some(join)) => (
+                (None, Some(join), None) => (
                     vec![&join.left, &join.right],
                     &join.group,
                     None,
                     Some(join.join_type),
                 ),
+                (None, None, Some(top)) => (
+                    top.aggregate.sources.iter().collect(),
+                    &top.aggregate.group,
+                    top.aggregate.filter.as_deref(),
+                    None,
+                ),
                 _ => {
                     return Err(PlanError::Reference {
                         path,
-                        message: "exactly one of aggregate or join must be set".into(),
+                        message: "exactly one of aggregate, join or topN must be set".into(),
                     })
                 }
             };
@@ -287,7 +298,14 @@ impl Plan {
                     let names = sources[inputs[0]].extra_names.clone();
                     Some(
                         Expr::compile(text, names).map_err(|source| PlanError::Expr {
-                            path: format!("{path}.aggregate.filter"),
+                            path: format!(
+                                "{path}.{}.filter",
+                                if analytic.top_n.is_some() {
+                                    "topN"
+                                } else {
+                                    "aggregate"
+                                }
+                            ),
                             source,
                         })?,
                     )
@@ -301,6 +319,29 @@ impl Plan {
             let mut value_names: Vec<String> =
                 group.aggregates.iter().map(|x| x.name.clone()).collect();
             value_names.extend(group.ratios.iter().map(|r| r.name.clone()));
+            let top_n = match &analytic.top_n {
+                Some(top) => {
+                    if matches!(window, WindowKind::Session { .. }) {
+                        return Err(PlanError::Reference {
+                            path: format!("{path}.topN.window.type"),
+                            message: "topN needs tumbling or sliding windows".into(),
+                        });
+                    }
+                    let rank = value_names
+                        .iter()
+                        .position(|n| n == &top.rank_by)
+                        .ok_or_else(|| PlanError::Reference {
+                            path: format!("{path}.topN.rankBy"),
+                            message: format!("unknown aggregate or ratio {:?}", top.rank_by),
+                        })?;
+                    Some(TopNPlan {
+                        n: top.limit.max(1) as usize,
+                        rank,
+                        rank_name: top.rank_by.clone(),
+                    })
+                }
+                None => None,
+            };
             analytics.push(AnalyticPlan {
                 name: analytic.name.clone(),
                 inputs,
@@ -313,6 +354,7 @@ impl Plan {
                 require,
                 value_names,
                 global: false,
+                top_n,
             });
         }
         Ok(Plan {
@@ -328,11 +370,13 @@ impl Plan {
 
 impl Plan {
     /// The plan of a pipeline run as `tasks` tasks: each analytic keyed by anything but the
-    /// partition key becomes global (its tasks emit partials for the global stage). Session
+    /// partition key becomes global (its tasks emit partials for the global stage), and so does
+    /// every top-N (a ranking needs every key of a window, whatever the key is). Session
     /// windows cannot be merged across tasks: such an analytic is refused over several tasks.
     pub fn for_tasks(mut self, tasks: u32) -> Result<Self, PlanError> {
         for (a, analytic) in self.analytics.iter_mut().enumerate() {
-            analytic.global = tasks > 1 && analytic.key_field != PARTITION_KEY;
+            analytic.global =
+                tasks > 1 && (analytic.key_field != PARTITION_KEY || analytic.top_n.is_some());
             if analytic.global && matches!(analytic.window, WindowKind::Session { .. }) {
                 return Err(PlanError::Reference {
                     path: format!("spec.analytics[{a}].window"),

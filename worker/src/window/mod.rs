@@ -133,11 +133,33 @@ impl Windows {
         }
     }
 
+    /// Counts a key-window first emitted after its window fired (a late event of a new key)
+    /// from revision 1 instead of 0: the key-windows of a top-N analytic, whose ranking's
+    /// revision is the sum of theirs (`crate::operators::top::rank`). False for sessions,
+    /// which a top-N does not use.
+    pub fn rank_revisions(&mut self) -> bool {
+        match self {
+            Windows::Panes(w) => {
+                w.rank_revisions();
+                true
+            }
+            Windows::Sessions(_) => false,
+        }
+    }
+
     /// Emits what is due at watermark `wm`.
     pub fn advance(&mut self, wm: i64, out: EmitFn<'_>) {
         match self {
             Windows::Panes(w) => w.advance(wm, out),
             Windows::Sessions(w) => w.advance(wm, out),
+        }
+    }
+
+    /// Emits again the key-windows of window `end` that fired and are still held, with their
+    /// last revisions (see [`PaneWindows::fired_window`]); nothing for sessions.
+    pub fn fired_window(&mut self, end: i64, out: EmitFn<'_>) {
+        if let Windows::Panes(w) = self {
+            w.fired_window(end, out);
         }
     }
 

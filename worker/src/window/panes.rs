@@ -55,6 +55,9 @@ pub struct PaneWindows {
     partials: bool,
     /// The block of the partial being emitted.
     encoded: Writer,
+    /// Revision of a key-window first emitted after its window fired: 0, or 1 for a top-N,
+    /// whose ranking revision is the sum of its key-windows' (`crate::operators::top::rank`).
+    first_late_revision: u32,
 }
 
 /// Buffers of a dropped [`PaneCapture`]. The next capture copies into them: memory that is
@@ -106,12 +109,19 @@ impl PaneWindows {
             spare: Arc::default(),
             partials: false,
             encoded: Writer::default(),
+            first_late_revision: 0,
         }
     }
 
     /// Emits accumulator blocks instead of values from now on (see `Windows::emit_partials`).
     pub fn emit_partials(&mut self) {
         self.partials = true;
+    }
+
+    /// Counts a key-window first emitted after its window fired from revision 1 (see
+    /// `Windows::rank_revisions`).
+    pub fn rank_revisions(&mut self) {
+        self.first_late_revision = 1;
     }
 
     /// End of the first window containing pane `q`.
@@ -231,7 +241,7 @@ impl PaneWindows {
         }
         let revision = match previous {
             Some(Some(rev)) => Some(rev + 1),
-            _ => Some(0),
+            _ => Some(self.first_late_revision),
         };
         let emitted = self.emit(k, end, revision.unwrap_or(0), out);
         let record = if emitted {
@@ -343,6 +353,23 @@ impl PaneWindows {
                 (None, None) => break,
                 (Some(_), None) => unreachable!("handled by the first arm"),
             }
+        }
+    }
+
+    /// Emits again, with their last revision, the key-windows of window `end` that fired and
+    /// are still held (within the allowed lateness; none without lateness): what a top-N
+    /// re-ranks after a late update. Changes nothing in the state.
+    pub fn fired_window(&mut self, end: i64, out: EmitFn<'_>) {
+        let Some(scheduled) = self.purge.get(&(end + self.lateness)) else {
+            return;
+        };
+        let fired: Vec<(u32, u32)> = scheduled
+            .iter()
+            .filter(|(_, e)| *e == end)
+            .filter_map(|&(k, _)| Some((k, self.fired.get(&(k, end)).copied().flatten()?)))
+            .collect();
+        for (k, revision) in fired {
+            self.emit(k, end, revision, out);
         }
     }
 
