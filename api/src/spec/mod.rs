@@ -99,7 +99,9 @@ pub struct MarketingPipelineSpec {
     /// Worker pods.
     #[serde(default)]
     pub worker: WorkerSpec,
-    /// Pseudonymisation of user ids.
+    /// Pseudonymisation of user ids: every event's user id becomes
+    /// `base64url(HMAC-SHA256(key, id)[0..16])` right after decoding, before state and results
+    /// see it; the same on every worker and across restarts. Dead letters keep the raw record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privacy: Option<PrivacySpec>,
 }

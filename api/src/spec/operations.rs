@@ -223,11 +223,15 @@ pub struct WorkerSpec {
     pub threads: Option<i32>,
 }
 
-/// Pseudonymisation of user ids with a keyed hash before they reach state or output.
+/// Pseudonymisation of user ids with a keyed hash before they reach state or output: every
+/// event's user id becomes `base64url(HMAC-SHA256(key, id)[0..16])` (22 characters) right after
+/// decoding, the same on every worker and across restarts. Dead letters keep the raw record.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PrivacySpec {
-    /// Secret whose key `key` is the hashing key; absent means user ids are kept as they are.
+    /// Secret whose key `key` is the hashing key (at least 16 bytes, 32 random ones
+    /// recommended), mounted into the workers; a worker that cannot read it does not start.
+    /// Absent means user ids are kept as they are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pseudonymize_key_secret: Option<String>,
 }
