@@ -300,6 +300,12 @@ impl State {
         if opts.dry_run {
             return Ok(present(def, &new));
         }
+        // Like the real API server, a write that changes nothing but bookkeeping (the
+        // resourceVersion it carried, managedFields timestamps) is not stored: no new
+        // resourceVersion, no watch event.
+        if let Some(old) = old.as_ref().filter(|old| unchanged(old, &new)) {
+            return Ok(present(def, old));
+        }
         let finished = meta::deletion_finished(&new);
         let stored = self.store.put(k.clone(), new);
         let result = if finished {
@@ -407,3 +413,20 @@ impl State {
 #[cfg(test)]
 #[path = "tests.rs"]
 mod tests;
+
+/// Whether `new` equals `old` but for `metadata.resourceVersion` and managedFields times.
+fn unchanged(old: &Value, new: &Value) -> bool {
+    fn bookkeeping_removed(object: &Value) -> Value {
+        let mut object = object.clone();
+        if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("resourceVersion");
+            if let Some(fields) = meta.get_mut("managedFields").and_then(Value::as_array_mut) {
+                for entry in fields.iter_mut().filter_map(Value::as_object_mut) {
+                    entry.remove("time");
+                }
+            }
+        }
+        object
+    }
+    bookkeeping_removed(old) == bookkeeping_removed(new)
+}

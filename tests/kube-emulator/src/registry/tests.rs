@@ -132,7 +132,32 @@ fn a_stale_resource_version_conflicts() {
             &opts("t"),
         )
         .expect("created");
+    let mut changed = cm.clone();
+    changed["data"]["a"] = json!("2");
     state
+        .replace(&cms, Some("default"), "c", changed, Sub::Main, &opts("t"))
+        .expect("first update");
+    let err = state
+        .replace(&cms, Some("default"), "c", cm, Sub::Main, &opts("t"))
+        .expect_err("stale");
+    assert_eq!(err.code(), 409);
+    assert_eq!(err.reason(), "Conflict");
+}
+
+#[test]
+fn a_write_that_changes_nothing_keeps_the_resource_version_and_sends_no_event() {
+    let mut state = State::default();
+    let cms = def(&state, "", "v1", "configmaps");
+    let cm = state
+        .create(
+            &cms,
+            Some("default"),
+            json!({"metadata": {"name": "c"}, "data": {"a": "1"}}),
+            &opts("t"),
+        )
+        .expect("created");
+    state.store.take_pending();
+    let same = state
         .replace(
             &cms,
             Some("default"),
@@ -141,12 +166,16 @@ fn a_stale_resource_version_conflicts() {
             Sub::Main,
             &opts("t"),
         )
-        .expect("first update");
-    let err = state
+        .expect("no-op update");
+    assert_eq!(
+        same["metadata"]["resourceVersion"],
+        cm["metadata"]["resourceVersion"]
+    );
+    assert!(state.store.take_pending().is_empty(), "no watch event");
+    // The same object again still carries a current resourceVersion.
+    state
         .replace(&cms, Some("default"), "c", cm, Sub::Main, &opts("t"))
-        .expect_err("stale");
-    assert_eq!(err.code(), 409);
-    assert_eq!(err.reason(), "Conflict");
+        .expect("still current");
 }
 
 #[test]
