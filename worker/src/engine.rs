@@ -14,7 +14,7 @@ use crate::event::{Event, FieldValue, Reason, Rejection};
 use crate::global::{Partial, Progress};
 use crate::operators::top::{self, Item};
 use crate::operators::{AnalyticPlan, Plan};
-use crate::privacy::{PseudonymBuf, Pseudonyms, PSEUDONYM_LEN};
+use crate::privacy::{PseudonymBuf, PSEUDONYM_LEN};
 use crate::result::{DeadLetter, Encoder, InternalRecord, Output};
 use crate::watermark::Watermarks;
 use crate::window::codec::{DecodeError, Reader, Writer};
@@ -136,10 +136,6 @@ pub struct Task {
     global: bool,
     /// The last progress mark emitted for the global stage: (watermark, idle).
     reported: (i64, bool),
-    /// The plan's pseudonymizer with this task's cache of recent ids, when the pipeline
-    /// pseudonymises user ids (boxed: the keyed HMAC state is larger than the rest of a task's
-    /// fields together).
-    pseudonyms: Option<Box<Pseudonyms>>,
     /// Per analytic, the key-window results of a top-N analytic computed whole in this task,
     /// waiting to be ranked with the rest of their window at the end of the current step.
     ranking: Vec<Vec<Ranked>>,
@@ -185,10 +181,6 @@ impl Task {
     pub fn new(plan: Plan, now: i64) -> Self {
         let windows = plan.analytics.iter().map(windows_of).collect();
         let global = plan.has_global();
-        let pseudonyms = plan
-            .pseudonymizer
-            .clone()
-            .map(|p| Box::new(Pseudonyms::new(p)));
         let ranking = plan.analytics.iter().map(|_| Vec::new()).collect();
         let counters = Counters {
             records_in: vec![0; plan.sources.len()],
@@ -213,7 +205,6 @@ impl Task {
             id: 0,
             global,
             reported: (i64::MIN, false),
-            pseudonyms,
             ranking,
         }
     }
@@ -466,7 +457,7 @@ impl Task {
         // in this stack buffer, so the event (shortened to its lifetime) allocates nothing.
         let mut pseudonym: PseudonymBuf = [0; PSEUDONYM_LEN];
         let mut event = event;
-        if let Some(p) = &mut self.pseudonyms {
+        if let Some(p) = &self.plan.pseudonymizer {
             event.user = Cow::Borrowed(p.pseudonym(&event.user, &mut pseudonym));
         }
         for expr in &plan.derive {

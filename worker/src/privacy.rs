@@ -159,75 +159,6 @@ impl Pseudonymizer {
     }
 }
 
-/// Slots of a task's [`Pseudonyms`] cache: 2048 × 48 bytes = 96 KiB per task, about the
-/// first-level caches' reach; with Zipf-skewed users most events hit it.
-const CACHE_SLOTS: usize = 2048;
-
-/// Longest id the cache holds (inline, so that a slot is one fixed-size record).
-const CACHED_ID: usize = 23;
-
-/// One cache slot: an id (up to 23 bytes) and its pseudonym.
-#[derive(Clone, Copy)]
-struct Slot {
-    /// Bytes of `id` in use; 0 marks an empty slot (ids are never empty).
-    len: u8,
-    id: [u8; CACHED_ID],
-    pseudonym: PseudonymBuf,
-}
-
-/// A task's pseudonymizer with a small direct-mapped cache of recent ids, so that a user's
-/// repeated events cost one hash-table probe instead of an HMAC (≈ 120 ns with SHA-NI). The
-/// cache is task memory only: never in a snapshot, a result or a log. Ids longer than 23 bytes
-/// are hashed every time.
-pub struct Pseudonyms {
-    hasher: Pseudonymizer,
-    slots: Box<[Slot]>,
-}
-
-impl fmt::Debug for Pseudonyms {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pseudonyms")
-            .field("hasher", &self.hasher)
-            .field("slots", &self.slots.len())
-            .finish()
-    }
-}
-
-impl Pseudonyms {
-    /// An empty cache in front of `hasher`.
-    pub fn new(hasher: Pseudonymizer) -> Self {
-        let empty = Slot {
-            len: 0,
-            id: [0; CACHED_ID],
-            pseudonym: [0; PSEUDONYM_LEN],
-        };
-        Self {
-            hasher,
-            slots: vec![empty; CACHE_SLOTS].into_boxed_slice(),
-        }
-    }
-
-    /// Writes the pseudonym of `id` into `out` and returns it: what
-    /// [`Pseudonymizer::pseudonym`] returns, from the cache when `id` was seen lately.
-    pub fn pseudonym<'b>(&mut self, id: &str, out: &'b mut PseudonymBuf) -> &'b str {
-        let bytes = id.as_bytes();
-        if bytes.is_empty() || bytes.len() > CACHED_ID {
-            return self.hasher.pseudonym(id, out);
-        }
-        let hash = std::hash::BuildHasher::hash_one(&rustc_hash::FxBuildHasher, bytes);
-        let slot = &mut self.slots[(hash >> 32) as usize % CACHE_SLOTS];
-        if usize::from(slot.len) == bytes.len() && &slot.id[..bytes.len()] == bytes {
-            *out = slot.pseudonym;
-            return std::str::from_utf8(out).expect("base64url is ASCII");
-        }
-        self.hasher.pseudonym(id, &mut slot.pseudonym);
-        slot.len = bytes.len() as u8;
-        slot.id[..bytes.len()].copy_from_slice(bytes);
-        *out = slot.pseudonym;
-        std::str::from_utf8(out).expect("base64url is ASCII")
-    }
-}
-
 /// RFC 4648 §5 alphabet.
 const BASE64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
@@ -317,28 +248,6 @@ mod tests {
             assert_ne!(pa, b.pseudonym_string(&id));
             assert!(seen.insert(pa), "no collision among 2000 ids");
         }
-    }
-
-    #[test]
-    fn the_cache_gives_the_pseudonyms_of_the_hash_whatever_the_order_of_ids() {
-        let hasher = Pseudonymizer::new(b"an example key of 32 bytes......");
-        let mut cached = Pseudonyms::new(hasher.clone());
-        let mut out = [0; PSEUDONYM_LEN];
-        // Far more ids than slots, repeated, of every length up to past the inline limit.
-        let ids: Vec<String> = (0..10_000u64)
-            .map(|i| {
-                let n = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) % 3_000;
-                format!("{n}{}", "x".repeat((n % 30) as usize))
-            })
-            .collect();
-        for id in ids.iter().chain(&ids) {
-            assert_eq!(
-                cached.pseudonym(id, &mut out),
-                hasher.pseudonym_string(id),
-                "{id}"
-            );
-        }
-        assert!(!format!("{cached:?}").contains("example key"));
     }
 
     #[test]
