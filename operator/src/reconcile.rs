@@ -268,7 +268,7 @@ async fn reconcile_steps(
 async fn report_checkpoints(
     ctx: &Context,
     previous: Option<&MarketingPipelineStatus>,
-    status: &MarketingPipelineStatus,
+    written: &MarketingPipelineStatus,
     reference: &k8s_openapi::api::core::v1::ObjectReference,
     evaluation: &autoscale::Evaluation,
 ) {
@@ -293,7 +293,7 @@ async fn report_checkpoints(
             .filter(|c| c.status == "True" && c.reason == status::REASON_CHECKPOINTS_FAILING)
             .map(|c| c.message.clone())
     };
-    if let (None, Some(message)) = (failing(previous), failing(Some(status))) {
+    if let (None, Some(message)) = (failing(previous), failing(Some(written))) {
         publish(
             &ctx.recorder,
             reference,

@@ -31,6 +31,50 @@ fn autoscaled(extra: &str) -> String {
         + extra
 }
 
+/// A stand-in worker pod scraped by a real Prometheus, and the operator asking that Prometheus
+/// against a fresh API emulator.
+struct Observed {
+    worker: Exporter,
+    cluster: Cluster,
+    operator: Operator,
+    _prometheus: Prometheus,
+}
+
+impl Observed {
+    /// Scrapes `worker` as pod `clicks-0` of namespace `default`, waits until PromQL `ready` has a
+    /// series, then starts the cluster and the operator; `None` (skip) without a Prometheus binary.
+    async fn start(worker: Exporter, ready: &str) -> anyhow::Result<Option<Self>> {
+        let Some(bin) = prometheus::binary()? else {
+            return Ok(None);
+        };
+        let prometheus = Prometheus::start(
+            &bin,
+            &[Target {
+                addr: worker.addr,
+                namespace: "default".into(),
+                pod: "clicks-0".into(),
+            }],
+        )
+        .await?;
+        prometheus.wait_for_series(ready).await?;
+        let cluster = Cluster::start().await?;
+        let operator = Operator::start(
+            &cluster.kubeconfig(),
+            &Options {
+                prometheus_url: Some(prometheus.url()),
+                ..Options::default()
+            },
+        )
+        .await?;
+        Ok(Some(Self {
+            worker,
+            cluster,
+            operator,
+            _prometheus: prometheus,
+        }))
+    }
+}
+
 fn decision(p: &MarketingPipeline) -> Option<(String, String)> {
     let a = p.status.as_ref()?.autoscaler.as_ref()?;
     Some((a.decision.clone(), a.reason.clone()))
@@ -76,9 +120,6 @@ async fn decisions(operator: &Operator, decision: &str) -> anyhow::Result<f64> {
 #[tokio::test]
 async fn lag_growing_faster_than_one_worker_takes_scales_up_and_an_idle_pipeline_scales_back_down_after_the_stabilization_window(
 ) -> anyhow::Result<()> {
-    let Some(bin) = prometheus::binary()? else {
-        return Ok(());
-    };
     // Idle at first: 100 records/s at 5 % busy, nothing behind — one worker is plenty.
     let idle = Load {
         rate: 100.0,
@@ -94,32 +135,19 @@ async fn lag_growing_faster_than_one_worker_takes_scales_up_and_an_idle_pipeline
         lag_growth: 3_000.0,
     };
     let worker = Exporter::start("clicks", 8, 0, CHECKPOINT, idle).await?;
-    let prom = Prometheus::start(
-        &bin,
-        &[Target {
-            addr: worker.addr,
-            namespace: "default".into(),
-            pod: "clicks-0".into(),
-        }],
-    )
-    .await?;
-    prom.wait_for_series(
+    let Some(observed) = Observed::start(
+        worker,
         "rate(tidemark_records_in_total{namespace=\"default\",pipeline=\"clicks\"}[5s]) > 0",
     )
-    .await?;
-    let cluster = Cluster::start().await?;
-    let operator = Operator::start(
-        &cluster.kubeconfig(),
-        &Options {
-            prometheus_url: Some(prom.url()),
-            ..Options::default()
-        },
-    )
-    .await?;
+    .await?
+    else {
+        return Ok(());
+    };
+    let (worker, cluster, operator) = (&observed.worker, &observed.cluster, &observed.operator);
     cluster.apply_pipeline("default", &autoscaled("")).await?;
-    settle(&cluster, 1).await?;
+    settle(cluster, 1).await?;
     let (held, reason) = eventually(DECIDE, "a first decision", || async {
-        pipeline(&cluster).await.as_ref().and_then(decision)
+        pipeline(cluster).await.as_ref().and_then(decision)
     })
     .await?;
     assert_eq!(held, "Hold", "{reason}");
@@ -129,7 +157,7 @@ async fn lag_growing_faster_than_one_worker_takes_scales_up_and_an_idle_pipeline
     );
 
     worker.set_load(busy);
-    let p = settle(&cluster, 4).await?;
+    let p = settle(cluster, 4).await?;
     let status = p.status.as_ref().expect("status");
     assert_eq!(
         p.spec.parallelism, 1,
@@ -149,17 +177,17 @@ async fn lag_growing_faster_than_one_worker_takes_scales_up_and_an_idle_pipeline
         autoscaler.capacity_per_worker.unwrap_or_default(),
     );
     assert!(capacity > 0.0 && demand > capacity, "{autoscaler:?}");
-    let scaled = events(&cluster, "Autoscaled").await;
+    let scaled = events(cluster, "Autoscaled").await;
     assert!(
         scaled.iter().any(|n| n.starts_with("ScaleUp: ")
             && n.contains(": 4 workers (8 tasks, bounds 1..4, now 1)")),
         "{scaled:?}"
     );
-    assert!(events(&cluster, "Rescaled")
+    assert!(events(cluster, "Rescaled")
         .await
         .iter()
         .any(|n| n.starts_with("parallelism 1 → 4 (autoscaler)")),);
-    assert!(decisions(&operator, "ScaleUp").await? >= 1.0);
+    assert!(decisions(operator, "ScaleUp").await? >= 1.0);
     assert_eq!(
         condition(&p, "Autoscaling").map(|c| c.0),
         Some("True".into())
@@ -170,7 +198,7 @@ async fn lag_growing_faster_than_one_worker_takes_scales_up_and_an_idle_pipeline
     let idle_since = Instant::now();
     worker.set_load(idle);
     eventually(DECIDE, "a held scale-down", || async {
-        pipeline(&cluster)
+        pipeline(cluster)
             .await
             .as_ref()
             .and_then(decision)
@@ -178,11 +206,11 @@ async fn lag_growing_faster_than_one_worker_takes_scales_up_and_an_idle_pipeline
     })
     .await?;
     assert_eq!(
-        pipeline(&cluster).await.and_then(|p| p.status?.parallelism),
+        pipeline(cluster).await.and_then(|p| p.status?.parallelism),
         Some(4),
         "still four workers while the window fills"
     );
-    let p = settle(&cluster, 1).await?;
+    let p = settle(cluster, 1).await?;
     // The 8 s window counts from the last recommendation of 4 workers, which came at most one
     // evaluation interval (1 s) before the load dropped.
     assert!(
@@ -193,15 +221,14 @@ async fn lag_growing_faster_than_one_worker_takes_scales_up_and_an_idle_pipeline
     assert_eq!(p.status.as_ref().and_then(|s| s.lag), Some(0));
     // The event follows the status write of the same reconcile.
     eventually(DECIDE, "a ScaleDown event", || async {
-        events(&cluster, "Autoscaled")
+        events(cluster, "Autoscaled")
             .await
             .into_iter()
             .find(|n| n.starts_with("ScaleDown: "))
     })
     .await?;
-    assert!(decisions(&operator, "ScaleDown").await? >= 1.0);
+    assert!(decisions(operator, "ScaleDown").await? >= 1.0);
     assert_eq!(p.spec.parallelism, 1);
-    drop(prom);
     Ok(())
 }
 
@@ -263,9 +290,6 @@ async fn an_unreachable_prometheus_is_a_refusal_in_status_events_and_metrics_and
 #[tokio::test]
 async fn without_autoscaling_the_status_still_shows_lag_and_last_checkpoint_and_a_pipeline_prometheus_does_not_know_is_no_data(
 ) -> anyhow::Result<()> {
-    let Some(bin) = prometheus::binary()? else {
-        return Ok(());
-    };
     let worker = Exporter::start(
         "clicks",
         4,
@@ -278,29 +302,18 @@ async fn without_autoscaling_the_status_still_shows_lag_and_last_checkpoint_and_
         },
     )
     .await?;
-    let prom = Prometheus::start(
-        &bin,
-        &[Target {
-            addr: worker.addr,
-            namespace: "default".into(),
-            pod: "clicks-0".into(),
-        }],
+    let Some(observed) = Observed::start(
+        worker,
+        "tidemark_source_lag{namespace=\"default\",pipeline=\"clicks\"} > 0",
     )
-    .await?;
-    prom.wait_for_series("tidemark_source_lag{namespace=\"default\",pipeline=\"clicks\"} > 0")
-        .await?;
-    let cluster = Cluster::start().await?;
-    let _operator = Operator::start(
-        &cluster.kubeconfig(),
-        &Options {
-            prometheus_url: Some(prom.url()),
-            ..Options::default()
-        },
-    )
-    .await?;
+    .await?
+    else {
+        return Ok(());
+    };
+    let (worker, cluster, _operator) = (&observed.worker, &observed.cluster, &observed.operator);
     cluster.apply_pipeline("default", PIPELINE).await?;
     let p = eventually(DECIDE, "lag and last checkpoint in status", || async {
-        pipeline(&cluster).await.filter(|p| {
+        pipeline(cluster).await.filter(|p| {
             p.status
                 .as_ref()
                 .is_some_and(|s| s.lag.is_some() && s.last_checkpoint.is_some())
@@ -337,9 +350,6 @@ async fn without_autoscaling_the_status_still_shows_lag_and_last_checkpoint_and_
 #[tokio::test]
 async fn failing_checkpoint_writes_degrade_the_pipeline_until_they_stop_and_a_corrupt_checkpoint_found_at_restore_is_a_warning_event(
 ) -> anyhow::Result<()> {
-    let Some(bin) = prometheus::binary()? else {
-        return Ok(());
-    };
     let worker = Exporter::start(
         "clicks",
         4,
@@ -352,39 +362,26 @@ async fn failing_checkpoint_writes_degrade_the_pipeline_until_they_stop_and_a_co
         },
     )
     .await?;
-    let prom = Prometheus::start(
-        &bin,
-        &[Target {
-            addr: worker.addr,
-            namespace: "default".into(),
-            pod: "clicks-0".into(),
-        }],
-    )
-    .await?;
-    prom.wait_for_series(
+    let Some(observed) = Observed::start(
+        worker,
         "tidemark_checkpoint_failures_total{namespace=\"default\",pipeline=\"clicks\"}",
     )
-    .await?;
-    let cluster = Cluster::start().await?;
-    let _operator = Operator::start(
-        &cluster.kubeconfig(),
-        &Options {
-            prometheus_url: Some(prom.url()),
-            ..Options::default()
-        },
-    )
-    .await?;
+    .await?
+    else {
+        return Ok(());
+    };
+    let (worker, cluster, _operator) = (&observed.worker, &observed.cluster, &observed.operator);
     // Autoscaling off; its block only sets how often and over what range the metrics are read.
     let manifest = PIPELINE.to_owned()
         + "  autoscaling:\n    enabled: false\n    evaluationInterval: 1s\n    metricsWindow: 3s\n";
     cluster.apply_pipeline("default", &manifest).await?;
     eventually(DECIDE, "the StatefulSet", || {
-        get::<StatefulSet>(&cluster, "clicks")
+        get::<StatefulSet>(cluster, "clicks")
     })
     .await?;
     cluster.mark_workers_ready("default", "clicks").await?;
     eventually(DECIDE, "Running with lag observed", || async {
-        pipeline(&cluster).await.filter(|p| {
+        pipeline(cluster).await.filter(|p| {
             p.status
                 .as_ref()
                 .is_some_and(|s| s.phase == Some(tidemark_api::Phase::Running) && s.lag.is_some())
@@ -394,7 +391,7 @@ async fn failing_checkpoint_writes_degrade_the_pipeline_until_they_stop_and_a_co
 
     worker.checkpoint_trouble(0, 1);
     let corrupt = eventually(DECIDE, "a CheckpointCorrupt event", || async {
-        events(&cluster, "CheckpointCorrupt").await.pop()
+        events(cluster, "CheckpointCorrupt").await.pop()
     })
     .await?;
     assert!(
@@ -404,7 +401,7 @@ async fn failing_checkpoint_writes_degrade_the_pipeline_until_they_stop_and_a_co
 
     worker.checkpoint_trouble(3, 0);
     let p = eventually(DECIDE, "Degraded=True CheckpointsFailing", || async {
-        pipeline(&cluster).await.filter(|p| {
+        pipeline(cluster).await.filter(|p| {
             condition(p, "Degraded") == Some(("True".into(), "CheckpointsFailing".into()))
         })
     })
@@ -414,7 +411,7 @@ async fn failing_checkpoint_writes_degrade_the_pipeline_until_they_stop_and_a_co
         Some(tidemark_api::Phase::Degraded)
     );
     let failing = eventually(DECIDE, "a CheckpointsFailing event", || async {
-        events(&cluster, "CheckpointsFailing").await.pop()
+        events(cluster, "CheckpointsFailing").await.pop()
     })
     .await?;
     assert!(
@@ -423,14 +420,14 @@ async fn failing_checkpoint_writes_degrade_the_pipeline_until_they_stop_and_a_co
     );
     // No new failures: once the 3 s window has none, the pipeline is back to Running.
     eventually(DECIDE, "Degraded=False again", || async {
-        pipeline(&cluster).await.filter(|p| {
+        pipeline(cluster).await.filter(|p| {
             condition(p, "Degraded") == Some(("False".into(), "AsExpected".into()))
                 && p.status.as_ref().and_then(|s| s.phase) == Some(tidemark_api::Phase::Running)
         })
     })
     .await?;
     assert_eq!(
-        events(&cluster, "CheckpointCorrupt").await.len(),
+        events(cluster, "CheckpointCorrupt").await.len(),
         1,
         "one corruption, one event"
     );
