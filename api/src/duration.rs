@@ -1,7 +1,9 @@
 //! Human-readable durations (`500ms`, `10s`, `5m`, `1h30m`) as they appear in manifests.
 //!
-//! The language is the subset of Go's `time.ParseDuration` with the units ms, s, m and h, so that
-//! Kubernetes CEL rules can compare durations with `duration(...)`.
+//! The language is the subset of Go's `time.ParseDuration` with the units ms, s, m and h, plus
+//! `d` for days (24 h, as Flink and Prometheus read it: UTC has no daylight saving). Kubernetes
+//! CEL's `duration(...)` does not know `d`, so CEL rules compare durations only when neither is
+//! written in days; the worker's validation checks the rest.
 //!
 //! The manifest keeps the text the user wrote, so that what the operator writes back never
 //! differs from what a GitOps repository holds; [`Duration::millis`] parses it on use.
@@ -13,7 +15,7 @@ use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Pattern that the CRD schema enforces; [`Duration::parse_millis`] accepts exactly this language.
-pub const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h))+$";
+pub const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h|d))+$";
 
 /// A duration as written in a manifest, validated on deserialization.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -24,7 +26,7 @@ pub struct Duration {
 
 /// Why a duration text is not one.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid duration {text:?}: expected digits followed by ms, s, m or h, e.g. 10s or 1h30m")]
+#[error("invalid duration {text:?}: expected digits followed by ms, s, m, h or d, e.g. 10s, 1h30m or 7d")]
 pub struct DurationError {
     text: String,
 }
@@ -88,6 +90,10 @@ impl Duration {
                 [b'h', ..] => {
                     i += 1;
                     3_600_000
+                }
+                [b'd', ..] => {
+                    i += 1;
+                    86_400_000
                 }
                 _ => return Err(err()),
             };
@@ -165,6 +171,12 @@ mod tests {
     }
 
     #[test]
+    fn days_are_24_hours() {
+        assert_eq!(Duration::parse_millis("7d").unwrap(), 7 * 86_400_000);
+        assert_eq!(Duration::parse_millis("1d12h").unwrap(), 36 * 3_600_000);
+    }
+
+    #[test]
     fn malformed_durations_are_rejected() {
         for bad in [
             "",
@@ -174,7 +186,7 @@ mod tests {
             "1.5s",
             "-1s",
             "1h 30m",
-            "2d",
+            "2w",
             "99999999999999999999h",
         ] {
             assert!(

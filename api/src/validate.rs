@@ -9,6 +9,8 @@ use std::fmt;
 
 use crate::spec::*;
 
+mod funnel;
+
 /// One thing wrong with a spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
@@ -273,9 +275,13 @@ fn check_analytic(
             analytic.aggregate.is_some(),
             analytic.join.is_some(),
             analytic.top_n.is_some(),
+            analytic.funnel.is_some(),
         ],
-        "aggregate, join or topN",
+        "aggregate, join, topN or funnel",
     );
+    if let Some(f) = &analytic.funnel {
+        funnel::check_funnel(p, &format!("{path}.funnel"), f, spec);
+    }
     let find = |name: &str| spec.sources.iter().find(|s| s.name == name);
     let check_sources = |p: &mut Problems, path: &str, names: &[String], filter: Option<&str>| {
         if names.is_empty() {
@@ -363,6 +369,13 @@ fn check_group(p: &mut Problems, path: &str, group: &GroupSpec, inputs: &[&Sourc
         );
     }
     check_window(p, &format!("{path}.window"), &group.window);
+    if group.window.offset.is_some() {
+        // Keyed windows (panes, sessions) align to the epoch; offsets are a funnel's for now.
+        p.push(
+            format!("{path}.window.offset"),
+            "window offsets are supported by funnel windows only",
+        );
+    }
     check_unique(
         p,
         &format!("{path}.aggregates"),

@@ -10,16 +10,16 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use crate::analytics::{AnalyticCapture, Emit, TaskAnalytic};
 use crate::event::{Event, FieldValue, Reason, Rejection};
-use crate::global::{Partial, Progress};
-use crate::operators::top::{self, Item};
+use crate::global::Progress;
 use crate::operators::{AnalyticPlan, Plan};
 use crate::privacy::{PseudonymBuf, PSEUDONYM_LEN};
 use crate::result::{DeadLetter, Encoder, InternalRecord, Output};
 use crate::watermark::Watermarks;
 use crate::window::codec::{DecodeError, Reader, Writer};
 use crate::window::snapshot::WindowsSnapshot;
-use crate::window::{Emission, Refused, WindowStats, Windows, WindowsCapture};
+use crate::window::{Refused, WindowStats};
 
 /// Version of the task snapshot encoding written now. Format 1 (postcard, [`TaskSnapshotV1`])
 /// is still read.
@@ -78,7 +78,7 @@ impl RestoreError {
 /// task holds its state about twice.
 #[derive(Debug)]
 pub struct Capture {
-    analytics: Vec<(String, WindowsCapture)>,
+    analytics: Vec<(String, Box<dyn AnalyticCapture>)>,
     watermark: i64,
     max_times: Vec<(String, i64)>,
 }
@@ -125,7 +125,8 @@ pub struct Counters {
 #[derive(Debug)]
 pub struct Task {
     plan: Plan,
-    windows: Vec<Windows>,
+    /// Per analytic, its kind's state (`crate::analytics`).
+    states: Vec<Box<dyn TaskAnalytic>>,
     watermarks: Watermarks,
     encoder: Encoder,
     counters: Counters,
@@ -136,52 +137,41 @@ pub struct Task {
     global: bool,
     /// The last progress mark emitted for the global stage: (watermark, idle).
     reported: (i64, bool),
-    /// Per analytic, the key-window results of a top-N analytic computed whole in this task,
-    /// waiting to be ranked with the rest of their window at the end of the current step.
-    ranking: Vec<Vec<Ranked>>,
 }
 
-/// A key-window result of a top-N analytic, before the ranking of its window.
-#[derive(Debug)]
-struct Ranked {
-    start: i64,
-    end: i64,
-    /// Emitted by a late update (the window fired before): the window is re-ranked from every
-    /// key-window the state holds, not from this step's results alone.
-    late: bool,
-    item: Item,
+/// Fresh state of every analytic of `plan`.
+fn states_of(plan: &Plan) -> Vec<Box<dyn TaskAnalytic>> {
+    plan.analytics
+        .iter()
+        .map(|a| a.kind.task_state(a, a.global))
+        .collect()
 }
 
-/// The window state of `analytic` in a task. A global analytic's windows emit partials and
-/// leave the join requirement to the global stage, which sees every task's sides.
-fn windows_of(analytic: &AnalyticPlan) -> Windows {
-    let require = if analytic.global {
-        Vec::new()
-    } else {
-        analytic.require.clone()
-    };
-    let mut windows = Windows::new(
-        analytic.window,
-        analytic.lateness,
-        analytic.layout.clone(),
-        require,
-    );
-    if analytic.global {
-        let panes = windows.emit_partials();
-        debug_assert!(panes, "Plan::for_tasks refuses global session windows");
-    } else if analytic.top_n.is_some() {
-        let panes = windows.rank_revisions();
-        debug_assert!(panes, "Plan::compile refuses top-N session windows");
+/// Where analytic `a` of a task emits, borrowed from the task's fields for one call.
+fn emit_for<'a>(
+    a: usize,
+    analytic: &'a AnalyticPlan,
+    task: u32,
+    encoder: &'a mut Encoder,
+    counters: &'a mut Counters,
+    out: &'a mut Output,
+) -> Emit<'a> {
+    Emit {
+        analytic: a,
+        name: &analytic.name,
+        task,
+        encoder,
+        results: &mut counters.results[a],
+        partials: &mut counters.partials[a],
+        out,
     }
-    windows
 }
 
 impl Task {
     /// A task running `plan`, started at processing time `now` (ms).
     pub fn new(plan: Plan, now: i64) -> Self {
-        let windows = plan.analytics.iter().map(windows_of).collect();
+        let states = states_of(&plan);
         let global = plan.has_global();
-        let ranking = plan.analytics.iter().map(|_| Vec::new()).collect();
         let counters = Counters {
             records_in: vec![0; plan.sources.len()],
             filtered: vec![0; plan.sources.len()],
@@ -198,14 +188,13 @@ impl Task {
                 now,
             ),
             encoder: Encoder::new(&plan.pipeline),
-            windows,
+            states,
             plan,
             counters,
             key_buf: String::new(),
             id: 0,
             global,
             reported: (i64::MIN, false),
-            ranking,
         }
     }
 
@@ -242,9 +231,9 @@ impl Task {
 
     /// State held by all analytics.
     pub fn stats(&self) -> WindowStats {
-        self.windows
+        self.states
             .iter()
-            .map(Windows::stats)
+            .map(|s| s.stats())
             .fold(WindowStats::default(), |a, b| WindowStats {
                 keys: a.keys + b.keys,
                 windows: a.windows + b.windows,
@@ -270,8 +259,8 @@ impl Task {
                 .plan
                 .analytics
                 .iter()
-                .zip(&self.windows)
-                .map(|(a, w)| (a.name.clone(), w.capture()))
+                .zip(&self.states)
+                .map(|(a, s)| (a.name.clone(), s.capture()))
                 .collect(),
             watermark: self.watermarks.current(),
             max_times: self.max_times_by_source(),
@@ -300,7 +289,7 @@ impl Task {
             2 => self.restore_v2(rest)?,
             other => return Err(RestoreError::Format(other)),
         };
-        self.windows = windows;
+        self.states = windows;
         // The global stage keeps the highest watermark it heard: telling it again is harmless.
         self.reported = (i64::MIN, false);
         let max_times: Vec<i64> = self
@@ -318,8 +307,8 @@ impl Task {
         Ok(())
     }
 
-    fn fresh_windows(&self) -> Vec<Windows> {
-        self.plan.analytics.iter().map(windows_of).collect()
+    fn fresh_windows(&self) -> Vec<Box<dyn TaskAnalytic>> {
+        states_of(&self.plan)
     }
 
     /// Reads format 2: format byte (already read), watermark, (source, newest event time)
@@ -343,7 +332,8 @@ impl Task {
                     return Err(DecodeError("an analytic appears twice").into());
                 }
                 windows[i]
-                    .restore_from(&mut section)
+                    .restore(&mut section)
+                    .and_then(|()| Ok(section.finish()?))
                     .map_err(|refused| RestoreError::refused(name, refused))?;
             }
         }
@@ -361,7 +351,7 @@ impl Task {
                     return Err(DecodeError("an analytic appears twice").into());
                 }
                 windows[i]
-                    .restore(state)
+                    .restore_v1(state)
                     .map_err(|refused| RestoreError::refused(name, refused))?;
             }
         }
@@ -377,8 +367,8 @@ impl Task {
                 .plan
                 .analytics
                 .iter()
-                .zip(&self.windows)
-                .map(|(a, w)| (a.name.clone(), w.snapshot()))
+                .zip(&self.states)
+                .filter_map(|(a, s)| Some((a.name.clone(), s.snapshot_v1()?)))
                 .collect(),
             watermark: self.watermarks.current(),
             max_times: self.max_times_by_source(),
@@ -524,16 +514,15 @@ impl Task {
                 }
             };
             let accepted = {
-                let mut emit = emitter(
+                let mut out = emit_for(
                     a,
                     analytic,
                     self.id,
                     &mut self.encoder,
                     &mut self.counters,
-                    Ranking(&mut self.ranking[a], true),
                     out,
                 );
-                self.windows[a].add(key, local, &event, wm, &mut emit)
+                self.states[a].add(key, local, &event, wm, &mut out)
             };
             if !accepted {
                 self.counters.late[a] += 1;
@@ -543,9 +532,6 @@ impl Task {
                 );
                 self.dead_letter(Some(source), Rejection::new(Reason::Late, detail), raw, out);
             }
-            if !self.ranking[a].is_empty() {
-                self.rank(a, out);
-            }
         }
         if let Some(wm) = self.watermarks.observe(source, event.time, now) {
             self.advance(wm, out);
@@ -553,70 +539,19 @@ impl Task {
     }
 
     fn advance(&mut self, wm: i64, out: &mut Output) {
-        for (a, windows) in self.windows.iter_mut().enumerate() {
+        for (a, state) in self.states.iter_mut().enumerate() {
             let analytic = &self.plan.analytics[a];
-            windows.advance(
-                wm,
-                &mut emitter(
-                    a,
-                    analytic,
-                    self.id,
-                    &mut self.encoder,
-                    &mut self.counters,
-                    Ranking(&mut self.ranking[a], false),
-                    out,
-                ),
+            let mut out = emit_for(
+                a,
+                analytic,
+                self.id,
+                &mut self.encoder,
+                &mut self.counters,
+                out,
             );
-        }
-        for a in 0..self.ranking.len() {
-            if !self.ranking[a].is_empty() {
-                self.rank(a, out);
-            }
+            state.advance(wm, &mut out);
         }
         self.report(false, out);
-    }
-
-    /// Ranks the windows of top-N analytic `a` whose key-windows this step emitted, one result
-    /// per window. A window that fired in this step has all its key-windows among them (a window
-    /// fires for every key at one watermark); one a late event updated is re-ranked from every
-    /// key-window of it the state still holds.
-    fn rank(&mut self, a: usize, out: &mut Output) {
-        let analytic = &self.plan.analytics[a];
-        let Some(plan) = &analytic.top_n else {
-            self.ranking[a].clear();
-            return;
-        };
-        let mut windows: BTreeMap<i64, (i64, bool, Vec<Item>)> = BTreeMap::new();
-        for ranked in self.ranking[a].drain(..) {
-            let window = windows
-                .entry(ranked.end)
-                .or_insert((ranked.start, false, Vec::new()));
-            window.1 |= ranked.late;
-            window.2.push(ranked.item);
-        }
-        for (end, (start, late, mut items)) in windows {
-            if late {
-                items.clear();
-                self.windows[a].fired_window(end, &mut |e: &Emission<'_>| {
-                    items.push(Item {
-                        key: e.key.to_owned(),
-                        revision: e.revision,
-                        value: e.values[plan.rank],
-                    })
-                });
-            }
-            let revision = top::rank(&mut items, plan.n);
-            self.counters.results[a] += 1;
-            out.results.push(self.encoder.encode_top(
-                a,
-                &analytic.name,
-                &plan.rank_name,
-                start,
-                end,
-                &items,
-                revision,
-            ));
-        }
     }
 
     /// Tells the global stage (when the plan has global analytics) the task's watermark once
@@ -676,8 +611,8 @@ impl Task {
     }
 }
 
-/// Window state per analytic, watermark and newest event time per source, as restored.
-type RestoredState = (Vec<Windows>, i64, Vec<(String, i64)>);
+/// State per analytic, watermark and newest event time per source, as restored.
+type RestoredState = (Vec<Box<dyn TaskAnalytic>>, i64, Vec<(String, i64)>);
 
 /// Counts a rejected record and queues it for the dead-letter output.
 fn record_dead_letter(
@@ -733,62 +668,6 @@ fn accepts(types: &[String], event: &Event<'_>) -> bool {
             .event_type
             .as_deref()
             .is_some_and(|t| types.iter().any(|x| x == t))
-}
-
-/// Where a top-N analytic's key-window results wait for their ranking, and whether they come
-/// from late updates.
-struct Ranking<'a>(&'a mut Vec<Ranked>, bool);
-
-/// Where analytic `a`'s emissions go: results, key-windows of a top-N to rank, or partials of
-/// task `task` for the global stage.
-fn emitter<'a>(
-    a: usize,
-    analytic: &'a AnalyticPlan,
-    task: u32,
-    encoder: &'a mut Encoder,
-    counters: &'a mut Counters,
-    Ranking(ranking, late): Ranking<'a>,
-    out: &'a mut Output,
-) -> impl FnMut(&Emission<'_>) + 'a {
-    move |emission| match emission.partial {
-        Some(block) => {
-            counters.partials[a] += 1;
-            let partial = Partial {
-                task,
-                analytic: &analytic.name,
-                key: emission.key,
-                start: emission.start,
-                end: emission.end,
-                revision: emission.revision,
-                block,
-            };
-            out.partials.push(InternalRecord {
-                key: format!("{}/{}/{}", analytic.name, emission.key, emission.start),
-                value: partial.encode(),
-            });
-        }
-        None => match &analytic.top_n {
-            Some(plan) => ranking.push(Ranked {
-                start: emission.start,
-                end: emission.end,
-                late,
-                item: Item {
-                    key: emission.key.to_owned(),
-                    revision: emission.revision,
-                    value: emission.values[plan.rank],
-                },
-            }),
-            None => {
-                counters.results[a] += 1;
-                out.results.push(encoder.encode(
-                    a,
-                    &analytic.name,
-                    &analytic.value_names,
-                    emission,
-                ));
-            }
-        },
-    }
 }
 
 #[cfg(test)]

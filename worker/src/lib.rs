@@ -1,5 +1,6 @@
 //! Tidemark's worker: the windowed streaming engine, its sources and sinks, and the local runner.
 
+pub mod analytics;
 pub mod checkpoint;
 pub mod decode;
 pub mod embedded;

@@ -13,8 +13,8 @@ use std::io::Write;
 
 use chrono::{DateTime, SecondsFormat};
 
+use crate::analytics::top_n::Item;
 use crate::event::Reason;
-use crate::operators::top::Item;
 use crate::window::accumulate::Value;
 use crate::window::Emission;
 
@@ -153,34 +153,65 @@ impl Encoder {
         names: &[String],
         emission: &Emission<'_>,
     ) -> ResultRecord {
-        let start = Self::cached(&mut self.start, emission.start).to_owned();
-        let end = Self::cached(&mut self.end, emission.end);
-        let mut key = String::with_capacity(name.len() + emission.key.len() + start.len() + 2);
-        key.push_str(name);
-        key.push('/');
-        key.push_str(emission.key);
-        key.push('/');
-        key.push_str(&start);
+        self.encode_values(
+            analytic,
+            name,
+            Some(emission.key),
+            emission.start,
+            emission.end,
+            emission.revision,
+            |v| {
+                for (value_name, value) in names.iter().zip(emission.values) {
+                    write_field(v, value_name);
+                    write_value(v, *value);
+                }
+            },
+        )
+    }
+
+    /// Encodes a result of window `[start, end)` of analytic `analytic` named `name`: `key`
+    /// (none for a per-window result such as a ranking, whose Kafka key is then
+    /// `<analytic>/<window_start>`), the values `write` appends as `,"name":value` pairs, the
+    /// `revision` and `emitted_at`. Every kind's results go through here.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_values(
+        &mut self,
+        analytic: usize,
+        name: &str,
+        key: Option<&str>,
+        start: i64,
+        end: i64,
+        revision: u32,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> ResultRecord {
+        let start = Self::cached(&mut self.start, start).to_owned();
+        let end = Self::cached(&mut self.end, end);
+        let mut kafka_key =
+            String::with_capacity(name.len() + key.map_or(0, str::len) + start.len() + 2);
+        kafka_key.push_str(name);
+        kafka_key.push('/');
+        if let Some(key) = key {
+            kafka_key.push_str(key);
+            kafka_key.push('/');
+        }
+        kafka_key.push_str(&start);
         let mut v = Vec::with_capacity(256);
         let _ = write!(v, "{{\"pipeline\":{},\"analytic\":", self.pipeline);
         write_json_str(&mut v, name);
-        v.extend_from_slice(b",\"key\":");
-        write_json_str(&mut v, emission.key);
-        let _ = write!(v, ",\"window\":{{\"start\":\"{start}\",\"end\":\"{end}\"}}");
-        for (value_name, value) in names.iter().zip(emission.values) {
-            v.push(b',');
-            write_json_str(&mut v, value_name);
-            v.push(b':');
-            write_value(&mut v, *value);
+        if let Some(key) = key {
+            v.extend_from_slice(b",\"key\":");
+            write_json_str(&mut v, key);
         }
+        let _ = write!(v, ",\"window\":{{\"start\":\"{start}\",\"end\":\"{end}\"}}");
+        write(&mut v);
         let _ = write!(
             v,
             ",\"revision\":{},\"emitted_at\":{}}}",
-            emission.revision, self.emitted_at
+            revision, self.emitted_at
         );
         ResultRecord {
             analytic,
-            key,
+            key: kafka_key,
             value: v,
         }
     }
@@ -200,41 +231,34 @@ impl Encoder {
         items: &[Item],
         revision: u32,
     ) -> ResultRecord {
-        let start = Self::cached(&mut self.start, start).to_owned();
-        let end = Self::cached(&mut self.end, end);
-        let key = format!("{name}/{start}");
-        let mut v = Vec::with_capacity(128 + items.len() * 32);
-        let _ = write!(v, "{{\"pipeline\":{},\"analytic\":", self.pipeline);
-        write_json_str(&mut v, name);
-        let _ = write!(v, ",\"window\":{{\"start\":\"{start}\",\"end\":\"{end}\"}}");
-        v.extend_from_slice(b",\"rankBy\":");
-        write_json_str(&mut v, rank_name);
-        v.extend_from_slice(b",\"top\":[");
-        for (i, item) in items.iter().enumerate() {
-            if i > 0 {
-                v.push(b',');
+        self.encode_values(analytic, name, None, start, end, revision, |v| {
+            v.extend_from_slice(b",\"rankBy\":");
+            write_json_str(v, rank_name);
+            v.extend_from_slice(b",\"top\":[");
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    v.push(b',');
+                }
+                v.extend_from_slice(b"{\"key\":");
+                write_json_str(v, &item.key);
+                v.extend_from_slice(b",\"value\":");
+                write_value(v, item.value);
+                v.push(b'}');
             }
-            v.extend_from_slice(b"{\"key\":");
-            write_json_str(&mut v, &item.key);
-            v.extend_from_slice(b",\"value\":");
-            write_value(&mut v, item.value);
-            v.push(b'}');
-        }
-        let _ = write!(
-            v,
-            "],\"revision\":{revision},\"emitted_at\":{}}}",
-            self.emitted_at
-        );
-        ResultRecord {
-            analytic,
-            key,
-            value: v,
-        }
+            v.push(b']');
+        })
     }
 }
 
+/// Appends `,"name":` (a value follows).
+pub fn write_field(v: &mut Vec<u8>, name: &str) {
+    v.push(b',');
+    write_json_str(v, name);
+    v.push(b':');
+}
+
 /// A value as JSON: integers and finite floats as numbers, anything else `null`.
-fn write_value(v: &mut Vec<u8>, value: Value) {
+pub fn write_value(v: &mut Vec<u8>, value: Value) {
     match value {
         Value::Int(i) => v.extend_from_slice(itoa::Buffer::new().format(i).as_bytes()),
         Value::Float(f) if f.is_finite() => {
@@ -248,7 +272,8 @@ fn json_string(s: &str) -> String {
     serde_json::to_string(s).expect("a string always serializes")
 }
 
-fn write_json_str(out: &mut Vec<u8>, s: &str) {
+/// Appends `s` as a JSON string.
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());

@@ -5,13 +5,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::Duration;
 
-/// One computation whose results go to the sinks. Exactly one of `aggregate`, `join` or
-/// `topN` is set.
+/// One computation whose results go to the sinks. Exactly one of `aggregate`, `join`, `topN`
+/// or `funnel` is set.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kube::core::Rule::new(
-    "[has(self.aggregate), has(self.join), has(self.topN)].filter(x, x).size() == 1"
-).message("exactly one of aggregate, join or topN must be set"))]
+    "[has(self.aggregate), has(self.join), has(self.topN), has(self.funnel)].filter(x, x).size() == 1"
+).message("exactly one of aggregate, join, topN or funnel must be set"))]
 pub struct AnalyticSpec {
     /// Name of the analytic; the first part of each result's Kafka key.
     #[schemars(
@@ -30,6 +30,10 @@ pub struct AnalyticSpec {
     /// with the ranked list, over every partition of the input.
     #[serde(default, rename = "topN", skip_serializing_if = "Option::is_none")]
     pub top_n: Option<TopNAnalytic>,
+    /// A conversion funnel: how many users (or sessions) that enter at the first step reach
+    /// each later step within the conversion window, per window and breakdown value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub funnel: Option<crate::spec::funnel::FunnelAnalytic>,
 }
 
 /// A top-N ranking: the events of `sources` (optionally filtered) aggregated per `keyBy` and
@@ -135,16 +139,23 @@ pub struct GroupSpec {
 #[x_kube(validation = kube::core::Rule::new("self.type != 'sliding' || has(self.slide)")
     .message("sliding windows need slide"))]
 #[x_kube(validation = kube::core::Rule::new(
-    "!has(self.slide) || !has(self.size) || duration(self.slide) <= duration(self.size)"
+    "!has(self.slide) || !has(self.size) || self.slide.contains('d') || self.size.contains('d') || duration(self.slide) <= duration(self.size)"
 ).message("slide must not exceed size"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.offset) || self.type != 'session'")
+    .message("session windows take no offset"))]
 pub struct WindowSpec {
     /// Window kind.
     #[serde(rename = "type")]
     pub kind: WindowKind,
     /// Length of tumbling and sliding windows. Windows align to the Unix epoch (so to UTC hours
-    /// and days).
+    /// and days) plus `offset`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<Duration>,
+    /// Shift of tumbling and sliding windows from the epoch alignment, less than the slide (or
+    /// size): `7d` windows with offset `4d` are weeks starting on Monday 00:00 UTC (the epoch
+    /// was a Thursday); `1d` windows with offset `22h` are days starting at midnight UTC+2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<Duration>,
     /// Distance between the starts of sliding windows; at most `size`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slide: Option<Duration>,

@@ -7,12 +7,16 @@
 #![allow(clippy::duplicated_attributes)]
 
 mod analytic;
+pub mod funnel;
 mod operations;
+pub mod quality;
 mod sink;
 mod source;
 
 pub use analytic::*;
+pub use funnel::*;
 pub use operations::*;
+pub use quality::*;
 pub use sink::*;
 pub use source::*;
 
@@ -104,6 +108,13 @@ pub struct MarketingPipelineSpec {
     /// see it; the same on every worker and across restarts. Dead letters keep the raw record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privacy: Option<PrivacySpec>,
+    /// Data quality: deduplication by an event id, the clock-skew bound and the quality report.
+    #[serde(default, skip_serializing_if = "is_default_quality")]
+    pub data_quality: DataQualitySpec,
+}
+
+fn is_default_quality(q: &DataQualitySpec) -> bool {
+    q == &DataQualitySpec::default()
 }
 
 /// Watermarks: how event time advances.

@@ -30,24 +30,18 @@
 
 pub mod record;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 #[cfg(test)]
 mod top_tests;
 
-use std::collections::{hash_map, BTreeMap};
-use std::ops::Bound;
-
-use rustc_hash::FxHashMap;
-
 pub use record::{Partial, Progress, Record};
 
+use crate::analytics::{Emit, GlobalAnalytic, Merge};
 use crate::engine::RestoreError;
-use crate::operators::top::{self, Item};
-use crate::operators::{AnalyticPlan, Plan};
+use crate::operators::Plan;
 use crate::result::{Encoder, Output};
-use crate::window::accumulate::{DistinctSets, Value};
-use crate::window::codec::{DecodeError, Reader, Writer};
-use crate::window::{Emission, WindowStats};
+use crate::window::codec::{Reader, Writer};
+use crate::window::WindowStats;
 
 /// The task id of the global stage: its checkpoints (directory `global`), its producer's
 /// `transactional.id` (`<pipeline>-global`) and its metrics (`task="global"`).
@@ -100,65 +94,20 @@ impl TaskProgress {
     };
 }
 
-/// Empty state for each global analytic of `plan`.
-fn fresh_state(plan: &Plan) -> Vec<Option<Merged>> {
+/// Empty state for each global analytic of `plan`, made by its kind (`crate::analytics`).
+fn fresh_state(plan: &Plan) -> Vec<Option<Box<dyn GlobalAnalytic>>> {
     plan.analytics
         .iter()
-        .map(|a| {
-            a.global.then(|| Merged {
-                acc: Acc {
-                    scratch: vec![0; a.layout.width],
-                    ..Acc::default()
-                },
-                ..Merged::default()
-            })
-        })
+        .map(|a| a.global.then(|| a.kind.global_state(a)))
         .collect()
-}
-
-/// One task's newest block of a key-window.
-#[derive(Debug)]
-struct Part {
-    task: u32,
-    revision: u32,
-    block: Box<[u64]>,
-}
-
-/// A key-window of a global analytic.
-#[derive(Debug)]
-struct Entry {
-    start: i64,
-    parts: Vec<Part>,
-    /// `None`: not emitted yet; `Some(None)`: closed without a result (a join side missing);
-    /// `Some(Some(r))`: emitted with revision `r` last.
-    fired: Option<Option<u32>>,
-}
-
-/// Scratch and side tables of one analytic's merges.
-#[derive(Debug, Default)]
-struct Acc {
-    distinct: DistinctSets,
-    scratch: Vec<u64>,
-    values: Vec<Value>,
-}
-
-/// The key-windows of one global analytic, by window end.
-#[derive(Debug, Default)]
-struct Merged {
-    windows: BTreeMap<i64, FxHashMap<Box<str>, Entry>>,
-    acc: Acc,
-    /// Key-windows held in `windows`.
-    entries: usize,
-    /// Task blocks held in them.
-    parts: usize,
 }
 
 /// The global stage of a pipeline: see the module documentation.
 #[derive(Debug)]
 pub struct GlobalStage {
     plan: Plan,
-    /// Per analytic of the plan, its key-windows when it is global.
-    merged: Vec<Option<Merged>>,
+    /// Per analytic of the plan, its kind's stage state when it is global.
+    merged: Vec<Option<Box<dyn GlobalAnalytic>>>,
     tasks: Vec<TaskProgress>,
     watermark: i64,
     encoder: Encoder,
@@ -216,20 +165,13 @@ impl GlobalStage {
     /// so it costs nothing per call (the worker publishes it every turn).
     pub fn stats(&self) -> WindowStats {
         let mut stats = WindowStats::default();
-        for (a, merged) in self.global() {
-            stats.keys += merged.entries;
-            stats.windows += merged.entries;
-            stats.bytes += merged.parts * (a.layout.width * 8 + 16);
+        for merged in self.merged.iter().flatten() {
+            let s = merged.stats();
+            stats.keys += s.keys;
+            stats.windows += s.windows;
+            stats.bytes += s.bytes;
         }
         stats
-    }
-
-    fn global(&self) -> impl Iterator<Item = (&AnalyticPlan, &Merged)> {
-        self.plan
-            .analytics
-            .iter()
-            .zip(&self.merged)
-            .filter_map(|(a, m)| Some((a, m.as_ref()?)))
     }
 
     /// Processes one record of the partials topic. A record that does not decode, or names an
@@ -256,88 +198,24 @@ impl GlobalStage {
             self.counters.malformed += 1;
             return;
         };
-        let analytic = &self.plan.analytics[a];
-        if p.end.saturating_add(analytic.lateness) <= self.watermark {
-            self.counters.late += 1;
-            return;
-        }
         let Some(merged) = self.merged[a].as_mut() else {
             return;
         };
-        let layout = &analytic.layout;
-        let mut block = vec![0; layout.width].into_boxed_slice();
-        let mut r = Reader::new(p.block);
-        let read = layout
-            .read_block(&mut r, &mut block, &mut merged.acc.distinct)
-            .and_then(|()| r.finish());
-        if read.is_err() {
-            layout.release(&mut block, &mut merged.acc.distinct);
-            self.counters.malformed += 1;
-            return;
-        }
-        let entry = match merged.windows.entry(p.end).or_default().entry(p.key.into()) {
-            hash_map::Entry::Occupied(held) => held.into_mut(),
-            hash_map::Entry::Vacant(new) => {
-                merged.entries += 1;
-                new.insert(Entry {
-                    start: p.start,
-                    parts: Vec::new(),
-                    fired: None,
-                })
-            }
+        let mut unused = 0;
+        let mut emit = Emit {
+            analytic: a,
+            name: &self.plan.analytics[a].name,
+            task: GLOBAL_STAGE,
+            encoder: &mut self.encoder,
+            results: &mut self.counters.results[a],
+            partials: &mut unused,
+            out,
         };
-        match entry.parts.iter_mut().find(|part| part.task == p.task) {
-            Some(part) if part.revision >= p.revision => {
-                layout.release(&mut block, &mut merged.acc.distinct);
-                self.counters.stale += 1;
-                return;
-            }
-            Some(part) => {
-                layout.release(&mut part.block, &mut merged.acc.distinct);
-                part.block = block;
-                part.revision = p.revision;
-            }
-            None => {
-                merged.parts += 1;
-                entry.parts.push(Part {
-                    task: p.task,
-                    revision: p.revision,
-                    block,
-                });
-            }
-        }
-        self.counters.merged += 1;
-        if p.end <= self.watermark {
-            // Closed already (a late update, or a task back from idle): emit it again. A top-N
-            // counts a key-window new since its window was ranked from 1 (`top::rank`).
-            let previous = entry.fired.flatten();
-            let first = u32::from(analytic.top_n.is_some());
-            let revision = previous.map_or(first, |r| r + 1);
-            let emitted = emit(
-                a,
-                analytic,
-                &mut merged.acc,
-                &mut self.encoder,
-                &mut self.counters.results,
-                p.key,
-                p.end,
-                entry,
-                revision,
-                out,
-            );
-            entry.fired = Some(if emitted { Some(revision) } else { previous });
-            if let Some(held) = merged.windows.get(&p.end) {
-                emit_top(
-                    a,
-                    analytic,
-                    &mut merged.acc,
-                    &mut self.encoder,
-                    &mut self.counters.results,
-                    p.end,
-                    held,
-                    out,
-                );
-            }
+        match merged.partial(p, self.watermark, &mut emit) {
+            Merge::Merged => self.counters.merged += 1,
+            Merge::Stale => self.counters.stale += 1,
+            Merge::Late => self.counters.late += 1,
+            Merge::Malformed => self.counters.malformed += 1,
         }
     }
 
@@ -359,64 +237,23 @@ impl GlobalStage {
         }
     }
 
-    /// Emits every key-window whose end the stage's watermark passes on its way to `wm`, then
+    /// Emits every window that the stage's watermark makes final on its way to `wm`, then
     /// drops those past the allowed lateness.
     fn advance(&mut self, wm: i64, out: &mut Output) {
         let old = std::mem::replace(&mut self.watermark, wm);
         for (a, merged) in self.merged.iter_mut().enumerate() {
             let Some(merged) = merged else { continue };
-            let analytic = &self.plan.analytics[a];
-            let Merged {
-                windows,
-                acc,
-                entries,
-                parts,
-            } = merged;
-            for (&end, held) in windows.range_mut((Bound::Excluded(old), Bound::Included(wm))) {
-                let mut due: Vec<(&Box<str>, &mut Entry)> =
-                    held.iter_mut().filter(|(_, e)| e.fired.is_none()).collect();
-                due.sort_unstable_by(|x, y| x.0.cmp(y.0));
-                for (key, entry) in due {
-                    let emitted = emit(
-                        a,
-                        analytic,
-                        acc,
-                        &mut self.encoder,
-                        &mut self.counters.results,
-                        key,
-                        end,
-                        entry,
-                        0,
-                        out,
-                    );
-                    entry.fired = Some(emitted.then_some(0));
-                }
-                emit_top(
-                    a,
-                    analytic,
-                    acc,
-                    &mut self.encoder,
-                    &mut self.counters.results,
-                    end,
-                    held,
-                    out,
-                );
-            }
-            let cut = wm.saturating_sub(analytic.lateness);
-            let kept = if cut == i64::MAX {
-                BTreeMap::new()
-            } else {
-                windows.split_off(&(cut + 1))
+            let mut unused = 0;
+            let mut emit = Emit {
+                analytic: a,
+                name: &self.plan.analytics[a].name,
+                task: GLOBAL_STAGE,
+                encoder: &mut self.encoder,
+                results: &mut self.counters.results[a],
+                partials: &mut unused,
+                out,
             };
-            for (_, dropped) in std::mem::replace(windows, kept) {
-                *entries -= dropped.len();
-                for (_, mut entry) in dropped {
-                    *parts -= entry.parts.len();
-                    for part in &mut entry.parts {
-                        analytic.layout.release(&mut part.block, &mut acc.distinct);
-                    }
-                }
-            }
+            merged.advance(old, wm, &mut emit);
         }
     }
 
@@ -432,11 +269,17 @@ impl GlobalStage {
             w.i64(t.watermark);
             w.u8(u8::from(t.idle));
         }
-        let global: Vec<_> = self.global().collect();
+        let global: Vec<_> = self
+            .plan
+            .analytics
+            .iter()
+            .zip(&self.merged)
+            .filter_map(|(a, m)| Some((a, m.as_ref()?)))
+            .collect();
         w.len_prefix(global.len());
         for (analytic, merged) in global {
             w.str(&analytic.name);
-            w.section(|w| write_analytic(analytic, merged, w));
+            w.section(|w| merged.write(w));
         }
         w.finish()
     }
@@ -472,7 +315,10 @@ impl GlobalStage {
                 .zip(&mut merged)
                 .find_map(|(a, m)| Some((a, m.as_mut()?)).filter(|(a, _)| a.name == name));
             if let Some((analytic, state)) = found {
-                read_analytic(&mut section, analytic, state)?;
+                state.read(&mut section).map_err(|err| match err {
+                    RestoreError::Layout(_) => RestoreError::Layout(analytic.name.clone()),
+                    other => other,
+                })?;
                 section.finish()?;
             }
         }
@@ -482,189 +328,4 @@ impl GlobalStage {
         self.watermark = watermark;
         Ok(())
     }
-}
-
-/// Writes one global analytic's key-windows: the layout's signature, then each key-window
-/// (end, key, start, fired state) with every task's block.
-fn write_analytic(analytic: &AnalyticPlan, merged: &Merged, w: &mut Writer) {
-    let signature = analytic.layout.signature();
-    w.len_prefix(signature.len());
-    for s in signature {
-        w.i64(s);
-    }
-    w.len_prefix(merged.windows.values().map(FxHashMap::len).sum());
-    for (&end, entries) in &merged.windows {
-        let mut keys: Vec<&Box<str>> = entries.keys().collect();
-        keys.sort_unstable();
-        for key in keys {
-            let entry = &entries[key];
-            w.i64(end);
-            w.str(key);
-            w.i64(entry.start);
-            match entry.fired {
-                None => w.u8(0),
-                Some(None) => w.u8(1),
-                Some(Some(r)) => {
-                    w.u8(2);
-                    w.u64(u64::from(r));
-                }
-            }
-            w.len_prefix(entry.parts.len());
-            for part in &entry.parts {
-                w.u64(u64::from(part.task));
-                w.u64(u64::from(part.revision));
-                analytic
-                    .layout
-                    .write_block(&part.block, &merged.acc.distinct, w);
-            }
-        }
-    }
-}
-
-/// Reads what [`write_analytic`] wrote into `merged`, the state of `analytic`.
-fn read_analytic(
-    r: &mut Reader<'_>,
-    analytic: &AnalyticPlan,
-    merged: &mut Merged,
-) -> Result<(), RestoreError> {
-    let n = r.len_prefix()?;
-    let signature = (0..n).map(|_| r.i64()).collect::<Result<Vec<_>, _>>()?;
-    if analytic.layout.signature() != signature {
-        return Err(RestoreError::Layout(analytic.name.clone()));
-    }
-    let layout = &analytic.layout;
-    for _ in 0..r.len_prefix()? {
-        let end = r.i64()?;
-        let key = r.str()?;
-        let start = r.i64()?;
-        let fired = match r.u8()? {
-            0 => None,
-            1 => Some(None),
-            2 => Some(Some(
-                u32::try_from(r.u64()?).map_err(|_| DecodeError("a revision beyond u32"))?,
-            )),
-            _ => return Err(DecodeError("an unknown fired state").into()),
-        };
-        let mut entry = Entry {
-            start,
-            parts: Vec::new(),
-            fired,
-        };
-        for _ in 0..r.len_prefix()? {
-            let task = u32::try_from(r.u64()?).map_err(|_| DecodeError("a task beyond u32"))?;
-            let revision =
-                u32::try_from(r.u64()?).map_err(|_| DecodeError("a revision beyond u32"))?;
-            let mut block = vec![0; layout.width].into_boxed_slice();
-            layout.read_block(r, &mut block, &mut merged.acc.distinct)?;
-            entry.parts.push(Part {
-                task,
-                revision,
-                block,
-            });
-        }
-        merged.entries += 1;
-        merged.parts += entry.parts.len();
-        let held = merged.windows.entry(end).or_default();
-        if held.insert(key.into(), entry).is_some() {
-            return Err(DecodeError("a key-window appears twice").into());
-        }
-    }
-    Ok(())
-}
-
-/// Merges `entry`'s blocks into `acc.values`, finished, if they pass the join requirement;
-/// whether they did.
-fn finish_entry(analytic: &AnalyticPlan, acc: &mut Acc, entry: &Entry) -> bool {
-    let layout = &analytic.layout;
-    layout.init(&mut acc.scratch);
-    for part in &entry.parts {
-        layout.merge(&mut acc.scratch, &part.block, &mut acc.distinct);
-    }
-    let passes = !analytic
-        .require
-        .iter()
-        .any(|&s| layout.side_count(&acc.scratch, s) == Some(0));
-    if passes {
-        layout.finish(&acc.scratch, &acc.distinct, &mut acc.values);
-    }
-    layout.release(&mut acc.scratch, &mut acc.distinct);
-    passes
-}
-
-/// Emits the top-N result of window `end` of top-N analytic `a` from the key-windows `held`
-/// that fired (all of the window's key-windows the stage holds): see `crate::operators::top`.
-#[allow(clippy::too_many_arguments)]
-fn emit_top(
-    a: usize,
-    analytic: &AnalyticPlan,
-    acc: &mut Acc,
-    encoder: &mut Encoder,
-    results: &mut [u64],
-    end: i64,
-    held: &FxHashMap<Box<str>, Entry>,
-    out: &mut Output,
-) {
-    let Some(top) = &analytic.top_n else { return };
-    let mut items = Vec::with_capacity(held.len());
-    let mut start = None;
-    for (key, entry) in held {
-        let Some(Some(revision)) = entry.fired else {
-            continue;
-        };
-        if finish_entry(analytic, acc, entry) {
-            start = Some(entry.start);
-            items.push(Item {
-                key: key.to_string(),
-                revision,
-                value: acc.values[top.rank],
-            });
-        }
-    }
-    let Some(start) = start else { return };
-    let revision = top::rank(&mut items, top.n);
-    results[a] += 1;
-    out.results.push(encoder.encode_top(
-        a,
-        &analytic.name,
-        &top.rank_name,
-        start,
-        end,
-        &items,
-        revision,
-    ));
-}
-
-/// Merges `entry`'s blocks and emits the result with `revision` if it passes the join
-/// requirement (a top-N's key-windows are ranked by [`emit_top`] instead); whether it passed.
-#[allow(clippy::too_many_arguments)]
-fn emit(
-    a: usize,
-    analytic: &AnalyticPlan,
-    acc: &mut Acc,
-    encoder: &mut Encoder,
-    results: &mut [u64],
-    key: &str,
-    end: i64,
-    entry: &Entry,
-    revision: u32,
-    out: &mut Output,
-) -> bool {
-    let passes = finish_entry(analytic, acc, entry);
-    if passes && analytic.top_n.is_none() {
-        results[a] += 1;
-        out.results.push(encoder.encode(
-            a,
-            &analytic.name,
-            &analytic.value_names,
-            &Emission {
-                key,
-                start: entry.start,
-                end,
-                revision,
-                values: &acc.values,
-                partial: None,
-            },
-        ));
-    }
-    passes
 }

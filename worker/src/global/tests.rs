@@ -221,7 +221,7 @@ pub(super) fn run_tasks(
 
 /// Feeds the tasks' records to `stage` interleaved by `choices` (each picks the next task with
 /// records left), keeping each task's order as its partition does.
-pub(super) fn feed(
+pub(crate) fn feed(
     stage: &mut GlobalStage,
     streams: &[Vec<Vec<u8>>],
     choices: &[usize],

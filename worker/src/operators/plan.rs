@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use tidemark_api::{GroupSpec, JoinType, MarketingPipelineSpec, WindowKind as SpecWindowKind};
+use tidemark_api::MarketingPipelineSpec;
 
+use crate::analytics::KindPlan;
 use crate::decode::Decoder;
 use crate::expr::{Expr, ExprError};
-use crate::operators::top::TopNPlan;
 use crate::privacy::Pseudonymizer;
-use crate::window::accumulate::{AccLayout, Input};
+use crate::window::accumulate::Input;
 use crate::window::WindowKind;
 
 /// Why a spec cannot be compiled (validation normally catches these first).
@@ -55,7 +55,7 @@ pub struct SourcePlan {
     pub decode_group: usize,
 }
 
-/// One analytic as a task runs it.
+/// One analytic as a task runs it: what every kind has, and its kind (`crate::analytics`).
 #[derive(Debug)]
 pub struct AnalyticPlan {
     /// Analytic name.
@@ -66,25 +66,18 @@ pub struct AnalyticPlan {
     pub key: Vec<Input>,
     /// Name of the key field.
     pub key_field: String,
-    /// Filter over events (aggregate analytics).
+    /// Filter over events (aggregate and top-N analytics).
     pub filter: Option<Expr>,
     /// Window kind.
     pub window: WindowKind,
     /// Allowed lateness, ms.
     pub lateness: i64,
-    /// Accumulator layout.
-    pub layout: AccLayout,
-    /// Inputs that must have events in a window for a result (inner/left joins).
-    pub require: Vec<usize>,
-    /// Value names: aggregates then ratios.
-    pub value_names: Vec<String>,
-    /// Keyed by something other than the partition key, or a top-N, over more than one task:
-    /// tasks emit partials that the global stage merges (`crate::global`). Set by
-    /// [`Plan::for_tasks`].
+    /// Keyed by something other than the partition key, or always global by kind, over more
+    /// than one task: tasks emit partials that the global stage merges (`crate::global`). Set
+    /// by [`Plan::for_tasks`].
     pub global: bool,
-    /// A top-N analytic: its key-windows are ranked per window into one result
-    /// (`crate::operators::top`) instead of being results themselves.
-    pub top_n: Option<TopNPlan>,
+    /// The kind: how its task and global-stage states are made.
+    pub kind: Arc<dyn KindPlan>,
 }
 
 impl AnalyticPlan {
@@ -94,6 +87,11 @@ impl AnalyticPlan {
         if old == i64::MIN || new == i64::MAX {
             return new > old;
         }
+        // A window whose result is final only some time after its end (a funnel's conversion
+        // window) closes when the watermark passes that time.
+        // Window ends are shifted by the kind's offset, too.
+        let shift = self.kind.finality_delay() + self.kind.window_offset();
+        let (old, new) = (old.saturating_sub(shift), new.saturating_sub(shift));
         let (size, slide) = match self.window {
             WindowKind::Tumbling { size } => (size, size),
             WindowKind::Sliding { size, slide } => (size, slide),
@@ -129,7 +127,8 @@ pub struct Plan {
     pub pseudonymizer: Option<Pseudonymizer>,
 }
 
-fn input_for(field: &str, extra_names: &[String]) -> Option<Input> {
+/// The accessor of event field `field` for a source whose extra fields are `extra_names`.
+pub fn input_for(field: &str, extra_names: &[String]) -> Option<Input> {
     Some(match field {
         "user" => Input::User,
         "product" => Input::Product,
@@ -182,179 +181,59 @@ impl Plan {
         let mut analytics = Vec::with_capacity(spec.analytics.len());
         for (a, analytic) in spec.analytics.iter().enumerate() {
             let path = format!("spec.analytics[{a}]");
-            let (input_names, group, filter_text, join_type): (
-                Vec<&String>,
-                &GroupSpec,
-                Option<&str>,
-                Option<JoinType>,
-            ) = match (&analytic.aggregate, &analytic.join, &analytic.top_n) {
-                (Some(agg), None, None) => (
-                    agg.sources.iter().collect(),
-                    &agg.group,
-                    agg.filter.as_deref(),
-                    None,
-                ),
-                (None, Some(join), None) => (
-                    vec![&join.left, &join.right],
-                    &join.group,
-                    None,
-                    Some(join.join_type),
-                ),
-                (None, None, Some(top)) => (
-                    top.aggregate.sources.iter().collect(),
-                    &top.aggregate.group,
-                    top.aggregate.filter.as_deref(),
-                    None,
-                ),
-                _ => {
-                    return Err(PlanError::Reference {
-                        path,
-                        message: "exactly one of aggregate, join or topN must be set".into(),
-                    })
-                }
-            };
-            let inputs: Vec<usize> = input_names
+            let compiled = crate::analytics::compile(analytic, &path, &sources)?;
+            let inputs: Vec<usize> = compiled
+                .inputs
                 .iter()
                 .map(|name| {
-                    sources
-                        .iter()
-                        .position(|s| &&s.name == name)
-                        .ok_or_else(|| PlanError::Reference {
+                    sources.iter().position(|s| &s.name == name).ok_or_else(|| {
+                        PlanError::Reference {
                             path: path.clone(),
                             message: format!("unknown source {name:?}"),
-                        })
+                        }
+                    })
                 })
                 .collect::<Result<_, _>>()?;
             let key = inputs
                 .iter()
                 .map(|&s| {
-                    input_for(&group.key_by, &sources[s].extra_names).ok_or_else(|| {
+                    input_for(&compiled.key_by, &sources[s].extra_names).ok_or_else(|| {
                         PlanError::Reference {
                             path: format!("{path}.keyBy"),
                             message: format!(
                                 "source {:?} has no field {:?}",
-                                sources[s].name, group.key_by
+                                sources[s].name, compiled.key_by
                             ),
                         }
                     })
                 })
                 .collect::<Result<_, _>>()?;
-            let mut aggs = Vec::new();
-            for (j, agg) in group.aggregates.iter().enumerate() {
-                let per_input = inputs
-                    .iter()
-                    .map(|&s| {
-                        if agg
-                            .source
-                            .as_ref()
-                            .is_some_and(|only| only != &sources[s].name)
-                        {
-                            return None;
-                        }
-                        match &agg.field {
-                            None => Some(Input::Time),
-                            Some(field) => input_for(field, &sources[s].extra_names),
-                        }
-                    })
-                    .collect::<Vec<_>>();
-                if per_input.iter().all(Option::is_none) {
-                    return Err(PlanError::Reference {
-                        path: format!("{path}.aggregates[{j}]"),
-                        message: "no input of the analytic provides this aggregate's field".into(),
-                    });
-                }
-                aggs.push((agg.op, per_input));
-            }
-            let position = |name: &str, part: &str, j: usize| {
-                group
-                    .aggregates
-                    .iter()
-                    .position(|x| x.name == name)
-                    .ok_or_else(|| PlanError::Reference {
-                        path: format!("{path}.ratios[{j}].{part}"),
-                        message: format!("unknown aggregate {name:?}"),
-                    })
-            };
-            let ratios = group
-                .ratios
-                .iter()
-                .enumerate()
-                .map(|(j, r)| {
-                    Ok((
-                        position(&r.numerator, "numerator", j)?,
-                        position(&r.denominator, "denominator", j)?,
-                    ))
-                })
-                .collect::<Result<Vec<_>, PlanError>>()?;
-            let require = match join_type {
-                Some(JoinType::Inner) => vec![0, 1],
-                Some(JoinType::Left) => vec![0],
-                _ => Vec::new(),
-            };
-            let layout = AccLayout::new(aggs, ratios, inputs.len(), !require.is_empty());
-            let filter = match filter_text {
-                Some(text) => {
-                    // An aggregate's filter sees the fields of its first input's mapping.
+            let filter = match compiled.filter {
+                Some((filter_path, text)) => {
+                    // An analytic's filter sees the fields of its first input's mapping.
                     let names = sources[inputs[0]].extra_names.clone();
                     Some(
-                        Expr::compile(text, names).map_err(|source| PlanError::Expr {
-                            path: format!(
-                                "{path}.{}.filter",
-                                if analytic.top_n.is_some() {
-                                    "topN"
-                                } else {
-                                    "aggregate"
-                                }
-                            ),
+                        Expr::compile(&text, names).map_err(|source| PlanError::Expr {
+                            path: filter_path,
                             source,
                         })?,
                     )
                 }
                 None => None,
             };
-            let window = window_kind(group, &path)?;
             for (local, &s) in inputs.iter().enumerate() {
                 sources[s].consumers.push((a, local));
             }
-            let mut value_names: Vec<String> =
-                group.aggregates.iter().map(|x| x.name.clone()).collect();
-            value_names.extend(group.ratios.iter().map(|r| r.name.clone()));
-            let top_n = match &analytic.top_n {
-                Some(top) => {
-                    if matches!(window, WindowKind::Session { .. }) {
-                        return Err(PlanError::Reference {
-                            path: format!("{path}.topN.window.type"),
-                            message: "topN needs tumbling or sliding windows".into(),
-                        });
-                    }
-                    let rank = value_names
-                        .iter()
-                        .position(|n| n == &top.rank_by)
-                        .ok_or_else(|| PlanError::Reference {
-                            path: format!("{path}.topN.rankBy"),
-                            message: format!("unknown aggregate or ratio {:?}", top.rank_by),
-                        })?;
-                    Some(TopNPlan {
-                        n: top.limit.max(1) as usize,
-                        rank,
-                        rank_name: top.rank_by.clone(),
-                    })
-                }
-                None => None,
-            };
             analytics.push(AnalyticPlan {
                 name: analytic.name.clone(),
                 inputs,
                 key,
-                key_field: group.key_by.clone(),
+                key_field: compiled.key_by,
                 filter,
-                window,
-                lateness: group.allowed_lateness.millis_i64(),
-                layout,
-                require,
-                value_names,
+                window: compiled.window,
+                lateness: compiled.lateness,
                 global: false,
-                top_n,
+                kind: compiled.kind,
             });
         }
         Ok(Plan {
@@ -376,7 +255,7 @@ impl Plan {
     pub fn for_tasks(mut self, tasks: u32) -> Result<Self, PlanError> {
         for (a, analytic) in self.analytics.iter_mut().enumerate() {
             analytic.global =
-                tasks > 1 && (analytic.key_field != PARTITION_KEY || analytic.top_n.is_some());
+                tasks > 1 && (analytic.key_field != PARTITION_KEY || analytic.kind.always_global());
             if analytic.global && matches!(analytic.window, WindowKind::Session { .. }) {
                 return Err(PlanError::Reference {
                     path: format!("spec.analytics[{a}].window"),
@@ -400,29 +279,4 @@ impl Plan {
     pub fn has_global(&self) -> bool {
         self.analytics.iter().any(|a| a.global)
     }
-}
-
-fn window_kind(group: &GroupSpec, path: &str) -> Result<WindowKind, PlanError> {
-    let missing = |field: &str| PlanError::Reference {
-        path: format!("{path}.window.{field}"),
-        message: "missing".into(),
-    };
-    let positive = |d: &Option<tidemark_api::Duration>, field: &str| {
-        d.as_ref()
-            .map(|d| d.millis_i64())
-            .filter(|ms| *ms > 0)
-            .ok_or_else(|| missing(field))
-    };
-    Ok(match group.window.kind {
-        SpecWindowKind::Tumbling => WindowKind::Tumbling {
-            size: positive(&group.window.size, "size")?,
-        },
-        SpecWindowKind::Sliding => WindowKind::Sliding {
-            size: positive(&group.window.size, "size")?,
-            slide: positive(&group.window.slide, "slide")?,
-        },
-        SpecWindowKind::Session => WindowKind::Session {
-            gap: positive(&group.window.gap, "gap")?,
-        },
-    })
 }
