@@ -163,6 +163,20 @@ struct GeneratorArgs {
     /// Seed of the pseudo-random sequence.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Share of records that repeat the record before them, same event_id (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    duplicates: f64,
+    /// Share of events stamped about a year ahead of the clock (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    clock_skew: f64,
+    /// A planted incident, STEP:FACTOR@FROM..TO after the start (e.g. purchase:0.2@2h..4h:
+    /// purchases succeed a fifth as often from 2 h to 4 h); repeatable.
+    #[arg(long, value_parser = parse_incident)]
+    incident: Vec<tidemark_api::IncidentSpec>,
+}
+
+fn parse_incident(text: &str) -> Result<tidemark_api::IncidentSpec, String> {
+    tidemark_api::IncidentSpec::parse(text)
 }
 
 #[derive(Args)]
@@ -189,6 +203,10 @@ impl GeneratorArgs {
             "--users and --products must be at least 1"
         );
         anyhow::ensure!(self.time_step.millis() > 0, "--time-step must be positive");
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.duplicates) && (0.0..=1.0).contains(&self.clock_skew),
+            "--duplicates and --clock-skew must be between 0 and 1"
+        );
         Ok(GeneratorSpec {
             rate: self.rate,
             events: self.events,
@@ -198,6 +216,9 @@ impl GeneratorArgs {
             max_delay: self.max_delay.clone(),
             time_step: self.time_step.clone(),
             seed: self.seed,
+            duplicate_fraction: self.duplicates,
+            clock_skew_fraction: self.clock_skew,
+            incidents: self.incident.clone(),
             ..GeneratorSpec::default()
         })
     }

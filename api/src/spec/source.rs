@@ -114,6 +114,66 @@ pub struct GeneratorSpec {
     /// Seed of the pseudo-random sequence.
     #[serde(default = "defaults::seed")]
     pub seed: u64,
+    /// Fraction of records that repeat the record before them (same `event_id`): the
+    /// duplicates a retrying producer writes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub duplicate_fraction: f64,
+    /// Fraction of events stamped about a year ahead of the generator's clock: a device with
+    /// a wrong clock.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub clock_skew_fraction: f64,
+    /// Planted incidents: spans of event time in which one funnel step succeeds less often.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incidents: Vec<IncidentSpec>,
+}
+
+/// A planted incident: from `from` to `to` after the generator's start (event time), the
+/// chance that a journey reaches `step` is multiplied by `factor`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IncidentSpec {
+    /// The step that fails more often: `click`, `add_to_cart` or `purchase`.
+    pub step: String,
+    /// Multiplier of the step's success chance (0.2: a fifth of the usual conversions).
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub factor: f64,
+    /// Start of the span, after the generator's start time.
+    pub from: crate::Duration,
+    /// End of the span (exclusive).
+    pub to: crate::Duration,
+}
+
+impl IncidentSpec {
+    /// Parses `STEP:FACTOR@FROM..TO`, e.g. `purchase:0.2@2h..4h`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let err = || {
+            format!("invalid incident {text:?}: expected STEP:FACTOR@FROM..TO, e.g. purchase:0.2@2h..4h")
+        };
+        let (step, rest) = text.split_once(':').ok_or_else(err)?;
+        let (factor, span) = rest.split_once('@').ok_or_else(err)?;
+        let (from, to) = span.split_once("..").ok_or_else(err)?;
+        let factor: f64 = factor.parse().map_err(|_| err())?;
+        let from = crate::Duration::parse(from).map_err(|_| err())?;
+        let to = crate::Duration::parse(to).map_err(|_| err())?;
+        if !["click", "add_to_cart", "purchase"].contains(&step)
+            || !(0.0..=1.0).contains(&factor)
+            || from.millis() >= to.millis()
+        {
+            return Err(err());
+        }
+        Ok(Self {
+            step: step.to_owned(),
+            factor,
+            from,
+            to,
+        })
+    }
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl Default for GeneratorSpec {
@@ -129,6 +189,9 @@ impl Default for GeneratorSpec {
             time_step: defaults::time_step(),
             start_time: defaults::start_time(),
             seed: defaults::seed(),
+            duplicate_fraction: 0.0,
+            clock_skew_fraction: 0.0,
+            incidents: Vec::new(),
         }
     }
 }

@@ -1,16 +1,23 @@
 //! The built-in clickstream generator: deterministic synthetic events with Zipf-skewed users and
-//! products, a configurable share of out-of-order events, and an event-time clock that can run
-//! faster than the wall clock.
+//! products, sessions and funnel journeys, a configurable share of out-of-order events, opt-in
+//! faults, and an event-time clock that can run faster than the wall clock.
 //!
-//! Events are the quickstart's JSON objects
-//! `{"type", "user_id", "product_id", "category", "price", "ts"}` (`ts` in epoch milliseconds).
-//! The same settings give the same events, byte for byte.
+//! Events are the quickstart's JSON objects `{"type", "user_id", "product_id", "category",
+//! "price", "ts"}` (`ts` in epoch milliseconds) with `session_id`, `campaign`, `channel` and
+//! `event_id` after them. Each user browses in sessions (a new one after 30 minutes without an
+//! event, with a channel and campaign of its own); within a session the event types follow a
+//! journey: a view may lead to a click, a click to an add-to-cart, a cart to a purchase, each
+//! with a chance that depends on the channel (a failed step is another view). Opt-in faults:
+//! duplicated records, events stamped a year ahead (clock skew), and planted incidents in
+//! which a step succeeds less often for a span of event time. The same settings give the same
+//! events, byte for byte.
 
 use std::io::Write;
 
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
 use rand_pcg::Pcg64Mcg;
+use rustc_hash::FxHashMap;
 use tidemark_api::GeneratorSpec;
 
 /// Product categories, chosen per product.
@@ -18,13 +25,34 @@ pub const CATEGORIES: [&str; 8] = [
     "audio", "books", "fashion", "garden", "grocery", "home", "sports", "toys",
 ];
 
-/// Event types with their weights in percent.
-const TYPES: [(&str, u32); 4] = [
-    ("view", 55),
-    ("click", 28),
-    ("add_to_cart", 11),
-    ("purchase", 6),
+/// Event types of the journey, in funnel order.
+const TYPES: [&str; 4] = ["view", "click", "add_to_cart", "purchase"];
+
+/// Channels with their campaigns and the chance of each journey step (view → click, click →
+/// cart, cart → purchase): paid social converts worst, email best.
+const CHANNELS: [(&str, [&str; 2], [f64; 3]); 4] = [
+    ("ads", ["spring_sale", "retarget"], [0.50, 0.40, 0.45]),
+    ("email", ["newsletter", "win_back"], [0.60, 0.50, 0.60]),
+    ("organic", ["none", "none"], [0.50, 0.40, 0.45]),
+    ("social", ["influencer", "spring_sale"], [0.40, 0.30, 0.30]),
 ];
+
+/// Inactivity after which a user's next event starts a new session.
+const SESSION_GAP: i64 = 30 * 60_000;
+
+/// How far ahead of the generator's clock a skewed event is stamped (plus up to a day).
+const SKEW: i64 = 365 * 86_400_000;
+
+/// A user's current session.
+#[derive(Clone, Copy, Debug)]
+struct Visit {
+    session: u64,
+    last: i64,
+    /// Steps of the journey done: 1 after a view, 2 after a click, 3 after a cart.
+    stage: usize,
+    channel: usize,
+    campaign: usize,
+}
 
 /// A deterministic event generator.
 #[derive(Debug)]
@@ -39,6 +67,16 @@ pub struct Generator {
     max_delay: i64,
     remaining: Option<u64>,
     user: u64,
+    seed: u64,
+    visits: FxHashMap<u64, Visit>,
+    sessions: u64,
+    events: u64,
+    duplicates: f64,
+    skew: f64,
+    /// (step index 1..=3, factor, from, to) in absolute event time.
+    incidents: Vec<(usize, f64, i64, i64)>,
+    /// The last record and its type, for duplicates.
+    last: (Vec<u8>, &'static str),
 }
 
 impl Generator {
@@ -47,6 +85,20 @@ impl Generator {
         let zipf = |n: u64| {
             Zipf::new(n.max(1) as f64, spec.skew.max(0.0)).expect("n >= 1 and skew >= 0 are valid")
         };
+        let incidents = spec
+            .incidents
+            .iter()
+            .filter_map(|i| {
+                let step = TYPES.iter().position(|t| *t == i.step).filter(|s| *s > 0)?;
+                let from = spec.start_time.saturating_add(i.from.millis_i64());
+                Some((
+                    step,
+                    i.factor,
+                    from,
+                    spec.start_time.saturating_add(i.to.millis_i64()),
+                ))
+            })
+            .collect();
         Self {
             rng: Pcg64Mcg::seed_from_u64(spec.seed),
             users: zipf(spec.users),
@@ -58,6 +110,14 @@ impl Generator {
             max_delay: spec.max_delay.millis_i64(),
             remaining: spec.events,
             user: 0,
+            seed: spec.seed,
+            visits: FxHashMap::default(),
+            sessions: 0,
+            events: 0,
+            duplicates: spec.duplicate_fraction.clamp(0.0, 1.0),
+            skew: spec.clock_skew_fraction.clamp(0.0, 1.0),
+            incidents,
+            last: (Vec::new(), "view"),
         }
     }
 
@@ -81,35 +141,89 @@ impl Generator {
             }
             *remaining -= 1;
         }
+        if self.duplicates > 0.0 && !self.last.0.is_empty() && self.rng.random_bool(self.duplicates)
+        {
+            out.extend_from_slice(&self.last.0);
+            return Some(self.last.1);
+        }
         self.clock += self.step;
         let user = self.users.sample(&mut self.rng) as u64;
         self.user = user;
         let product = self.products.sample(&mut self.rng) as u64;
-        let mut pick = self.rng.random_range(0..100u32);
-        let kind = TYPES
-            .iter()
-            .find(|(_, weight)| {
-                let hit = pick < *weight;
-                pick = pick.saturating_sub(*weight);
-                hit
-            })
-            .map_or("view", |(name, _)| name);
-        let time = if self.out_of_order > 0.0 && self.rng.random_bool(self.out_of_order) {
+        let visit = self.visit(user);
+        let kind = self.journey(visit);
+        let mut time = if self.out_of_order > 0.0 && self.rng.random_bool(self.out_of_order) {
             // Never before the start: the first window is the start's.
             (self.clock - self.rng.random_range(0..=self.max_delay)).max(self.start)
         } else {
             self.clock
         };
+        if self.skew > 0.0 && self.rng.random_bool(self.skew) {
+            time = self.clock + SKEW + self.rng.random_range(0..86_400_000);
+        }
         let mix = product.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let category = CATEGORIES[(mix >> 59) as usize % CATEGORIES.len()];
         let cents = 199 + (mix >> 20) % 49_800;
+        let (channel, campaigns, _) = CHANNELS[visit.channel];
+        let start = out.len();
+        self.events += 1;
         let _ = write!(
             out,
-            r#"{{"type":"{kind}","user_id":"u{user}","product_id":"p{product}","category":"{category}","price":{}.{:02},"ts":{time}}}"#,
+            r#"{{"type":"{kind}","user_id":"u{user}","product_id":"p{product}","category":"{category}","price":{}.{:02},"ts":{time},"session_id":"s{}","campaign":"{}","channel":"{channel}","event_id":"e{}-{}"}}"#,
             cents / 100,
-            cents % 100
+            cents % 100,
+            visit.session,
+            campaigns[visit.campaign],
+            self.seed,
+            self.events,
         );
+        self.last = (out[start..].to_vec(), kind);
         Some(kind)
+    }
+
+    /// The session of `user` at the clock: the current one, or a new one after the gap.
+    fn visit(&mut self, user: u64) -> Visit {
+        let clock = self.clock;
+        match self.visits.get(&user) {
+            Some(v) if clock - v.last <= SESSION_GAP => *v,
+            _ => {
+                self.sessions += 1;
+                let channel = self.rng.random_range(0..CHANNELS.len());
+                Visit {
+                    session: self.sessions,
+                    last: clock,
+                    stage: 0,
+                    channel,
+                    campaign: self.rng.random_range(0..2),
+                }
+            }
+        }
+    }
+
+    /// The next event type of `visit`'s journey, and the visit moved on.
+    fn journey(&mut self, mut visit: Visit) -> &'static str {
+        let next = visit.stage;
+        let kind = if next == 0 {
+            visit.stage = 1;
+            "view"
+        } else {
+            let mut chance = CHANNELS[visit.channel].2[next - 1];
+            for &(step, factor, from, to) in &self.incidents {
+                if step == next && (from..to).contains(&self.clock) {
+                    chance *= factor;
+                }
+            }
+            if self.rng.random_bool(chance.clamp(0.0, 1.0)) {
+                visit.stage = if next == 3 { 1 } else { next + 1 };
+                TYPES[next]
+            } else {
+                visit.stage = 1;
+                "view"
+            }
+        };
+        visit.last = self.clock;
+        self.visits.insert(self.user, visit);
+        kind
     }
 
     /// The user of the last event (`user_id` is `u` followed by it): the Kafka key that keeps a
