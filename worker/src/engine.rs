@@ -15,6 +15,7 @@ use crate::event::{Event, FieldValue, Reason, Rejection};
 use crate::global::Progress;
 use crate::operators::{AnalyticPlan, Plan};
 use crate::privacy::{PseudonymBuf, PSEUDONYM_LEN};
+use crate::quality::Deduplicator;
 use crate::result::{DeadLetter, Encoder, InternalRecord, Output};
 use crate::watermark::Watermarks;
 use crate::window::codec::{DecodeError, Reader, Writer};
@@ -137,7 +138,22 @@ pub struct Task {
     global: bool,
     /// The last progress mark emitted for the global stage: (watermark, idle).
     reported: (i64, bool),
+    /// Ids seen, when the pipeline deduplicates.
+    dedup: Option<Box<Deduplicator>>,
+    /// The wall clock its runner last gave the task (epoch ms), for the clock-skew check;
+    /// none (tests, replays without one): no check.
+    wall_clock: Option<i64>,
 }
+
+impl AnalyticCapture for Deduplicator {
+    fn encode(&mut self, w: &mut Writer) {
+        self.write(w);
+    }
+}
+
+/// Name of the snapshot section holding the deduplication state: not an analytic name (those
+/// have no dots), so an older worker skips it as a removed analytic.
+const DEDUP_SECTION: &str = "tidemark.dedup";
 
 /// Fresh state of every analytic of `plan`.
 fn states_of(plan: &Plan) -> Vec<Box<dyn TaskAnalytic>> {
@@ -172,6 +188,11 @@ impl Task {
     pub fn new(plan: Plan, now: i64) -> Self {
         let states = states_of(&plan);
         let global = plan.has_global();
+        let dedup = plan
+            .quality
+            .dedup
+            .as_ref()
+            .map(|(_, h)| Box::new(Deduplicator::new(*h)));
         let counters = Counters {
             records_in: vec![0; plan.sources.len()],
             filtered: vec![0; plan.sources.len()],
@@ -195,6 +216,8 @@ impl Task {
             id: 0,
             global,
             reported: (i64::MIN, false),
+            dedup,
+            wall_clock: None,
         }
     }
 
@@ -221,6 +244,7 @@ impl Task {
 
     /// Sets the wall-clock time written as `emitted_at` into results from now on.
     pub fn set_wall_clock(&mut self, now_ms: i64) {
+        self.wall_clock = Some(now_ms);
         self.encoder.set_now(now_ms);
     }
 
@@ -254,14 +278,18 @@ impl Task {
     /// no work per key) and independent of the task: the task may go on processing while
     /// another thread encodes it.
     pub fn capture(&self) -> Capture {
+        let mut analytics: Vec<(String, Box<dyn AnalyticCapture>)> = self
+            .plan
+            .analytics
+            .iter()
+            .zip(&self.states)
+            .map(|(a, s)| (a.name.clone(), s.capture()))
+            .collect();
+        if let Some(dedup) = &self.dedup {
+            analytics.push((DEDUP_SECTION.to_owned(), Box::new((**dedup).clone())));
+        }
         Capture {
-            analytics: self
-                .plan
-                .analytics
-                .iter()
-                .zip(&self.states)
-                .map(|(a, s)| (a.name.clone(), s.capture()))
-                .collect(),
+            analytics,
             watermark: self.watermarks.current(),
             max_times: self.max_times_by_source(),
         }
@@ -313,7 +341,7 @@ impl Task {
 
     /// Reads format 2: format byte (already read), watermark, (source, newest event time)
     /// pairs, then per analytic its name and a length-prefixed section of window state.
-    fn restore_v2(&self, bytes: &[u8]) -> Result<RestoredState, RestoreError> {
+    fn restore_v2(&mut self, bytes: &[u8]) -> Result<RestoredState, RestoreError> {
         let mut r = Reader::new(bytes);
         let watermark = r.i64()?;
         let n = r.len_prefix()?;
@@ -324,9 +352,19 @@ impl Task {
         }
         let mut windows = self.fresh_windows();
         let mut seen = vec![false; windows.len()];
+        let mut dedup_state = None;
         for _ in 0..r.len_prefix()? {
             let name = r.str()?;
             let mut section = r.section()?;
+            if name == DEDUP_SECTION {
+                if let Some(horizon) = self.plan.quality.dedup.as_ref().map(|(_, h)| *h) {
+                    let mut dedup = Deduplicator::new(horizon);
+                    dedup.read(&mut section)?;
+                    section.finish()?;
+                    dedup_state = Some(dedup);
+                }
+                continue;
+            }
             if let Some(i) = self.plan.analytics.iter().position(|a| a.name == name) {
                 if std::mem::replace(&mut seen[i], true) {
                     return Err(DecodeError("an analytic appears twice").into());
@@ -338,6 +376,9 @@ impl Task {
             }
         }
         r.finish()?;
+        if let Some(dedup) = dedup_state {
+            self.dedup = Some(Box::new(dedup));
+        }
         Ok((windows, watermark, max_times))
     }
 
@@ -441,6 +482,25 @@ impl Task {
                 format!("source {:?} does not carry this event type", plan.name),
             );
             return self.dead_letter(Some(source), rejection, raw, out);
+        }
+        // Data quality, before anything else sees the event: a clock ahead of the wall clock
+        // would drag the watermark into the future; a duplicate would count twice.
+        if let Some(wall) = self.wall_clock {
+            let lead = event.time.saturating_sub(wall);
+            if lead > self.plan.quality.max_future_skew {
+                let detail = format!("event time is {} s ahead of the wall clock", lead / 1000);
+                let rejection = Rejection::new(Reason::ClockSkew, detail);
+                return self.dead_letter(Some(source), rejection, raw, out);
+            }
+        }
+        if let (Some(dedup), Some((fields, _))) = (&mut self.dedup, &self.plan.quality.dedup) {
+            if let Some(field) = fields[source] {
+                if dedup.is_duplicate(field, &event, self.watermarks.current()) {
+                    let detail = "its id was seen within the deduplication horizon".to_owned();
+                    let rejection = Rejection::new(Reason::Duplicate, detail);
+                    return self.dead_letter(Some(source), rejection, raw, out);
+                }
+            }
         }
         // From here on the event's user is its pseudonym, when the pipeline pseudonymises:
         // derived fields, filters, keys and state never see the raw id. The pseudonym lives

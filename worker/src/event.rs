@@ -109,11 +109,15 @@ pub enum Reason {
     Late,
     /// A filter or derived-field expression failed on the event.
     ExpressionError,
+    /// Its id was seen within the deduplication horizon (`spec.dataQuality.deduplicate`).
+    Duplicate,
+    /// Its event time is ahead of the wall clock by more than `spec.dataQuality.maxFutureSkew`.
+    ClockSkew,
 }
 
 impl Reason {
     /// Every reason, for metric initialisation.
-    pub const ALL: [Reason; 7] = [
+    pub const ALL: [Reason; 9] = [
         Reason::MalformedJson,
         Reason::MissingField,
         Reason::InvalidField,
@@ -121,6 +125,8 @@ impl Reason {
         Reason::UnexpectedType,
         Reason::Late,
         Reason::ExpressionError,
+        Reason::Duplicate,
+        Reason::ClockSkew,
     ];
 
     /// The label used in metrics and dead-letter records.
@@ -133,6 +139,8 @@ impl Reason {
             Reason::UnexpectedType => "unexpected_type",
             Reason::Late => "late",
             Reason::ExpressionError => "expression_error",
+            Reason::Duplicate => "duplicate",
+            Reason::ClockSkew => "clock_skew",
         }
     }
 }

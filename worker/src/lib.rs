@@ -15,6 +15,7 @@ pub mod local;
 pub mod metrics;
 pub mod operators;
 pub mod privacy;
+pub mod quality;
 pub mod result;
 pub mod runtime;
 pub mod sink;

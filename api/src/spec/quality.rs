@@ -1,4 +1,4 @@
-//! Data quality: duplicate events, clock skew and the per-source quality report.
+//! Data quality: duplicate events and clock skew.
 
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
@@ -18,10 +18,6 @@ pub struct DataQualitySpec {
     /// future.
     #[serde(default = "default_max_future_skew")]
     pub max_future_skew: Duration,
-    /// A quality report per source and window: records in, valid, rejected by reason, shares
-    /// and event-time lag.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub report: Option<QualityReportSpec>,
 }
 
 impl Default for DataQualitySpec {
@@ -29,7 +25,6 @@ impl Default for DataQualitySpec {
         Self {
             deduplicate: None,
             max_future_skew: default_max_future_skew(),
-            report: None,
         }
     }
 }
@@ -45,27 +40,6 @@ pub struct DeduplicateSpec {
     pub horizon: Duration,
 }
 
-/// The quality report's window and name.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct QualityReportSpec {
-    /// Tumbling event-time window of the report (by the records' event time, or the arrival's
-    /// watermark for records without one).
-    pub window: Duration,
-    /// Name of the report in results (the first part of its Kafka key); sinks select it by
-    /// this name like an analytic.
-    #[serde(default = "default_report_name")]
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z]([a-z0-9_-]*[a-z0-9])?$")
-    )]
-    pub name: String,
-}
-
 fn default_max_future_skew() -> Duration {
     Duration::parse("5m").expect("a valid duration")
-}
-
-fn default_report_name() -> String {
-    "data_quality".into()
 }

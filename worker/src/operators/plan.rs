@@ -9,6 +9,7 @@ use crate::analytics::KindPlan;
 use crate::decode::Decoder;
 use crate::expr::{Expr, ExprError};
 use crate::privacy::Pseudonymizer;
+use crate::quality::QualityPlan;
 use crate::window::accumulate::Input;
 use crate::window::WindowKind;
 
@@ -125,6 +126,8 @@ pub struct Plan {
     /// pipeline pseudonymises (`spec.privacy`); set by [`Plan::with_pseudonymizer`], because
     /// its key is read from a file and compiling stays free of I/O.
     pub pseudonymizer: Option<Pseudonymizer>,
+    /// Data quality checks (`spec.dataQuality`): deduplication and the clock-skew bound.
+    pub quality: QualityPlan,
 }
 
 /// The accessor of event field `field` for a source whose extra fields are `extra_names`.
@@ -236,6 +239,16 @@ impl Plan {
                 kind: compiled.kind,
             });
         }
+        let quality = QualityPlan {
+            dedup: spec.data_quality.deduplicate.as_ref().map(|d| {
+                let fields = sources
+                    .iter()
+                    .map(|s| input_for(&d.field, &s.extra_names))
+                    .collect();
+                (fields, d.horizon.millis_i64())
+            }),
+            max_future_skew: spec.data_quality.max_future_skew.millis_i64(),
+        };
         Ok(Plan {
             pipeline: pipeline.to_owned(),
             sources,
@@ -243,6 +256,7 @@ impl Plan {
             max_out_of_orderness: spec.watermark.max_out_of_orderness.millis_i64(),
             idle_timeout: spec.watermark.idle_timeout.millis_i64(),
             pseudonymizer: None,
+            quality,
         })
     }
 }

@@ -37,6 +37,9 @@ const CHANNELS: [(&str, [&str; 2], [f64; 3]); 4] = [
     ("social", ["influencer", "spring_sale"], [0.40, 0.30, 0.30]),
 ];
 
+/// Chance that a session opens with a repeat purchase.
+const REPEAT_PURCHASE: f64 = 0.05;
+
 /// Inactivity after which a user's next event starts a new session.
 const SESSION_GAP: i64 = 30 * 60_000;
 
@@ -204,8 +207,14 @@ impl Generator {
     fn journey(&mut self, mut visit: Visit) -> &'static str {
         let next = visit.stage;
         let kind = if next == 0 {
+            // A session opens with a view, or now and then with a repeat purchase (a returning
+            // buyer ordering again straight from a link) that enters no funnel.
             visit.stage = 1;
-            "view"
+            if self.rng.random_bool(REPEAT_PURCHASE) {
+                "purchase"
+            } else {
+                "view"
+            }
         } else {
             let mut chance = CHANNELS[visit.channel].2[next - 1];
             for &(step, factor, from, to) in &self.incidents {
