@@ -1,7 +1,7 @@
 //! Dereference: the reconcile's reads of the cluster, done before anything is decided, so that
 //! the steps after it are pure. It reads the current StatefulSet (to tell a creation from a
 //! config change) and whether the ServiceMonitor API exists. No Secrets are read: the operator
-//! has no access to them (DESIGN.md §8); the workers mount them.
+//! has no access to them (docs/design.md, security); the workers mount them.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::{Api, Client, ResourceExt};

@@ -1,6 +1,6 @@
 //! The Kubernetes API calls the operator makes, as RBAC rules: the single source the Helm chart's
 //! ClusterRole/Role is tested against (`tests/tests/chart.rs`), so the chart grants exactly what
-//! the code calls, no wildcards and no Secrets (DESIGN.md §8).
+//! the code calls, no wildcards and no Secrets (docs/design.md, security).
 
 /// One RBAC rule: API group, resource, verbs (sorted).
 pub type Rule = (&'static str, &'static str, &'static [&'static str]);

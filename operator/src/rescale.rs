@@ -1,5 +1,5 @@
 //! Rescale: the task assignment the workers run, and how a change of parallelism moves task state
-//! between worker pods without losing or doubling it (DESIGN.md §4, `docs/rescale.md`). Pure.
+//! between worker pods without losing or doubling it (docs/design.md, delivery, checkpoints and recovery, `docs/rescale.md`). Pure.
 //!
 //! The workers own tasks `t mod N == i` under an assignment epoch; each pod's checkpoints are on
 //! its own volume. A rescale from `N` to `M` is a *hand-off* in steps, each a new epoch written

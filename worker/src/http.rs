@@ -1,5 +1,5 @@
 //! The worker's HTTP endpoint (default `0.0.0.0:9102`): `/metrics`, `/healthz`, `/readyz` and the
-//! snapshot hand-off `GET /v1/tasks/{t}/snapshot` (DESIGN §4, §7).
+//! snapshot hand-off `GET /v1/tasks/{t}/snapshot` (docs/design.md, delivery, checkpoints and recovery).
 //!
 //! Owns the routes and the shared [`Health`] the worker loop reports into (heartbeat, readiness,
 //! tasks running here). Does not own the worker loop, checkpoints' contents or the fetching side

@@ -1,4 +1,4 @@
-//! The worker's Prometheus metrics (DESIGN §7): names defined once here, one registry per worker
+//! The worker's Prometheus metrics (docs/design.md, observability): names defined once here, one registry per worker
 //! process with a constant `pipeline` label, rendered in the text format by `crate::http`.
 //!
 //! Owns the series and how engine counters become Prometheus counters ([`TaskMetrics`] publishes

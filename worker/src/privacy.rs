@@ -1,4 +1,4 @@
-//! Pseudonymisation of user ids (DESIGN.md §8): a keyed hash replaces every event's user id
+//! Pseudonymisation of user ids (docs/design.md, security): a keyed hash replaces every event's user id
 //! right after decoding, before filters, keys, window state, partials and results see it.
 //!
 //! The pseudonym of an id is `base64url(HMAC-SHA256(key, id)[..16])` without padding: 22

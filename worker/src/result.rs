@@ -1,4 +1,4 @@
-//! Encoding of results and dead letters as JSON records (DESIGN.md §3).
+//! Encoding of results and dead letters as JSON records (docs/design.md, results).
 //!
 //! A result's Kafka key is `<analytic>/<key>/<window_start>`; its value holds `pipeline`,
 //! `analytic`, `key`, `window: {start, end}` (RFC 3339), the analytic's values by name,

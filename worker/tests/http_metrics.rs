@@ -1,4 +1,4 @@
-//! The worker's metrics as `/metrics` exposes them: every DESIGN §7 name with the `pipeline`
+//! The worker's metrics as `/metrics` exposes them: every docs/design.md, observability name with the `pipeline`
 //! label, engine counters published as deltas, per-task gauges and checkpoint outcomes.
 #![allow(clippy::unwrap_used)]
 

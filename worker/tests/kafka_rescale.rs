@@ -1,4 +1,4 @@
-//! Rescaling moves task state between worker processes by snapshot hand-off (DESIGN §4,
+//! Rescaling moves task state between worker processes by snapshot hand-off (docs/design.md, delivery, checkpoints and recovery,
 //! `docs/rescale.md`), against a Kafka that outlives them (`tidemark-mock-kafka`): workers
 //! process part of the quickstart input under one assignment, stop at a final checkpoint
 //! (SIGTERM), restart under the next assignment epoch as the operator's runtime file says, and

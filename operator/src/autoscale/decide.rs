@@ -1,6 +1,6 @@
 //! Decide: how many workers a pipeline needs, from one observation of its metrics. Pure.
 //!
-//! DESIGN §6. The throughput policy sizes for demand over measured capacity:
+//! docs/design.md, autoscaling. The throughput policy sizes for demand over measured capacity:
 //!
 //! ```text
 //! demand   = input rate + lag growth + lag / catchUpDuration          (records/s)

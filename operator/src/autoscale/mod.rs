@@ -1,5 +1,5 @@
 //! Autoscale: how many workers a pipeline should run, and what Prometheus says of its lag and
-//! checkpoints (DESIGN §6, `docs/autoscaling.md`).
+//! checkpoints (docs/design.md, autoscaling, `docs/autoscaling.md`).
 //!
 //! With `spec.autoscaling.enabled`, every `evaluationInterval` the autoscaler asks Prometheus
 //! for the pipeline's figures ([`observe`]), decides a parallelism ([`decide`]) and the

@@ -1,5 +1,5 @@
 //! A Kubernetes API server emulator for Tidemark's tests: there is no real cluster on our machines
-//! (DESIGN.md §9), so the real operator, kubectl and helm are tested against this instead.
+//! (docs/design.md, contracts), so the real operator, kubectl and helm are tested against this instead.
 //!
 //! It aims to behave like kube-apiserver where clients can tell: discovery, CRDs with structural
 //! schemas and CEL rules, status/scale subresources, resourceVersion concurrency, server-side

@@ -1,5 +1,5 @@
 //! The one way out of an analytic, in a task and in the global stage alike: results (encoded
-//! as JSON records, DESIGN's result shape) and partials for the global stage, counted as they go.
+//! as JSON records, the result shape of docs/design.md) and partials for the global stage, counted as they go.
 
 use crate::global::Partial;
 use crate::result::{Encoder, InternalRecord, Output, ResultRecord};

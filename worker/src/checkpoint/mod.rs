@@ -1,4 +1,4 @@
-//! Durable per-task checkpoints on the worker pod's volume (DESIGN §4).
+//! Durable per-task checkpoints on the worker pod's volume (docs/design.md, delivery, checkpoints and recovery).
 //!
 //! Owns the file format ([`format`]) and the store ([`store`]): crash-safe writes, retention,
 //! recovery of the newest valid checkpoint with a report of every corrupt newer one, and raw

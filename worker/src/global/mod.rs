@@ -1,4 +1,4 @@
-//! The global stage (DESIGN.md §2): results of analytics keyed by something other than the key
+//! The global stage (docs/design.md, execution model): results of analytics keyed by something other than the key
 //! the source topics are partitioned by (the user).
 //!
 //! Such an analytic sees each of its keys in every task. Each task therefore emits, when a

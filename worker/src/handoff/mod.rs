@@ -1,4 +1,4 @@
-//! Snapshot hand-off on rescale (DESIGN §4; the protocol is argued in `docs/rescale.md`).
+//! Snapshot hand-off on rescale (docs/design.md, delivery, checkpoints and recovery; the protocol is argued in `docs/rescale.md`).
 //!
 //! Owns, for one worker in one assignment epoch: which tasks it runs ([`HandoffPlan`]: `t mod N
 //! == i`, and during a *release* step only the tasks it owned under every earlier assignment

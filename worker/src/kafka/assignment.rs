@@ -1,4 +1,4 @@
-//! Static task assignment (DESIGN.md §2): which tasks a worker owns, and the co-partitioning
+//! Static task assignment (docs/design.md, execution model): which tasks a worker owns, and the co-partitioning
 //! check over the pipeline's Kafka source topics.
 //!
 //! Pure functions over plain data: this module owns the rule `t mod N == i`, the parsing of a

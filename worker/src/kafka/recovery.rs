@@ -2,7 +2,7 @@
 //! outcome marker of its last committed transaction.
 //!
 //! Pure decision logic: this module owns the rule that resolves "was the newest checkpoint's
-//! transaction committed?" (DESIGN.md §4). It does not read checkpoints (the checkpoint store
+//! transaction committed?" (docs/design.md, delivery, checkpoints and recovery). It does not read checkpoints (the checkpoint store
 //! lists the valid ids) or Kafka (`KafkaSource::committed_checkpoint` reads the marker).
 //!
 //! Why the rule is right, with exactly-once: checkpoint `c` is written after transaction `T_c`

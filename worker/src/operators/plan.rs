@@ -105,7 +105,7 @@ impl AnalyticPlan {
     }
 }
 
-/// The field the source topics are partitioned by (DESIGN.md §2): an analytic keyed by it has
+/// The field the source topics are partitioned by (docs/design.md, execution model): an analytic keyed by it has
 /// each key in one task.
 pub const PARTITION_KEY: &str = "user";
 

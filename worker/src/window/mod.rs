@@ -121,7 +121,7 @@ impl Windows {
 
     /// Emits each window's accumulator block ([`Emission::partial`]) instead of its values:
     /// this task's share of a key-window that the global stage merges with the other tasks'
-    /// (DESIGN.md §2). Only tumbling and sliding windows emit partials: a session of the whole
+    /// (docs/design.md, execution model). Only tumbling and sliding windows emit partials: a session of the whole
     /// stream is not a union of the tasks' sessions known when each closes. False for sessions.
     pub fn emit_partials(&mut self) -> bool {
         match self {
