@@ -202,15 +202,15 @@ impl GlobalStage {
             return;
         };
         let mut unused = 0;
-        let mut emit = Emit {
-            analytic: a,
-            name: &self.plan.analytics[a].name,
-            task: GLOBAL_STAGE,
-            encoder: &mut self.encoder,
-            results: &mut self.counters.results[a],
-            partials: &mut unused,
+        let name = &self.plan.analytics[a].name;
+        let mut emit = stage_emit(
+            a,
+            name,
+            &mut self.encoder,
+            &mut self.counters,
+            &mut unused,
             out,
-        };
+        );
         match merged.partial(p, self.watermark, &mut emit) {
             Merge::Merged => self.counters.merged += 1,
             Merge::Stale => self.counters.stale += 1,
@@ -244,15 +244,15 @@ impl GlobalStage {
         for (a, merged) in self.merged.iter_mut().enumerate() {
             let Some(merged) = merged else { continue };
             let mut unused = 0;
-            let mut emit = Emit {
-                analytic: a,
-                name: &self.plan.analytics[a].name,
-                task: GLOBAL_STAGE,
-                encoder: &mut self.encoder,
-                results: &mut self.counters.results[a],
-                partials: &mut unused,
+            let name = &self.plan.analytics[a].name;
+            let mut emit = stage_emit(
+                a,
+                name,
+                &mut self.encoder,
+                &mut self.counters,
+                &mut unused,
                 out,
-            };
+            );
             merged.advance(old, wm, &mut emit);
         }
     }
@@ -327,5 +327,26 @@ impl GlobalStage {
         self.tasks = tasks;
         self.watermark = watermark;
         Ok(())
+    }
+}
+
+/// Where the stage emits analytic `a`'s results (a stage emits no partials: `unused` counts
+/// none).
+fn stage_emit<'a>(
+    a: usize,
+    name: &'a str,
+    encoder: &'a mut Encoder,
+    counters: &'a mut GlobalCounters,
+    unused: &'a mut u64,
+    out: &'a mut Output,
+) -> Emit<'a> {
+    Emit {
+        analytic: a,
+        name,
+        task: GLOBAL_STAGE,
+        encoder,
+        results: &mut counters.results[a],
+        partials: unused,
+        out,
     }
 }

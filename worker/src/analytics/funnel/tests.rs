@@ -155,7 +155,7 @@ fn events(delay_min: i64) -> impl Strategy<Value = Vec<Ev>> {
     );
     prop::collection::vec(one, 20..160).prop_map(|raw| {
         let mut clock = START;
-        let mut out: Vec<Ev> = raw
+        let out: Vec<Ev> = raw
             .into_iter()
             .map(|(user, kind, step, price, channel, session, late, delay)| {
                 clock += step;
@@ -170,7 +170,6 @@ fn events(delay_min: i64) -> impl Strategy<Value = Vec<Ev>> {
                 }
             })
             .collect();
-        out.truncate(out.len());
         out
     })
 }
