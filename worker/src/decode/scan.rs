@@ -80,7 +80,7 @@ pub(super) fn record<'a>(names: &[String], raw: &'a [u8], slots: &mut Slots<'a>)
             i = ws(raw, i + 1);
             // As the serde_json path does it: the first slot of that name, and one presence bit
             // per slot (slots past 63 share the last bit).
-            match names.iter().position(|name| name.as_bytes() == key) {
+            match names.iter().position(|name| same(name.as_bytes(), key)) {
                 Some(slot) if present & (1 << slot.min(63)) == 0 => {
                     present |= 1 << slot.min(63);
                     let (value, next) = scalar(raw, i)?;
@@ -103,6 +103,12 @@ pub(super) fn record<'a>(names: &[String], raw: &'a [u8], slots: &mut Slots<'a>)
     (ws(raw, i) == raw.len()).then_some(())
 }
 
+/// Whether two short keys are equal: lengths first, then a byte loop (no call to `memcmp`).
+#[inline]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+}
+
 /// The index of the first non-whitespace byte at or after `i` (or the length).
 #[inline]
 fn ws(raw: &[u8], mut i: usize) -> usize {
@@ -119,9 +125,14 @@ fn ws(raw: &[u8], mut i: usize) -> usize {
 fn string(raw: &[u8], mut i: usize) -> Option<(usize, u8)> {
     let mut seen = 0u8;
     loop {
-        let class = CLASS[usize::from(*raw.get(i)?)];
+        i = plain_words(raw, i);
+        let class = loop {
+            match CLASS[usize::from(*raw.get(i)?)] {
+                PLAIN => i += 1,
+                class => break class,
+            }
+        };
         match class {
-            PLAIN => i += 1,
             QUOTE => return Some((i, seen)),
             NON_ASCII => {
                 seen |= 1 << NON_ASCII;
@@ -134,6 +145,29 @@ fn string(raw: &[u8], mut i: usize) -> Option<(usize, u8)> {
             _ => return None,
         }
     }
+}
+
+/// Skips 8 bytes at a time while none of them is a quote, a backslash, a control character or
+/// non-ASCII (a word-at-a-time test; the byte loop of [`string`] finds which one it was).
+#[inline]
+fn plain_words(raw: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES << 7;
+    let zero_byte = |y: u64| y.wrapping_sub(ONES) & !y & HIGH;
+    while let Some(chunk) = raw.get(i..i + 8) {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        let special = x & HIGH
+            | x.wrapping_sub(ONES * 0x20) & !x & HIGH
+            | zero_byte(x ^ (ONES * u64::from(b'"')))
+            | zero_byte(x ^ (ONES * u64::from(b'\\')));
+        if special != 0 {
+            break;
+        }
+        i += 8;
+    }
+    i
 }
 
 /// Validates an escape whose backslash is just before `i` as serde_json does for a string it
@@ -178,50 +212,49 @@ fn literal(raw: &[u8], i: usize, word: &[u8]) -> Option<usize> {
         .map(|_| i + word.len())
 }
 
-/// The digits at `i`: their value (`None` on overflow of `u64`), their count and the index
-/// after them.
+/// Most decimal digits that always fit in a `u64`.
+const EXACT_DIGITS: i32 = 19;
+
+/// The digits at `i` appended to `value`: the result (wrapped on overflow: the caller checks the
+/// digit count against [`EXACT_DIGITS`]), their count and the index after them.
 #[inline]
-fn digits(raw: &[u8], mut i: usize, mut value: u64) -> (Option<u64>, i32, usize) {
+fn digits(raw: &[u8], mut i: usize, mut value: u64) -> (u64, i32, usize) {
     let start = i;
-    let mut exact = Some(value);
     while let Some(&d @ b'0'..=b'9') = raw.get(i) {
         value = value.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
-        exact = exact
-            .and_then(|v| v.checked_mul(10))
-            .and_then(|v| v.checked_add(u64::from(d - b'0')));
         i += 1;
     }
-    (exact, (i - start) as i32, i)
+    (value, (i - start) as i32, i)
 }
 
 /// Reads the number at `i` as serde_json does (`ParserNumber` and `f64_from_parts` without
-/// `float_roundtrip`), for integers that fit in a `u64` and decimals whose digits fit in a `u64`
-/// with a decimal exponent of at most 22; `None` for the rest.
+/// `float_roundtrip`), for numbers of at most 19 significant digits (which fit in a `u64`) and
+/// a decimal exponent of at most 22; `None` for the rest.
 fn number(raw: &[u8], mut i: usize) -> Option<(FieldValue<'_>, usize)> {
     let positive = raw[i] != b'-';
     if !positive {
         i += 1;
     }
-    let (significand, i) = match raw.get(i)? {
+    let (significand, whole, i) = match raw.get(i)? {
         b'0' => {
             if let Some(b'0'..=b'9') = raw.get(i + 1) {
                 return None;
             }
-            (0, i + 1)
+            (0, 1, i + 1)
         }
-        b'1'..=b'9' => {
-            let (value, _, end) = digits(raw, i, 0);
-            (value?, end)
-        }
+        b'1'..=b'9' => digits(raw, i, 0),
         _ => return None,
     };
+    if whole > EXACT_DIGITS {
+        return None;
+    }
     let (significand, exponent, i) = match raw.get(i) {
         Some(b'.') => {
             let (value, count, end) = digits(raw, i + 1, significand);
-            if count == 0 {
+            if count == 0 || whole + count > EXACT_DIGITS {
                 return None;
             }
-            (value?, -count, end)
+            (value, -count, end)
         }
         Some(b'e' | b'E') => (significand, 0, i),
         _ => {
@@ -256,7 +289,7 @@ fn number(raw: &[u8], mut i: usize) -> Option<(FieldValue<'_>, usize)> {
             if count == 0 || count > 4 {
                 return None;
             }
-            let value = i32::try_from(value?).ok()?;
+            let value = i32::try_from(value).ok()?;
             (exponent + if sign < 0 { -value } else { value }, end)
         }
         _ => (exponent, i),
