@@ -52,6 +52,10 @@ const MAX_DEPTH: u32 = 64;
 /// Reads the mapped fields of `raw` (field names by slot in `names`) into `slots`; `None` when
 /// the record must be decoded by serde_json instead.
 pub(super) fn record<'a>(names: &[String], raw: &'a [u8], slots: &mut Slots<'a>) -> Option<()> {
+    // UTF-8 is checked once for the whole line (one pass, word at a time for ASCII) so that
+    // mapped strings are slices of it; a line that is not UTF-8 throughout (which serde_json
+    // accepts where the bad bytes are in skipped strings) has its strings checked one by one.
+    let text = std::str::from_utf8(raw).ok();
     let mut i = ws(raw, 0);
     if raw.get(i) != Some(&b'{') {
         return None;
@@ -70,7 +74,7 @@ pub(super) fn record<'a>(names: &[String], raw: &'a [u8], slots: &mut Slots<'a>)
                 return None;
             }
             let key = &raw[i + 1..end];
-            if class & (1 << NON_ASCII) != 0 {
+            if class & (1 << NON_ASCII) != 0 && text.is_none() {
                 std::str::from_utf8(key).ok()?;
             }
             i = ws(raw, end + 1);
@@ -83,7 +87,7 @@ pub(super) fn record<'a>(names: &[String], raw: &'a [u8], slots: &mut Slots<'a>)
             match names.iter().position(|name| same(name.as_bytes(), key)) {
                 Some(slot) if present & (1 << slot.min(63)) == 0 => {
                     present |= 1 << slot.min(63);
-                    let (value, next) = scalar(raw, i)?;
+                    let (value, next) = scalar(raw, text, i)?;
                     *slots.get_mut(slot) = value;
                     i = next;
                 }
@@ -183,18 +187,22 @@ fn escape(raw: &[u8], i: usize) -> Option<usize> {
     }
 }
 
-/// Reads the scalar value at `i`; the index after it. `None` for what serde_json must read:
-/// strings with escapes, objects, arrays, unusual numbers, and errors.
+/// Reads the scalar value at `i` of `raw` (`text` when all of it is UTF-8); the index after
+/// it. `None` for what serde_json must read: strings with escapes, objects, arrays, unusual
+/// numbers, and errors.
 #[inline]
-fn scalar(raw: &[u8], i: usize) -> Option<(FieldValue<'_>, usize)> {
+fn scalar<'a>(raw: &'a [u8], text: Option<&'a str>, i: usize) -> Option<(FieldValue<'a>, usize)> {
     match raw.get(i)? {
         b'"' => {
             let (end, class) = string(raw, i + 1)?;
             if class & (1 << ESCAPE) != 0 {
                 return None;
             }
-            let text = std::str::from_utf8(&raw[i + 1..end]).ok()?;
-            Some((FieldValue::Str(Cow::Borrowed(text)), end + 1))
+            let value = match text {
+                Some(text) => text.get(i + 1..end)?,
+                None => std::str::from_utf8(&raw[i + 1..end]).ok()?,
+            };
+            Some((FieldValue::Str(Cow::Borrowed(value)), end + 1))
         }
         b'-' | b'0'..=b'9' => number(raw, i),
         b'n' => literal(raw, i, b"null").map(|end| (FieldValue::Null, end)),

@@ -114,8 +114,9 @@ impl Expr {
         self.matches_interpreted(event)
     }
 
-    /// [`Expr::matches`] by the interpreter alone.
-    fn matches_interpreted(&self, event: &Event<'_>) -> Result<bool, ExprError> {
+    /// [`Expr::matches`] by the interpreter alone, as it ran before the compiled form existed
+    /// (for tests and benchmarks).
+    pub fn matches_interpreted(&self, event: &Event<'_>) -> Result<bool, ExprError> {
         match self.eval(event)? {
             CelValue::Bool(b) => Ok(b),
             other => Err(ExprError::NotBoolean(type_name(&other))),
