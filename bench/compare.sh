@@ -22,6 +22,6 @@ fi
 python="$(.ci/tools/duckdb.sh)"
 
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -n1), $(nproc) CPUs; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "binary: $bin ($(git -C "$repo_root" rev-parse --short HEAD 2>/dev/null || echo unknown))"
+echo "binary: $bin; repository at $(git -C "$repo_root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 exec taskset -c "${BENCH_CPU:-0}" "$python" bench/compare.py \
   --bin "$bin" --repo "$repo_root" --dir "$repo_root/target/bench/compare" "$@"
