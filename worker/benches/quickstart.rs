@@ -6,7 +6,8 @@
 //!
 //! `cargo bench -p tidemark-worker --bench quickstart` prints Markdown tables for
 //! docs/performance.md; `… --bench quickstart -- checkpoint` runs only the checkpoint part,
-//! `… -- privacy` only the quickstart with and without pseudonymised user ids. Each
+//! `… -- privacy` only the quickstart with and without pseudonymised user ids, `… -- decode`
+//! only the decoder and a compiled and an interpreted CEL filter, in memory. Each
 //! figure is the median of several runs in this process, on one thread.
 
 use std::io::Write;
@@ -96,6 +97,9 @@ fn main() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart.yaml"),
     )
     .expect("read the quickstart manifest");
+    if std::env::args().any(|a| a == "decode") {
+        return decode_and_filter();
+    }
     if std::env::args().any(|a| a == "privacy") {
         // Only the quickstart with and without pseudonymised user ids.
         return throughput(&quickstart, false);
@@ -268,4 +272,101 @@ fn checkpoint(label: &str, manifest: &str) {
         size as f64 / 1e6,
         median(restore_ms)
     );
+}
+
+/// Nanoseconds this thread has run on a CPU (the first field of Linux's schedstat).
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .expect("Linux schedstat of this thread")
+}
+
+/// Nanoseconds per record of decoding alone and of a CEL filter on decoded events (compiled,
+/// then interpreted), over the benchmark's file in memory; medians of [`RUNS`] passes, in CPU time of the thread.
+fn decode_and_filter() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&root).expect("create target/bench");
+    let data = std::fs::read(events_file(&root)).expect("read events");
+    let lines: Vec<&[u8]> = tidemark_worker::source::lines::records(&data).collect();
+    let decoder = tidemark_worker::decode::Decoder::new(&tidemark_api::FieldMapping::default());
+    // CPU time of this thread, not wall time: the figures hold on a machine shared with others.
+    let time = |f: &mut dyn FnMut() -> u64| {
+        let mut ns = Vec::new();
+        for _ in 0..RUNS {
+            let started = thread_cpu_ns();
+            let n = f();
+            ns.push((thread_cpu_ns() - started) as f64 / n as f64);
+        }
+        median(ns)
+    };
+    let decode = time(&mut || {
+        let mut ok = 0u64;
+        for line in &lines {
+            ok += u64::from(decoder.decode(line).is_ok());
+        }
+        assert_eq!(ok, EVENTS);
+        ok
+    });
+    println!("| decoding (JSON line → event, in memory) | {decode:.1} ns per record |");
+    let reference = time(&mut || {
+        let mut ok = 0u64;
+        for line in &lines {
+            ok += u64::from(decoder.decode_with_serde(line).is_ok());
+        }
+        ok
+    });
+    println!("| decoding with serde_json alone | {reference:.1} ns per record |");
+    let block = &lines[..4_096];
+    for (label, serde) in [
+        ("decoding a block in cache", false),
+        ("the same with serde_json alone", true),
+    ] {
+        let ns = time(&mut || {
+            let mut ok = 0u64;
+            for _ in 0..100 {
+                for line in block {
+                    let event = if serde {
+                        decoder.decode_with_serde(line)
+                    } else {
+                        decoder.decode(line)
+                    };
+                    ok += u64::from(event.is_ok());
+                }
+            }
+            ok
+        });
+        println!("| {label} | {ns:.1} ns per record |");
+    }
+    // A block's worth of events, filtered again and again: in the pipeline the filter sees an
+    // event just decoded, in cache, not one of a million events spread over 200 MB.
+    let events: Vec<_> = lines[..4_096]
+        .iter()
+        .map(|line| decoder.decode(line).expect("generated events decode"))
+        .collect();
+    let filter = tidemark_worker::expr::Expr::compile(r#"event.type == "view""#, Arc::from([]))
+        .expect("the filter compiles");
+    assert!(filter.is_compiled());
+    let count = |interpreted: bool| {
+        time(&mut || {
+            let mut passed = 0u64;
+            let rounds = if interpreted { 20 } else { 250 };
+            for _ in 0..rounds {
+                for event in &events {
+                    let matched = if interpreted {
+                        filter.matches_interpreted(event)
+                    } else {
+                        filter.matches(event)
+                    };
+                    passed += u64::from(matched.expect("the filter evaluates"));
+                }
+            }
+            assert!(passed > 0);
+            (rounds * events.len()) as u64
+        })
+    };
+    let compiled = count(false);
+    let interpreted = count(true);
+    println!("| CEL filter `event.type == \"view\"`, compiled | {compiled:.1} ns per event |");
+    println!("| the same filter, interpreted | {interpreted:.1} ns per event |");
 }

@@ -20,7 +20,8 @@ use crate::sink::{LineSink, SinkError, Sinks};
 use crate::source::generator::Generator;
 use crate::source::lines::{records, LineReader};
 
-/// Records per batch: large enough to amortise per-batch work, small enough to keep latency low.
+/// Generated records per batch: large enough to amortise per-batch work, small enough to keep
+/// latency low. (Files and standard input are read in blocks of `lines::BLOCK` bytes.)
 const BATCH: usize = 4_096;
 
 /// Settings of a local run that are not in the manifest.
@@ -274,22 +275,18 @@ pub fn run_local(
                     if feeds.is_empty() {
                         continue;
                     }
-                    buf.clear();
-                    let n =
-                        reader
-                            .read_batch(&mut buf, BATCH)
-                            .map_err(|source| LocalError::Read {
-                                path: name.clone(),
-                                source,
-                            })?;
-                    for record in records(&buf) {
+                    let block = reader.read_block().map_err(|source| LocalError::Read {
+                        path: name.clone(),
+                        source,
+                    })?;
+                    for record in records(block) {
                         summary.records += 1;
                         match source {
                             Some(s) => task.process(*s, record, t, &mut out),
                             None => task.route(record, t, &mut out),
                         }
                     }
-                    if n == 0 {
+                    if block.is_empty() {
                         for s in std::mem::take(feeds) {
                             task.finish_source(s, t, &mut out);
                         }

@@ -9,6 +9,7 @@
 
 use std::hash::BuildHasher;
 
+use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 use rustc_hash::FxBuildHasher;
 
@@ -127,36 +128,46 @@ impl KeyTable {
         self.intern_new(key).0
     }
 
-    /// The id of `key` and whether it was interned just now.
+    /// The id of `key` and whether it was interned just now. One probe of the hash index
+    /// either way; a new key is copied into its entry (or the arena), nothing is allocated
+    /// per key.
     #[inline]
     pub fn intern_new(&mut self, key: &str) -> (u32, bool) {
         let hash = FxBuildHasher.hash_one(key.as_bytes());
-        let (entries, arena) = (&self.entries, self.arena.as_str());
-        if let Some(&id) = self.table.find(hash, |&id| {
-            entries.get(id as usize).name.as_bytes(arena) == key.as_bytes()
-        }) {
-            return (id, false);
-        }
+        let Self {
+            table,
+            entries,
+            free,
+            arena,
+            ..
+        } = self;
+        let names = (&*entries, arena.as_str());
+        let found = table.entry(
+            hash,
+            |&id| names.0.get(id as usize).name.as_bytes(names.1) == key.as_bytes(),
+            |&id| FxBuildHasher.hash_one(names.0.get(id as usize).name.as_bytes(names.1)),
+        );
+        let vacant = match found {
+            Entry::Occupied(found) => return (*found.get(), false),
+            Entry::Vacant(vacant) => vacant,
+        };
         let entry = KeyEntry {
-            name: KeyName::new(key, &mut self.arena),
+            name: KeyName::new(key, arena),
             next_fire: NONE,
             slot: NONE,
             block: 0,
             live: 0,
         };
-        let id = match self.free {
+        let id = match *free {
             Some(id) => {
-                let next = self.entries.get(id as usize).block;
-                self.free = (next != u32::MAX).then_some(next);
-                *self.entries.get_mut(id as usize) = entry;
+                let next = entries.get(id as usize).block;
+                *free = (next != u32::MAX).then_some(next);
+                *entries.get_mut(id as usize) = entry;
                 id
             }
-            None => u32::try_from(self.entries.push(entry)).expect("fewer than 2^32 live keys"),
+            None => u32::try_from(entries.push(entry)).expect("fewer than 2^32 live keys"),
         };
-        let (entries, arena) = (&self.entries, self.arena.as_str());
-        self.table.insert_unique(hash, id, |&id| {
-            FxBuildHasher.hash_one(entries.get(id as usize).name.as_bytes(arena))
-        });
+        vacant.insert(id);
         (id, true)
     }
 

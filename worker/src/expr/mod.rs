@@ -4,6 +4,16 @@
 //! `category`, `price`, `time` (epoch ms) and the source's extra and derived fields. Absent fields
 //! are `null`. A filter must yield a boolean; anything else is an error for that event (it goes to
 //! the dead-letter output with reason `expression_error`), never a crash.
+//!
+//! Each expression runs in two ways: compiled to closures over the event where its shape is a
+//! common one ([`compiled`]), and in cel's interpreter over a map built per event, the fallback
+//! for every other shape and for any event the compiled form is not sure about. Both give the
+//! same answer, errors included (a property test holds them to it); the compiled form only skips
+//! the interpreter's per-event map and values, ≈ 1.5 µs per event.
+
+mod compiled;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +22,8 @@ use cel::objects::{Key, Map};
 use cel::{Context, Program, Value as CelValue};
 
 use crate::event::{Event, FieldValue};
+
+use compiled::{Node, Val};
 
 /// Why an expression failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +50,8 @@ pub enum ExprError {
 /// A compiled expression with the context it runs in.
 pub struct Expr {
     program: Program,
+    /// The compiled form, when the expression has one.
+    compiled: Option<Node>,
     context: Context<'static, 'static>,
     /// Names of `Event::extra` entries, in order.
     extra_names: Arc<[String]>,
@@ -47,6 +61,7 @@ impl std::fmt::Debug for Expr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Expr")
             .field("extra_names", &self.extra_names)
+            .field("compiled", &self.compiled.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -63,8 +78,10 @@ impl Expr {
                 .unwrap_or_default()
                 .to_owned(),
         })?;
+        let compiled = compiled::compile(program.expression(), &extra_names);
         Ok(Self {
             program,
+            compiled,
             context: Context::default(),
             extra_names,
         })
@@ -78,8 +95,28 @@ impl Expr {
             .map_err(|err| ExprError::Eval(err.to_string()))
     }
 
+    /// Whether the expression runs compiled (for common shapes) rather than only interpreted.
+    pub fn is_compiled(&self) -> bool {
+        self.compiled.is_some()
+    }
+
+    /// The compiled form's value, where it is sure of it.
+    #[inline]
+    fn fast<'e>(&self, event: &'e Event<'e>) -> Option<Val<'e>> {
+        self.compiled.as_ref().and_then(|node| node(event))
+    }
+
     /// Whether `event` passes this filter.
     pub fn matches(&self, event: &Event<'_>) -> Result<bool, ExprError> {
+        if let Some(Val::Bool(b)) = self.fast(event) {
+            return Ok(b);
+        }
+        self.matches_interpreted(event)
+    }
+
+    /// [`Expr::matches`] by the interpreter alone, as it ran before the compiled form existed
+    /// (for tests and benchmarks).
+    pub fn matches_interpreted(&self, event: &Event<'_>) -> Result<bool, ExprError> {
         match self.eval(event)? {
             CelValue::Bool(b) => Ok(b),
             other => Err(ExprError::NotBoolean(type_name(&other))),
@@ -88,6 +125,18 @@ impl Expr {
 
     /// The value of this derived field for `event`.
     pub fn derive(&self, event: &Event<'_>) -> Result<FieldValue<'static>, ExprError> {
+        match self.fast(event) {
+            Some(Val::Int(i)) => Ok(FieldValue::Int(i)),
+            Some(Val::Float(f)) => Ok(FieldValue::Float(f)),
+            Some(Val::Str(s)) => Ok(FieldValue::Str(s.to_owned().into())),
+            Some(Val::Bool(b)) => Ok(FieldValue::Bool(b)),
+            Some(Val::Null) => Ok(FieldValue::Null),
+            None => self.derive_interpreted(event),
+        }
+    }
+
+    /// [`Expr::derive`] by the interpreter alone.
+    fn derive_interpreted(&self, event: &Event<'_>) -> Result<FieldValue<'static>, ExprError> {
         match self.eval(event)? {
             CelValue::Int(i) => Ok(FieldValue::Int(i)),
             CelValue::UInt(u) => Ok(i64::try_from(u)
@@ -150,56 +199,4 @@ fn event_value(event: &Event<'_>, extra_names: &[String]) -> CelValue {
         map.insert(key(name), field(value));
     }
     CelValue::Map(Map { map: Arc::new(map) })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn event(price: f64, category: &'static str) -> Event<'static> {
-        Event {
-            time: 1_000,
-            user: "u1".into(),
-            product: Some("p1".into()),
-            event_type: Some("purchase".into()),
-            category: Some(category.into()),
-            price: Some(price),
-            extra: vec![FieldValue::Str("spring".into())],
-        }
-    }
-
-    fn compile(text: &str) -> Expr {
-        Expr::compile(text, Arc::from(vec!["campaign".to_owned()])).unwrap()
-    }
-
-    #[test]
-    fn the_design_example_filter_selects_expensive_audio() {
-        let filter = compile(r#"event.price > 100.0 && event.category == "audio""#);
-        assert!(filter.matches(&event(150.0, "audio")).unwrap());
-        assert!(!filter.matches(&event(50.0, "audio")).unwrap());
-        assert!(!filter.matches(&event(150.0, "books")).unwrap());
-    }
-
-    #[test]
-    fn extra_fields_and_derived_values_are_visible() {
-        assert!(compile(r#"event.campaign == "spring""#)
-            .matches(&event(1.0, "x"))
-            .unwrap());
-        assert_eq!(
-            compile("event.price * 0.5")
-                .derive(&event(10.0, "x"))
-                .unwrap(),
-            FieldValue::Float(5.0)
-        );
-    }
-
-    #[test]
-    fn a_non_boolean_filter_is_an_error_not_a_crash() {
-        assert!(matches!(
-            compile("event.price").matches(&event(1.0, "x")),
-            Err(ExprError::NotBoolean(_))
-        ));
-        assert!(compile("event.nope > 1").matches(&event(1.0, "x")).is_err());
-        assert!(Expr::compile("event.price >", Arc::from(Vec::new())).is_err());
-    }
 }
