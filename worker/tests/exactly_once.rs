@@ -1,0 +1,231 @@
+//! Exactly-once, proven with worker processes against a broker that writes transaction markers
+//! and fences producers (noida-db, `kafka_support::noida`): the quickstart under
+//! `--delivery exactlyOnce` with two workers over four partitions, ordinal 0 killed with SIGKILL
+//! at random moments; a report keyed by category (the global stage on ordinal 0) likewise; a
+//! transaction left open by a killed worker; a zombie worker paused while its replacement starts.
+//!
+//! Every test ends the same way: the workers stop, the report topic is read to its end by a
+//! `read_committed` reader, which must hold every report of the oracle exactly once (lost and
+//! doubled — by Kafka key and revision — counted and zero), and by a `read_uncommitted` reader,
+//! whose extra records are those of aborted transactions (the kill tests assert there were some:
+//! the broker really hid something).
+//!
+//! Without noida-db these tests print a skip message and pass, unless `TIDEMARK_REQUIRE_NOIDA=1`
+//! (`.ci/test.sh` sets it), where they fail. The rescale is in `exactly_once_rescale.rs`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail the test by panicking
+
+mod kafka_support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kafka_support::exactly_once::{judge, read_to_end, Exactness};
+use kafka_support::noida::Noida;
+use kafka_support::quickstart::{self, Event, Expected};
+use kafka_support::worker::{WorkerArgs, WorkerProcess};
+use kafka_support::{reader, Random};
+use tidemark_worker::metrics::{CHECKPOINT_CORRUPT_TOTAL, RECORDS_OUT_TOTAL};
+
+const PARTITIONS: i32 = 4;
+const EVENTS: u64 = 12_000;
+const REPORTS: &str = "marketing_report_topic";
+
+/// A broker with the quickstart's topics, a temporary directory with the manifest, and the
+/// events with their oracle.
+struct Setup {
+    noida: Noida,
+    dir: tempfile::TempDir,
+    manifest: PathBuf,
+    events: Vec<Event>,
+    expected: Expected,
+}
+
+impl Setup {
+    /// The quickstart (keyed by user) with checkpoints every `interval`; `None` without noida.
+    fn new(interval: &str, events: Vec<Event>) -> Option<Setup> {
+        let noida = Noida::start(&quickstart::topics(PARTITIONS))?;
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = quickstart::write_manifest(dir.path(), interval);
+        let expected = quickstart::oracle(&events);
+        Some(Setup {
+            noida,
+            dir,
+            manifest,
+            events,
+            expected,
+        })
+    }
+
+    /// The report keyed by category: over four partitions it runs in the global stage.
+    fn by_category(interval: &str, events: Vec<Event>) -> Option<Setup> {
+        let noida = Noida::start(&quickstart::topics(PARTITIONS))?;
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = quickstart::write_manifest_keyed(dir.path(), interval, "category");
+        let expected =
+            quickstart::oracle_by(&events, |_, v| v["category"].as_str().unwrap().to_owned());
+        Some(Setup {
+            noida,
+            dir,
+            manifest,
+            events,
+            expected,
+        })
+    }
+
+    fn checkpoint_dir(&self, ordinal: u32) -> PathBuf {
+        self.dir.path().join(format!("worker-{ordinal}"))
+    }
+
+    fn task_dir(&self, ordinal: u32, task: &str) -> PathBuf {
+        self.checkpoint_dir(ordinal).join(format!("task-{task}"))
+    }
+
+    /// Worker `ordinal` of two, exactly-once.
+    fn worker(&self, ordinal: u32) -> WorkerProcess {
+        let dir = self.checkpoint_dir(ordinal);
+        WorkerProcess::start(&WorkerArgs {
+            manifest: &self.manifest,
+            bootstrap: &self.noida.bootstrap,
+            ordinal,
+            parallelism: 2,
+            checkpoint_dir: &dir,
+            delivery: "exactlyOnce",
+        })
+    }
+
+    fn produce(&self, events: &[Event]) {
+        quickstart::produce_all(&self.noida.bootstrap, events);
+    }
+
+    /// Produces the events in 20 chunks, 400 ms apart, on a thread of its own.
+    fn produce_slowly(&self) -> std::thread::JoinHandle<()> {
+        let bootstrap = self.noida.bootstrap.clone();
+        let events = self.events.clone();
+        std::thread::spawn(move || {
+            for chunk in events.chunks(events.len() / 20 + 1) {
+                quickstart::produce_all(&bootstrap, chunk);
+                std::thread::sleep(Duration::from_millis(400));
+            }
+        })
+    }
+
+    /// Waits until a `read_committed` reader has every report of the oracle, stops `workers`
+    /// (SIGTERM: a final checkpoint and commit), then reads the report topic to its end under
+    /// both isolation levels and judges it.
+    fn finish(&self, workers: Vec<WorkerProcess>) -> Exactness {
+        let reader = reader(&self.noida.bootstrap, REPORTS, 1);
+        quickstart::read_reports(
+            &reader,
+            &self.expected,
+            Duration::from_secs(1),
+            Duration::from_secs(120),
+        );
+        for worker in workers {
+            let log = worker.log_text();
+            assert!(worker.terminate().success(), "SIGTERM ends it; log:\n{log}");
+        }
+        let wait = Duration::from_secs(60);
+        let committed = read_to_end(&self.noida.bootstrap, REPORTS, 1, "read_committed", wait);
+        let uncommitted = read_to_end(&self.noida.bootstrap, REPORTS, 1, "read_uncommitted", wait);
+        judge(&committed, &uncommitted, &self.expected)
+    }
+}
+
+/// Asserts that nothing was lost, doubled or wrong.
+fn assert_exact(exactness: &Exactness) {
+    assert_eq!(
+        (exactness.lost, exactness.doubled, exactness.wrong),
+        (0, 0, 0),
+        "lost, doubled, wrong: {exactness:?}"
+    );
+}
+
+/// Kills `worker` with SIGKILL after a random moment: one time in four within 100 ms of its
+/// start (start-up, restore, init_transactions), otherwise within 2.5 s (a running loop at any
+/// point of its checkpoint cycle). Returns whether it was ready when killed.
+fn kill_at_random(worker: WorkerProcess, random: &mut Random, kills: u32) -> bool {
+    let within = if kills % 4 == 0 { 100 } else { 2_500 };
+    std::thread::sleep(Duration::from_millis(random.below(within)));
+    let mut worker = worker;
+    let ready = worker.get("/readyz").is_some_and(|(code, _)| code == 200);
+    worker.kill();
+    ready
+}
+
+/// Flips one bit in the middle of the newest checkpoint of `task_dir`; returns its file.
+fn flip_newest(task_dir: &Path) -> PathBuf {
+    let newest = quickstart::newest_checkpoint(task_dir)
+        .unwrap_or_else(|| panic!("no checkpoint in {}", task_dir.display()));
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&newest, bytes).unwrap();
+    newest
+}
+
+/// The checkpoint id in a file name `ckpt-<id>.tdmk`.
+fn checkpoint_id(path: &Path) -> u64 {
+    let stem = path.file_stem().unwrap().to_str().unwrap();
+    stem.strip_prefix("ckpt-").unwrap().parse().unwrap()
+}
+
+/// Sends `signal` (`STOP`, `CONT`, …) to process `pid` with `kill(1)`.
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+#[test]
+fn a_worker_killed_at_random_moments_under_exactly_once_writes_every_report_exactly_once() {
+    // Events 5 s apart: 16 hours of event time, so windows close all through the run and kills
+    // land while transactions hold reports.
+    let events = quickstart::events_every(EVENTS, 5_000, PARTITIONS);
+    let Some(setup) = Setup::new("500ms", events) else {
+        return;
+    };
+    let started = Instant::now();
+    let mut random = Random::new();
+    let mut steady = setup.worker(1);
+    steady.wait_ready();
+    let producing = setup.produce_slowly();
+    let (mut kills, mut ready_at_kill) = (0, 0);
+    while kills < 12 {
+        let victim = setup.worker(0);
+        ready_at_kill += u32::from(kill_at_random(victim, &mut random, kills));
+        kills += 1;
+    }
+    producing.join().unwrap();
+    // The last restart finds a flipped bit in the newest checkpoint of task 0.
+    let flipped = flip_newest(&setup.task_dir(0, "0"));
+    let id = checkpoint_id(&flipped);
+    let mut last = setup.worker(0);
+    last.wait_ready();
+    let log = last.log_text();
+    assert!(
+        last.logged(&format!("corrupt checkpoint skipped task=0 id={id}")),
+        "the flipped checkpoint is reported; log:\n{log}"
+    );
+    assert!(last.metric(CHECKPOINT_CORRUPT_TOTAL).unwrap() >= 1.0);
+    for task in [0, 2] {
+        assert!(
+            last.logged(&format!("restored checkpoint task={task}")),
+            "the last restart restores task {task} from a checkpoint; log:\n{log}"
+        );
+    }
+    let exactness = setup.finish(vec![last, steady]);
+    eprintln!(
+        "ordinal 0 killed {kills} times with SIGKILL ({ready_at_kill} when ready); checkpoint \
+         {id} of task 0 corrupted before the last restart; {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_exact(&exactness);
+    assert!(
+        exactness.aborted > 0,
+        "the kills left aborted transactions with reports: {exactness:?}"
+    );
+}
