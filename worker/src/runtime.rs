@@ -33,7 +33,7 @@ use crate::handoff::{
 };
 use crate::http::{self, AppState, Health};
 use crate::kafka::{
-    admin, ordinal_from_pod_name, restore_point, Assignment, AssignmentError, ConfigError,
+    admin, ordinal_from_pod_name, restore_point_past_corruption, Assignment, AssignmentError, ConfigError,
     GlobalInput, KafkaSettings, KafkaSource, RecoveryError, RestorePoint, SinkError, SinkOptions,
     SinkRoutes, SourceError, SourceOffsets, SourceOptions, SourceTopic, TaskInput, TaskSink,
     GLOBAL_SOURCE,
@@ -45,6 +45,8 @@ use crate::result::Output;
 use rdkafka::consumer::ConsumerGroupMetadata;
 
 mod checkpointing;
+mod fenced;
+mod replay;
 mod stage;
 
 use stage::Stage;
@@ -211,6 +213,8 @@ struct Owned {
     in_flight: Option<checkpointing::InFlight>,
     /// Results emitted while an exactly-once checkpoint is in flight (see `checkpointing`).
     held: Output,
+    /// The committed offsets to replay up to without writing (see `replay`).
+    replay_to: Option<SourceOffsets>,
 }
 
 impl Owned {
@@ -234,12 +238,14 @@ impl Owned {
             exactly_once,
             in_flight: None,
             held: Output::default(),
+            replay_to: None,
         })
     }
 }
 
 /// Restores `task` (id `t`) from its restore point, if it has one; returns the offsets to
-/// start its input at. Corrupt checkpoints on the way are logged and counted.
+/// start its input at, and whether it must replay up to the committed offsets without writing
+/// (see `replay`). Corrupt checkpoints on the way are logged and counted.
 fn restore(
     store: &CheckpointStore,
     t: u32,
@@ -247,28 +253,38 @@ fn restore(
     committed: Option<u64>,
     exactly_once: bool,
     metrics: &Metrics,
-) -> Result<Option<SourceOffsets>, WorkerError> {
+) -> Result<(Option<SourceOffsets>, bool), WorkerError> {
     let scan = store.scan(t)?;
     for skipped in &scan.skipped {
         warn!(task = %task_label(t), id = skipped.id, problem = %skipped.problem, "corrupt checkpoint skipped");
     }
     metrics.checkpoint_corrupt(scan.skipped.len() as u64);
-    let point = restore_point(&scan.valid, committed, exactly_once)?;
-    let RestorePoint::Checkpoint { id, exact } = point else {
-        return Ok(None);
+    let corrupt: Vec<u64> = scan.skipped.iter().map(|s| s.id).collect();
+    let point = restore_point_past_corruption(&scan.valid, &corrupt, committed, exactly_once)?;
+    let (id, exact, replay) = match point {
+        RestorePoint::Fresh => return Ok((None, false)),
+        RestorePoint::Checkpoint { id, exact } => (Some(id), exact, false),
+        RestorePoint::Replay { from, committed } => {
+            warn!(task = %task_label(t), committed, from, "the committed checkpoint is corrupt: restoring the one before it and replaying up to the committed offsets without writing");
+            (from, true, true)
+        }
     };
-    let Some(checkpoint) = store.read(t, id)? else {
-        return Ok(None);
+    let Some(checkpoint) = id.map(|id| store.read(t, id)).transpose()?.flatten() else {
+        return Ok((None, replay));
     };
+    let id = checkpoint.meta.checkpoint_id;
     task.restore(checkpoint.state())
         .map_err(|source| WorkerError::Restore { task: t, source })?;
     info!(task = %task_label(t), id, exact, "restored checkpoint");
-    Ok(Some(checkpoint.meta.offsets.clone()))
+    Ok((Some(checkpoint.meta.offsets.clone()), replay))
 }
 
 /// What the task threads share.
 struct Shared {
+    /// Set by SIGTERM or SIGINT.
     stop: Arc<AtomicBool>,
+    /// Set when a thread failed: the others stop too.
+    failed: AtomicBool,
     store: CheckpointStore,
     metrics: Metrics,
     group: Option<ConsumerGroupMetadata>,
@@ -475,10 +491,15 @@ pub fn run_worker(
         if let Some((from, bytes)) = moved {
             metrics.handoff(asked.elapsed(), from, bytes as u64);
         }
-        if let Some(offsets) = restore(&store, t, &mut task, committed, exactly_once, &metrics)? {
+        let (offsets, replay) = restore(&store, t, &mut task, committed, exactly_once, &metrics)?;
+        if let Some(offsets) = offsets {
             start.insert(t, offsets);
         }
-        owned.push(Owned::new(t, task, sink, &metrics, &store, exactly_once)?);
+        let mut task = Owned::new(t, task, sink, &metrics, &store, exactly_once)?;
+        if replay {
+            task.replay_to = Some(source.committed_offsets(t)?);
+        }
+        owned.push(task);
     }
     // The global stage: on ordinal 0, which every assignment keeps; it never moves.
     let mut global = global.filter(|_| ordinal == 0);
@@ -500,15 +521,26 @@ pub fn run_worker(
         } else {
             None
         };
-        if let Some(offsets) = restore(&store, t, &mut stage, committed, exactly_once, &metrics)? {
+        let (offsets, replay) = restore(&store, t, &mut stage, committed, exactly_once, &metrics)?;
+        if let Some(offsets) = offsets {
             input.start = offsets.get(GLOBAL_SOURCE).cloned().unwrap_or_default();
         }
-        owned.push(Owned::new(t, stage, sink, &metrics, &store, exactly_once)?);
+        let mut stage = Owned::new(t, stage, sink, &metrics, &store, exactly_once)?;
+        if replay {
+            stage.replay_to = Some(source.committed_global_offsets(&input.topic, input.partitions)?);
+        }
+        owned.push(stage);
     }
     let (inputs, global_input) = source.assign_with_global(&tasks, &start, global.as_ref())?;
     for input in inputs.into_iter().chain(global_input) {
         if let Some(task) = owned.iter_mut().find(|o| o.id == input.task()) {
             task.input = Some(input);
+        }
+    }
+    for task in &mut owned {
+        if !replay::to_committed(task, &stop)? {
+            server.stop();
+            return Ok(());
         }
     }
     health.set_ready();
@@ -524,6 +556,7 @@ pub fn run_worker(
     }
     let shared = Arc::new(Shared {
         stop: stop.clone(),
+        failed: AtomicBool::new(false),
         store,
         metrics: metrics.clone(),
         group: source.group_metadata(),
@@ -544,7 +577,7 @@ pub fn run_worker(
                 let result = run_tasks(group, &shared, &mine);
                 if result.is_err() {
                     // One failed thread stops the others, each at a final checkpoint.
-                    shared.stop.store(true, Ordering::Relaxed);
+                    shared.failed.store(true, Ordering::Relaxed);
                 }
                 result
             })
@@ -554,16 +587,27 @@ pub fn run_worker(
 
     let result = supervise(&source, &running, &shared, &health);
     if result.is_err() {
-        stop.store(true, Ordering::Relaxed);
+        shared.failed.store(true, Ordering::Relaxed);
     }
     let mut first_error = result.err();
+    let mut fenced = None;
     for (handle, _) in running {
         let outcome = handle
             .join()
             .unwrap_or_else(|_| Err(WorkerError::Thread("a task thread panicked".into())));
         if let Err(err) = outcome {
+            if let WorkerError::Sink {
+                task,
+                source: SinkError::Fenced(..),
+            } = &err
+            {
+                fenced.get_or_insert(*task);
+            }
             first_error.get_or_insert(err);
         }
+    }
+    if let Some(task) = fenced {
+        fenced::step_back(task, &stop, &health, &metrics);
     }
     health.set_not_ready("stopping");
     for &t in &tasks {
@@ -630,7 +674,7 @@ fn run_tasks(
     let mut last_end_check = Instant::now();
     let (mut window, mut busy) = (Instant::now(), Duration::ZERO);
     let result = (|| -> Result<(), WorkerError> {
-        while !shared.stop.load(Ordering::Relaxed) {
+        while !shared.stop.load(Ordering::Relaxed) && !shared.failed.load(Ordering::Relaxed) {
             state
                 .beat_ms
                 .store(millis_since(shared.started), Ordering::Relaxed);

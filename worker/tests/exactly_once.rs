@@ -84,9 +84,14 @@ impl Setup {
 
     /// Worker `ordinal` of two, exactly-once.
     fn worker(&self, ordinal: u32) -> WorkerProcess {
+        self.worker_with(ordinal, &self.manifest)
+    }
+
+    /// Worker `ordinal` of two, exactly-once, running `manifest`.
+    fn worker_with(&self, ordinal: u32, manifest: &Path) -> WorkerProcess {
         let dir = self.checkpoint_dir(ordinal);
         WorkerProcess::start(&WorkerArgs {
-            manifest: &self.manifest,
+            manifest,
             bootstrap: &self.noida.bootstrap,
             ordinal,
             parallelism: 2,
@@ -228,4 +233,180 @@ fn a_worker_killed_at_random_moments_under_exactly_once_writes_every_report_exac
         exactness.aborted > 0,
         "the kills left aborted transactions with reports: {exactness:?}"
     );
+}
+
+/// The global stage on ordinal 0 merges the tasks' partials (sent through the partials topic in
+/// the tasks' transactions) into reports keyed by category; ordinal 0, stage and all, is killed
+/// at random moments, and before its last restart the newest checkpoint of the stage is
+/// corrupted.
+#[test]
+fn a_global_analytic_whose_stage_is_killed_at_random_moments_writes_every_report_exactly_once() {
+    let events = quickstart::events_every(EVENTS, 5_000, PARTITIONS);
+    let Some(setup) = Setup::by_category("500ms", events) else {
+        return;
+    };
+    assert!(setup.expected.len() > 8, "{}", setup.expected.len());
+    let started = Instant::now();
+    let mut random = Random::new();
+    let mut steady = setup.worker(1);
+    steady.wait_ready();
+    let producing = setup.produce_slowly();
+    let mut kills = 0;
+    while kills < 10 {
+        let victim = setup.worker(0);
+        kill_at_random(victim, &mut random, kills);
+        kills += 1;
+    }
+    producing.join().unwrap();
+    let flipped = flip_newest(&setup.checkpoint_dir(0).join("global"));
+    let id = checkpoint_id(&flipped);
+    let mut last = setup.worker(0);
+    last.wait_ready();
+    assert!(
+        last.logged(&format!("corrupt checkpoint skipped task=global id={id}")),
+        "the flipped checkpoint of the stage is reported; log:\n{}",
+        last.log_text()
+    );
+    // The workers created the partials topic with one partition per task, although the broker
+    // creates a topic with one partition when a metadata request names it.
+    let partials = kafka_support::exactly_once::snapshot(
+        &setup.noida.bootstrap,
+        "tidemark-quickstart-partials",
+        PARTITIONS,
+        "read_committed",
+    );
+    assert!(!partials.is_empty(), "the tasks sent partials");
+    let exactness = setup.finish(vec![last, steady]);
+    eprintln!(
+        "ordinal 0 (global stage) killed {kills} times; stage checkpoint {id} corrupted before \
+         the last restart; {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_exact(&exactness);
+    assert!(exactness.aborted > 0, "{exactness:?}");
+}
+
+/// A worker killed with its transaction open (its checkpoint interval is 10 s, so everything it
+/// wrote is in it) holds the last stable offset of the report topic: the other worker's later
+/// committed reports stay invisible to `read_committed` readers until the replacement's
+/// `init_transactions` aborts the open transaction (the broker never times it out).
+#[test]
+fn a_transaction_left_open_by_a_killed_worker_stops_hiding_reports_once_its_replacement_starts() {
+    let events = quickstart::events_every(EVENTS, 5_000, PARTITIONS);
+    let Some(setup) = Setup::new("500ms", events) else {
+        return;
+    };
+    let slow_dir = setup.dir.path().join("slow");
+    std::fs::create_dir(&slow_dir).unwrap();
+    let slow = quickstart::write_manifest(&slow_dir, "10s");
+    let (first, second) = setup.events.split_at(setup.events.len() / 2);
+    let mut steady = setup.worker(1);
+    let mut victim = setup.worker_with(0, &slow);
+    steady.wait_ready();
+    victim.wait_ready();
+    setup.produce(first);
+    let wrote = victim.wait_metric(RECORDS_OUT_TOTAL, 1.0, Duration::from_secs(30));
+    assert!(wrote.is_some(), "log:\n{}", victim.log_text());
+    victim.kill();
+    let bootstrap = &setup.noida.bootstrap;
+    // The steady worker goes on committing every 500 ms; what it wrote before `seen` was
+    // committed two seconds later.
+    std::thread::sleep(Duration::from_secs(2));
+    let seen = kafka_support::exactly_once::snapshot(bootstrap, REPORTS, 1, "read_uncommitted");
+    std::thread::sleep(Duration::from_secs(2));
+    let visible = kafka_support::exactly_once::snapshot(bootstrap, REPORTS, 1, "read_committed");
+    let end = seen.iter().map(|r| r.offset).max().unwrap();
+    let visible_end = visible.iter().map(|r| r.offset).max().unwrap_or(-1);
+    assert!(
+        visible_end < end,
+        "read_committed stops before the open transaction: sees up to {visible_end}, the log \
+         holds {end}"
+    );
+    setup.produce(second);
+    let restarted = Instant::now();
+    let mut replacement = setup.worker(0);
+    let caught_up = loop {
+        let now = kafka_support::exactly_once::snapshot(bootstrap, REPORTS, 1, "read_committed");
+        if now.iter().any(|r| r.offset >= end) {
+            break restarted.elapsed();
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(30),
+            "read_committed still stuck at {visible_end} 30 s after the replacement started; \
+             log:\n{}",
+            replacement.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let ready = replacement.wait_ready();
+    let exactness = setup.finish(vec![replacement, steady]);
+    // Records of `seen` written by the steady worker: committed long before, hidden meanwhile.
+    let finally: std::collections::BTreeSet<i64> =
+        read_to_end(bootstrap, REPORTS, 1, "read_committed", Duration::from_secs(30))
+            .iter()
+            .map(|r| r.offset)
+            .collect();
+    let hidden = seen
+        .iter()
+        .filter(|r| r.offset > visible_end && finally.contains(&r.offset))
+        .count();
+    eprintln!(
+        "read_committed blocked at offset {visible_end} (log end {end}) while the killed \
+         worker's transaction was open, hiding {hidden} committed reports; caught up {} ms \
+         after the replacement started (ready after {} ms)",
+        caught_up.as_millis(),
+        ready.as_millis()
+    );
+    assert!(hidden > 0, "committed reports were hidden behind the open transaction");
+    assert_exact(&exactness);
+    assert!(exactness.aborted > 0, "{exactness:?}");
+}
+
+/// A zombie: ordinal 0 is paused (SIGSTOP) while its replacement starts on the same volume and
+/// takes its tasks over (fencing its producers), then resumed (SIGCONT) with records to
+/// process: its writes are refused, it says so and steps back, and the output stays exact.
+#[test]
+fn a_paused_worker_resumed_after_its_replacement_started_is_fenced_and_the_output_stays_exact()
+{
+    let events = quickstart::events_every(EVENTS, 5_000, PARTITIONS);
+    let Some(setup) = Setup::new("500ms", events) else {
+        return;
+    };
+    let thirds: Vec<&[Event]> = setup.events.chunks(setup.events.len() / 3 + 1).collect();
+    let mut steady = setup.worker(1);
+    let mut zombie = setup.worker(0);
+    steady.wait_ready();
+    zombie.wait_ready();
+    setup.produce(thirds[0]);
+    assert!(zombie
+        .wait_metric(RECORDS_OUT_TOTAL, 1.0, Duration::from_secs(30))
+        .is_some());
+    signal(zombie.id(), "STOP");
+    let mut replacement = setup.worker(0);
+    replacement.wait_ready();
+    setup.produce(thirds[1]);
+    signal(zombie.id(), "CONT");
+    // The zombie's consumer still reads its partitions: it processes the second third and
+    // tries to write and commit it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !zombie.logged("fenced") {
+        assert!(
+            Instant::now() < deadline,
+            "the zombie does not say it was fenced; log:\n{}",
+            zombie.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let zombie_log = zombie.log_text();
+    eprintln!("zombie log:\n{zombie_log}");
+    setup.produce(thirds[2]);
+    let mut workers = vec![replacement, steady];
+    if zombie.exited() {
+        eprintln!("the zombie exited");
+    } else {
+        workers.push(zombie);
+    }
+    let exactness = setup.finish(workers);
+    assert_exact(&exactness);
 }

@@ -39,6 +39,31 @@ pub fn read_to_end(
     isolation: &str,
     wait: Duration,
 ) -> Vec<Read> {
+    read(bootstrap, topic, partitions, isolation, Duration::from_secs(1), wait)
+}
+
+/// What a consumer with `isolation.level = isolation` sees of `topic` (all `partitions`) now:
+/// the records up to the first EOF on every partition — for `read_committed` the last stable
+/// offset, before the first transaction still open.
+pub fn snapshot(bootstrap: &str, topic: &str, partitions: i32, isolation: &str) -> Vec<Read> {
+    read(
+        bootstrap,
+        topic,
+        partitions,
+        isolation,
+        Duration::ZERO,
+        super::DEADLINE,
+    )
+}
+
+fn read(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    isolation: &str,
+    settle: Duration,
+    wait: Duration,
+) -> Vec<Read> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("test-{isolation}"))
@@ -83,7 +108,7 @@ pub fn read_to_end(
         }
         if at_eof.len() == partitions as usize {
             let since = *settled_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= Duration::from_secs(1) {
+            if since.elapsed() >= settle {
                 return records;
             }
         }
