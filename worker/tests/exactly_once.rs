@@ -21,12 +21,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kafka_support::exactly_once::{judge, read_to_end, Exactness};
+use kafka_support::exactly_once::{judge, read_to_end, snapshot, Exactness};
 use kafka_support::noida::Noida;
 use kafka_support::quickstart::{self, Event, Expected};
 use kafka_support::worker::{WorkerArgs, WorkerProcess};
 use kafka_support::{reader, Random};
-use tidemark_worker::metrics::{CHECKPOINT_CORRUPT_TOTAL, RECORDS_OUT_TOTAL};
+use tidemark_worker::metrics::{CHECKPOINT_CORRUPT_TOTAL, RECORDS_OUT_TOTAL, SINK_FENCED_TOTAL};
 
 const PARTITIONS: i32 = 4;
 const EVENTS: u64 = 12_000;
@@ -120,13 +120,26 @@ impl Setup {
     /// (SIGTERM: a final checkpoint and commit), then reads the report topic to its end under
     /// both isolation levels and judges it.
     fn finish(&self, workers: Vec<WorkerProcess>) -> Exactness {
-        let reader = reader(&self.noida.bootstrap, REPORTS, 1);
-        quickstart::read_reports(
-            &reader,
-            &self.expected,
-            Duration::from_secs(1),
-            Duration::from_secs(120),
-        );
+        let bootstrap = &self.noida.bootstrap;
+        if !self.all_reports_within(Duration::from_secs(90)) {
+            // Judged below all the same; this says whether the missing reports were written
+            // and hidden (an open transaction) or never written.
+            let committed = snapshot(bootstrap, REPORTS, 1, "read_committed");
+            let uncommitted = snapshot(bootstrap, REPORTS, 1, "read_uncommitted");
+            eprintln!(
+                "not every report arrived: read_committed sees {} records (up to offset {:?}), \
+                 read_uncommitted {} (up to {:?})",
+                committed.len(),
+                committed.last().map(|r| r.offset),
+                uncommitted.len(),
+                uncommitted.last().map(|r| r.offset)
+            );
+            for worker in &workers {
+                let log = worker.log();
+                let tail = &log[log.len().saturating_sub(30)..];
+                eprintln!("worker log (end):\n{}", tail.join("\n"));
+            }
+        }
         for worker in workers {
             let log = worker.log_text();
             assert!(worker.terminate().success(), "SIGTERM ends it; log:\n{log}");
@@ -135,6 +148,35 @@ impl Setup {
         let committed = read_to_end(&self.noida.bootstrap, REPORTS, 1, "read_committed", wait);
         let uncommitted = read_to_end(&self.noida.bootstrap, REPORTS, 1, "read_uncommitted", wait);
         judge(&committed, &uncommitted, &self.expected)
+    }
+}
+
+impl Setup {
+    /// Whether a `read_committed` reader gets every report of the oracle within `wait`. Each
+    /// look is a new reader from the beginning: on noida-db a reader that was polling while
+    /// transactions were aborted was seen to miss committed records (`docs/kafka.md`).
+    fn all_reports_within(&self, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        loop {
+            let now = snapshot(&self.noida.bootstrap, REPORTS, 1, "read_committed");
+            let ids: std::collections::HashSet<(String, String)> = now
+                .iter()
+                .filter_map(|r| {
+                    let value: serde_json::Value = serde_json::from_str(&r.value).ok()?;
+                    Some((
+                        value["key"].as_str()?.to_owned(),
+                        value["window"]["start"].as_str()?.to_owned(),
+                    ))
+                })
+                .collect();
+            if self.expected.keys().all(|id| ids.contains(id)) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 }
 
@@ -269,7 +311,7 @@ fn a_global_analytic_whose_stage_is_killed_at_random_moments_writes_every_report
     );
     // The workers created the partials topic with one partition per task, although the broker
     // creates a topic with one partition when a metadata request names it.
-    let partials = kafka_support::exactly_once::snapshot(
+    let partials = snapshot(
         &setup.noida.bootstrap,
         "tidemark-quickstart-partials",
         PARTITIONS,
@@ -309,12 +351,14 @@ fn a_transaction_left_open_by_a_killed_worker_stops_hiding_reports_once_its_repl
     assert!(wrote.is_some(), "log:\n{}", victim.log_text());
     victim.kill();
     let bootstrap = &setup.noida.bootstrap;
-    // The steady worker goes on committing every 500 ms; what it wrote before `seen` was
-    // committed two seconds later.
+    // The steady worker goes on with a part of the second half, committing every 500 ms: what
+    // it wrote before `seen` is committed two seconds later.
+    let (more, rest) = second.split_at(second.len() / 2);
+    setup.produce(more);
+    std::thread::sleep(Duration::from_secs(3));
+    let seen = snapshot(bootstrap, REPORTS, 1, "read_uncommitted");
     std::thread::sleep(Duration::from_secs(2));
-    let seen = kafka_support::exactly_once::snapshot(bootstrap, REPORTS, 1, "read_uncommitted");
-    std::thread::sleep(Duration::from_secs(2));
-    let visible = kafka_support::exactly_once::snapshot(bootstrap, REPORTS, 1, "read_committed");
+    let visible = snapshot(bootstrap, REPORTS, 1, "read_committed");
     let end = seen.iter().map(|r| r.offset).max().unwrap();
     let visible_end = visible.iter().map(|r| r.offset).max().unwrap_or(-1);
     assert!(
@@ -322,11 +366,11 @@ fn a_transaction_left_open_by_a_killed_worker_stops_hiding_reports_once_its_repl
         "read_committed stops before the open transaction: sees up to {visible_end}, the log \
          holds {end}"
     );
-    setup.produce(second);
+    setup.produce(rest);
     let restarted = Instant::now();
     let mut replacement = setup.worker(0);
     let caught_up = loop {
-        let now = kafka_support::exactly_once::snapshot(bootstrap, REPORTS, 1, "read_committed");
+        let now = snapshot(bootstrap, REPORTS, 1, "read_committed");
         if now.iter().any(|r| r.offset >= end) {
             break restarted.elapsed();
         }
@@ -397,16 +441,26 @@ fn a_paused_worker_resumed_after_its_replacement_started_is_fenced_and_the_outpu
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_secs(1));
-    let zombie_log = zombie.log_text();
-    eprintln!("zombie log:\n{zombie_log}");
+    assert!(
+        zombie.logged("steps back"),
+        "the zombie says what it does; log:\n{}",
+        zombie.log_text()
+    );
+    assert_eq!(
+        zombie.metric(SINK_FENCED_TOTAL),
+        Some(1.0),
+        "{SINK_FENCED_TOTAL} counts the fenced task"
+    );
+    let readiness = zombie.get("/readyz").unwrap();
+    assert_eq!(readiness.0, 503, "{readiness:?}");
+    assert!(readiness.1.contains("fenced"), "{readiness:?}");
     setup.produce(thirds[2]);
-    let mut workers = vec![replacement, steady];
-    if zombie.exited() {
-        eprintln!("the zombie exited");
-    } else {
-        workers.push(zombie);
-    }
-    let exactness = setup.finish(workers);
+    let exactness = setup.finish(vec![replacement, steady]);
+    assert!(
+        zombie.get("/readyz").is_some_and(|(code, _)| code == 503),
+        "the zombie stays stepped back"
+    );
+    let status = zombie.terminate();
+    eprintln!("the zombie stopped on SIGTERM with {status}");
     assert_exact(&exactness);
 }

@@ -175,10 +175,25 @@ pub fn judge(committed: &[Read], uncommitted: &[Read], expected: &Expected) -> E
         }
         reported.insert(id);
     }
+    let written: HashSet<(String, String)> = uncommitted
+        .iter()
+        .filter_map(|r| {
+            let value: serde_json::Value = serde_json::from_str(&r.value).ok()?;
+            Some((
+                value["key"].as_str()?.to_owned(),
+                value["window"]["start"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
     for id in expected.keys().filter(|id| !reported.contains(*id)) {
         out.lost += 1;
         if out.lost <= 5 {
-            faults.push(format!("lost: {id:?}"));
+            let how = if written.contains(id) {
+                "written in an aborted transaction only"
+            } else {
+                "never written"
+            };
+            faults.push(format!("lost: {id:?} ({how})"));
         }
     }
     let visible: BTreeSet<(i32, i64)> = committed.iter().map(|r| (r.partition, r.offset)).collect();

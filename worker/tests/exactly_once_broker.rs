@@ -1,0 +1,161 @@
+//! What noida-db (the broker of the exactly-once tests, `kafka_support::noida`) does with
+//! transactions, pinned with plain librdkafka clients so that a change of the broker shows up
+//! here and not as a mystery in the worker tests.
+
+#![allow(clippy::unwrap_used)] // test helpers fail the test by panicking
+
+mod kafka_support;
+
+use std::time::{Duration, Instant};
+
+use kafka_support::exactly_once::snapshot;
+use kafka_support::noida::Noida;
+use kafka_support::reader;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Message};
+
+fn transactional(bootstrap: &str, id: &str) -> BaseProducer {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("transactional.id", id)
+        .create()
+        .unwrap();
+    producer.init_transactions(Duration::from_secs(30)).unwrap();
+    producer
+}
+
+fn send(producer: &BaseProducer, topic: &str, values: &[&str]) {
+    for value in values {
+        producer
+            .send(BaseRecord::<str, str>::to(topic).partition(0).payload(value))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+#[test]
+fn a_read_committed_consumer_blocked_by_an_open_transaction_goes_on_once_it_is_aborted() {
+    let Some(noida) = Noida::start(&[("t", 1)]) else {
+        return;
+    };
+    let bootstrap = &noida.bootstrap;
+    let open = transactional(bootstrap, "a");
+    open.begin_transaction().unwrap();
+    send(&open, "t", &["open-1", "open-2"]);
+    let other = transactional(bootstrap, "b");
+    other.begin_transaction().unwrap();
+    send(&other, "t", &["b-1", "b-2"]);
+    other.commit_transaction(Duration::from_secs(30)).unwrap();
+
+    // A consumer that reads while the transaction is open: stops before it.
+    let live = reader(bootstrap, "t", 1);
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut read = Vec::new();
+    while Instant::now() < until {
+        if let Some(m) = live.poll(Duration::from_millis(100)) {
+            read.push(String::from_utf8_lossy(m.unwrap().payload().unwrap()).into_owned());
+        }
+    }
+    assert!(read.is_empty(), "{read:?}");
+
+    // A new producer with the same transactional id aborts the open transaction.
+    drop(open);
+    let _successor = transactional(bootstrap, "a");
+    let fresh: Vec<String> = snapshot(bootstrap, "t", 1, "read_committed")
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
+    assert_eq!(fresh, ["b-1", "b-2"], "a new consumer reads past the aborted records");
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until && read.len() < 2 {
+        if let Some(m) = live.poll(Duration::from_millis(100)) {
+            read.push(String::from_utf8_lossy(m.unwrap().payload().unwrap()).into_owned());
+        }
+    }
+    assert_eq!(read, ["b-1", "b-2"], "the consumer that was blocked goes on");
+}
+
+#[test]
+fn probe_open_then_commit() {
+    let Some(noida) = Noida::start(&[("t", 1)]) else {
+        return;
+    };
+    let bootstrap = &noida.bootstrap;
+    let a = transactional(bootstrap, "a");
+    a.begin_transaction().unwrap();
+    send(&a, "t", &["a-1"]);
+    let live = reader(bootstrap, "t", 1);
+    let mut read = Vec::new();
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        if let Some(m) = live.poll(Duration::from_millis(100)) {
+            let m = m.unwrap();
+            read.push(format!("{}@{}", String::from_utf8_lossy(m.payload().unwrap()), m.offset()));
+        }
+    }
+    eprintln!("while open: {read:?}");
+    send(&a, "t", &["a-2"]);
+    a.commit_transaction(Duration::from_secs(30)).unwrap();
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        if let Some(m) = live.poll(Duration::from_millis(100)) {
+            let m = m.unwrap();
+            read.push(format!("{}@{}", String::from_utf8_lossy(m.payload().unwrap()), m.offset()));
+        }
+    }
+    let fresh: Vec<String> = snapshot(bootstrap, "t", 1, "read_committed")
+        .into_iter()
+        .map(|r| format!("{}@{}", r.value, r.offset))
+        .collect();
+    eprintln!("live {read:?}\nfresh {fresh:?}");
+    assert_eq!(read, fresh);
+}
+
+#[test]
+fn probe_offsets_of_an_aborted_transaction() {
+    let Some(noida) = Noida::start(&[("t", 1), ("src", 1)]) else {
+        return;
+    };
+    let bootstrap = &noida.bootstrap;
+    let group: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "g")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    use rdkafka::consumer::Consumer;
+    let meta = group.group_metadata().unwrap();
+    let a = transactional(bootstrap, "a");
+    let offsets = |o: i64, m: &str| {
+        let mut list = rdkafka::TopicPartitionList::new();
+        list.add_partition_offset("src", 0, rdkafka::Offset::Offset(o)).unwrap();
+        list.find_partition("src", 0).unwrap().set_metadata(m);
+        list
+    };
+    a.begin_transaction().unwrap();
+    send(&a, "t", &["one"]);
+    a.send_offsets_to_transaction(&offsets(5, "committed"), &meta, Duration::from_secs(30)).unwrap();
+    a.commit_transaction(Duration::from_secs(30)).unwrap();
+    a.begin_transaction().unwrap();
+    send(&a, "t", &["two"]);
+    a.send_offsets_to_transaction(&offsets(9, "aborted"), &meta, Duration::from_secs(30)).unwrap();
+    a.abort_transaction(Duration::from_secs(30)).unwrap();
+    let mut list = rdkafka::TopicPartitionList::new();
+    list.add_partition("src", 0);
+    let committed = group.committed_offsets(list, Duration::from_secs(10)).unwrap();
+    let e = committed.find_partition("src", 0).unwrap();
+    eprintln!("after abort: {:?} {:?}", e.offset(), e.metadata());
+    // killed instead of aborted
+    a.begin_transaction().unwrap();
+    send(&a, "t", &["three"]);
+    a.send_offsets_to_transaction(&offsets(12, "killed"), &meta, Duration::from_secs(30)).unwrap();
+    drop(a);
+    let _b = transactional(bootstrap, "a");
+    let mut list = rdkafka::TopicPartitionList::new();
+    list.add_partition("src", 0);
+    let committed = group.committed_offsets(list, Duration::from_secs(10)).unwrap();
+    let e2 = committed.find_partition("src", 0).unwrap();
+    eprintln!("after fence: {:?} {:?}", e2.offset(), e2.metadata());
+    assert_eq!(e.metadata(), "committed");
+    assert_eq!(e2.metadata(), "committed");
+}
