@@ -302,7 +302,9 @@ impl Metrics {
 
     /// Records that `task`'s producer was fenced by a newer one.
     pub fn sink_fenced(&self, task: u32) {
-        self.sink_fenced.with_label_values(&[&task_label(task)]).inc();
+        self.sink_fenced
+            .with_label_values(&[&task_label(task)])
+            .inc();
     }
 
     /// Records a moved task taken over in `took`, its state found `from` a peer or the local

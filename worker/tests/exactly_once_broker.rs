@@ -27,7 +27,11 @@ fn transactional(bootstrap: &str, id: &str) -> BaseProducer {
 fn send(producer: &BaseProducer, topic: &str, values: &[&str]) {
     for value in values {
         producer
-            .send(BaseRecord::<str, str>::to(topic).partition(0).payload(value))
+            .send(
+                BaseRecord::<str, str>::to(topic)
+                    .partition(0)
+                    .payload(value),
+            )
             .unwrap();
     }
     producer.flush(Duration::from_secs(30)).unwrap();
@@ -65,18 +69,26 @@ fn a_read_committed_consumer_blocked_by_an_open_transaction_goes_on_once_it_is_a
         .into_iter()
         .map(|r| r.value)
         .collect();
-    assert_eq!(fresh, ["b-1", "b-2"], "a new consumer reads past the aborted records");
+    assert_eq!(
+        fresh,
+        ["b-1", "b-2"],
+        "a new consumer reads past the aborted records"
+    );
     let until = Instant::now() + Duration::from_secs(10);
     while Instant::now() < until && read.len() < 2 {
         if let Some(m) = live.poll(Duration::from_millis(100)) {
             read.push(String::from_utf8_lossy(m.unwrap().payload().unwrap()).into_owned());
         }
     }
-    assert_eq!(read, ["b-1", "b-2"], "the consumer that was blocked goes on");
+    assert_eq!(
+        read,
+        ["b-1", "b-2"],
+        "the consumer that was blocked goes on"
+    );
 }
 
 #[test]
-fn probe_open_then_commit() {
+fn a_transaction_open_while_a_reader_polls_is_delivered_to_it_once_committed() {
     let Some(noida) = Noida::start(&[("t", 1)]) else {
         return;
     };
@@ -90,7 +102,11 @@ fn probe_open_then_commit() {
     while Instant::now() < until {
         if let Some(m) = live.poll(Duration::from_millis(100)) {
             let m = m.unwrap();
-            read.push(format!("{}@{}", String::from_utf8_lossy(m.payload().unwrap()), m.offset()));
+            read.push(format!(
+                "{}@{}",
+                String::from_utf8_lossy(m.payload().unwrap()),
+                m.offset()
+            ));
         }
     }
     eprintln!("while open: {read:?}");
@@ -100,7 +116,11 @@ fn probe_open_then_commit() {
     while Instant::now() < until {
         if let Some(m) = live.poll(Duration::from_millis(100)) {
             let m = m.unwrap();
-            read.push(format!("{}@{}", String::from_utf8_lossy(m.payload().unwrap()), m.offset()));
+            read.push(format!(
+                "{}@{}",
+                String::from_utf8_lossy(m.payload().unwrap()),
+                m.offset()
+            ));
         }
     }
     let fresh: Vec<String> = snapshot(bootstrap, "t", 1, "read_committed")
@@ -112,7 +132,7 @@ fn probe_open_then_commit() {
 }
 
 #[test]
-fn probe_offsets_of_an_aborted_transaction() {
+fn offsets_sent_in_an_aborted_or_fenced_transaction_are_not_committed_to_the_group() {
     let Some(noida) = Noida::start(&[("t", 1), ("src", 1)]) else {
         return;
     };
@@ -128,32 +148,40 @@ fn probe_offsets_of_an_aborted_transaction() {
     let a = transactional(bootstrap, "a");
     let offsets = |o: i64, m: &str| {
         let mut list = rdkafka::TopicPartitionList::new();
-        list.add_partition_offset("src", 0, rdkafka::Offset::Offset(o)).unwrap();
+        list.add_partition_offset("src", 0, rdkafka::Offset::Offset(o))
+            .unwrap();
         list.find_partition("src", 0).unwrap().set_metadata(m);
         list
     };
     a.begin_transaction().unwrap();
     send(&a, "t", &["one"]);
-    a.send_offsets_to_transaction(&offsets(5, "committed"), &meta, Duration::from_secs(30)).unwrap();
+    a.send_offsets_to_transaction(&offsets(5, "committed"), &meta, Duration::from_secs(30))
+        .unwrap();
     a.commit_transaction(Duration::from_secs(30)).unwrap();
     a.begin_transaction().unwrap();
     send(&a, "t", &["two"]);
-    a.send_offsets_to_transaction(&offsets(9, "aborted"), &meta, Duration::from_secs(30)).unwrap();
+    a.send_offsets_to_transaction(&offsets(9, "aborted"), &meta, Duration::from_secs(30))
+        .unwrap();
     a.abort_transaction(Duration::from_secs(30)).unwrap();
     let mut list = rdkafka::TopicPartitionList::new();
     list.add_partition("src", 0);
-    let committed = group.committed_offsets(list, Duration::from_secs(10)).unwrap();
+    let committed = group
+        .committed_offsets(list, Duration::from_secs(10))
+        .unwrap();
     let e = committed.find_partition("src", 0).unwrap();
     eprintln!("after abort: {:?} {:?}", e.offset(), e.metadata());
     // killed instead of aborted
     a.begin_transaction().unwrap();
     send(&a, "t", &["three"]);
-    a.send_offsets_to_transaction(&offsets(12, "killed"), &meta, Duration::from_secs(30)).unwrap();
+    a.send_offsets_to_transaction(&offsets(12, "killed"), &meta, Duration::from_secs(30))
+        .unwrap();
     drop(a);
     let _b = transactional(bootstrap, "a");
     let mut list = rdkafka::TopicPartitionList::new();
     list.add_partition("src", 0);
-    let committed = group.committed_offsets(list, Duration::from_secs(10)).unwrap();
+    let committed = group
+        .committed_offsets(list, Duration::from_secs(10))
+        .unwrap();
     let e2 = committed.find_partition("src", 0).unwrap();
     eprintln!("after fence: {:?} {:?}", e2.offset(), e2.metadata());
     assert_eq!(e.metadata(), "committed");

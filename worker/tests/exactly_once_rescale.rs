@@ -136,9 +136,7 @@ fn a_rescale_two_to_one_to_three_with_kills_writes_every_report_exactly_once() {
     let mut w1 = setup.worker(1, &epoch1, &[]);
     w1.wait_ready();
     let producing = setup.produce_slowly(parts[0].clone());
-    let w0 = setup.kill_ordinal_0(4, &mut random, producing, || {
-        setup.worker(0, &epoch1, &[])
-    });
+    let w0 = setup.kill_ordinal_0(4, &mut random, producing, || setup.worker(0, &epoch1, &[]));
     kills += 4;
     assert!(w0.terminate().success());
     assert!(w1.terminate().success(), "SIGTERM: a final checkpoint");

@@ -324,16 +324,11 @@ fn aborted_and_unfinished_transactions_are_invisible_to_a_read_committed_consume
         .collect();
     assert_eq!(read, ["committed"]);
     // The hidden records did reach the log: the broker hides them, they were not lost early.
-    let all: Vec<String> = exactly_once::read_to_end(
-        &bootstrap,
-        &topic,
-        1,
-        "read_uncommitted",
-        DEADLINE,
-    )
-    .into_iter()
-    .map(|r| r.value)
-    .collect();
+    let all: Vec<String> =
+        exactly_once::read_to_end(&bootstrap, &topic, 1, "read_uncommitted", DEADLINE)
+            .into_iter()
+            .map(|r| r.value)
+            .collect();
     assert_eq!(all, ["aborted", "unfinished", "committed", END]);
 }
 

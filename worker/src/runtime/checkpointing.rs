@@ -91,7 +91,7 @@ pub(super) fn complete(task: &mut Owned, shared: &Shared, wait: bool) -> Result<
             })?;
             // Under exactly-once the transaction just committed the checkpoint's own offsets
             // with its marker; an informative commit of the offsets taken since would put later
-            // offsets under the same marker (recovery reads both: `super::replay`).
+            // offsets under the same marker.
             if let Some(input) = task.input.as_ref().filter(|_| !task.exactly_once) {
                 if let Err(err) = input.commit(in_flight.id) {
                     warn!(task = task.id, error = %err, "informative offset commit failed");

@@ -39,7 +39,14 @@ pub fn read_to_end(
     isolation: &str,
     wait: Duration,
 ) -> Vec<Read> {
-    read(bootstrap, topic, partitions, isolation, Duration::from_secs(1), wait)
+    read(
+        bootstrap,
+        topic,
+        partitions,
+        isolation,
+        Duration::from_secs(1),
+        wait,
+    )
 }
 
 /// What a consumer with `isolation.level = isolation` sees of `topic` (all `partitions`) now:

@@ -117,7 +117,10 @@ impl Noida {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("noida-db not listening on {port}: {}", read_log(&log)));
+                return Err(format!(
+                    "noida-db not listening on {port}: {}",
+                    read_log(&log)
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
