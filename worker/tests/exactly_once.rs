@@ -304,7 +304,8 @@ fn a_worker_killed_at_random_moments_under_exactly_once_writes_every_report_exac
 /// at random moments, and before its last restart the newest checkpoint of the stage is
 /// corrupted.
 #[test]
-#[ignore = "fails on noida-db: only 8 of 136 category reports are committed (not diagnosed yet)"]
+#[ignore = "noida-db 0.2.3 hides committed partials from the stage's long-lived read_committed \
+            consumer (pinned in exactly_once_broker.rs): only 8 of 136 reports arrive"]
 fn a_global_analytic_whose_stage_is_killed_at_random_moments_writes_every_report_exactly_once() {
     let events = quickstart::events_every(EVENTS, 5_000, PARTITIONS);
     let Some(setup) = Setup::by_category("500ms", events) else {
