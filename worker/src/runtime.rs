@@ -33,10 +33,10 @@ use crate::handoff::{
 };
 use crate::http::{self, AppState, Health};
 use crate::kafka::{
-    admin, ordinal_from_pod_name, restore_point, Assignment, AssignmentError, ConfigError,
-    GlobalInput, KafkaSettings, KafkaSource, RecoveryError, RestorePoint, SinkError, SinkOptions,
-    SinkRoutes, SourceError, SourceOffsets, SourceOptions, SourceTopic, TaskInput, TaskSink,
-    GLOBAL_SOURCE,
+    admin, ordinal_from_pod_name, restore_point_past_corruption, Assignment, AssignmentError,
+    ConfigError, GlobalInput, KafkaSettings, KafkaSource, RecoveryError, RestorePoint, SinkError,
+    SinkOptions, SinkRoutes, SourceError, SourceOffsets, SourceOptions, SourceTopic, TaskInput,
+    TaskSink, GLOBAL_SOURCE,
 };
 use crate::metrics::{Metrics, TaskMetrics};
 use crate::operators::{Plan, PlanError};
@@ -46,6 +46,7 @@ use rdkafka::consumer::ConsumerGroupMetadata;
 
 mod checkpointing;
 mod fenced;
+mod replay;
 mod stage;
 
 use stage::Stage;
@@ -212,6 +213,8 @@ struct Owned {
     in_flight: Option<checkpointing::InFlight>,
     /// Results emitted while an exactly-once checkpoint is in flight (see `checkpointing`).
     held: Output,
+    /// The committed offsets to replay up to without writing (see `replay`).
+    replay_to: Option<SourceOffsets>,
 }
 
 impl Owned {
@@ -235,12 +238,14 @@ impl Owned {
             exactly_once,
             in_flight: None,
             held: Output::default(),
+            replay_to: None,
         })
     }
 }
 
 /// Restores `task` (id `t`) from its restore point, if it has one; returns the offsets to
-/// start its input at. Corrupt checkpoints on the way are logged and counted.
+/// start its input at, and whether it must replay up to the committed offsets without writing
+/// (see `replay`). Corrupt checkpoints on the way are logged and counted.
 fn restore(
     store: &CheckpointStore,
     t: u32,
@@ -248,23 +253,30 @@ fn restore(
     committed: Option<u64>,
     exactly_once: bool,
     metrics: &Metrics,
-) -> Result<Option<SourceOffsets>, WorkerError> {
+) -> Result<(Option<SourceOffsets>, bool), WorkerError> {
     let scan = store.scan(t)?;
     for skipped in &scan.skipped {
         warn!(task = %task_label(t), id = skipped.id, problem = %skipped.problem, "corrupt checkpoint skipped");
     }
     metrics.checkpoint_corrupt(scan.skipped.len() as u64);
-    let point = restore_point(&scan.valid, committed, exactly_once)?;
-    let RestorePoint::Checkpoint { id, exact } = point else {
-        return Ok(None);
+    let corrupt: Vec<u64> = scan.skipped.iter().map(|s| s.id).collect();
+    let point = restore_point_past_corruption(&scan.valid, &corrupt, committed, exactly_once)?;
+    let (id, exact, replay) = match point {
+        RestorePoint::Fresh => return Ok((None, false)),
+        RestorePoint::Checkpoint { id, exact } => (Some(id), exact, false),
+        RestorePoint::Replay { from, committed } => {
+            warn!(task = %task_label(t), committed, from, "the committed checkpoint is corrupt: restoring the one before it and replaying up to the committed offsets without writing");
+            (from, true, true)
+        }
     };
-    let Some(checkpoint) = store.read(t, id)? else {
-        return Ok(None);
+    let Some(checkpoint) = id.map(|id| store.read(t, id)).transpose()?.flatten() else {
+        return Ok((None, replay));
     };
+    let id = checkpoint.meta.checkpoint_id;
     task.restore(checkpoint.state())
         .map_err(|source| WorkerError::Restore { task: t, source })?;
     info!(task = %task_label(t), id, exact, "restored checkpoint");
-    Ok(Some(checkpoint.meta.offsets.clone()))
+    Ok((Some(checkpoint.meta.offsets.clone()), replay))
 }
 
 /// What the task threads share.
@@ -479,10 +491,15 @@ pub fn run_worker(
         if let Some((from, bytes)) = moved {
             metrics.handoff(asked.elapsed(), from, bytes as u64);
         }
-        if let Some(offsets) = restore(&store, t, &mut task, committed, exactly_once, &metrics)? {
+        let (offsets, replay) = restore(&store, t, &mut task, committed, exactly_once, &metrics)?;
+        if let Some(offsets) = offsets {
             start.insert(t, offsets);
         }
-        owned.push(Owned::new(t, task, sink, &metrics, &store, exactly_once)?);
+        let mut task = Owned::new(t, task, sink, &metrics, &store, exactly_once)?;
+        if replay {
+            task.replay_to = Some(source.committed_offsets(t)?);
+        }
+        owned.push(task);
     }
     // The global stage: on ordinal 0, which every assignment keeps; it never moves.
     let mut global = global.filter(|_| ordinal == 0);
@@ -504,15 +521,27 @@ pub fn run_worker(
         } else {
             None
         };
-        if let Some(offsets) = restore(&store, t, &mut stage, committed, exactly_once, &metrics)? {
+        let (offsets, replay) = restore(&store, t, &mut stage, committed, exactly_once, &metrics)?;
+        if let Some(offsets) = offsets {
             input.start = offsets.get(GLOBAL_SOURCE).cloned().unwrap_or_default();
         }
-        owned.push(Owned::new(t, stage, sink, &metrics, &store, exactly_once)?);
+        let mut stage = Owned::new(t, stage, sink, &metrics, &store, exactly_once)?;
+        if replay {
+            stage.replay_to =
+                Some(source.committed_global_offsets(&input.topic, input.partitions)?);
+        }
+        owned.push(stage);
     }
     let (inputs, global_input) = source.assign_with_global(&tasks, &start, global.as_ref())?;
     for input in inputs.into_iter().chain(global_input) {
         if let Some(task) = owned.iter_mut().find(|o| o.id == input.task()) {
             task.input = Some(input);
+        }
+    }
+    for task in &mut owned {
+        if !replay::to_committed(task, &stop)? {
+            server.stop();
+            return Ok(());
         }
     }
     health.set_ready();

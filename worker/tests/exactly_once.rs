@@ -205,17 +205,44 @@ fn kill_at_random(worker: WorkerProcess, random: &mut Random, kills: u32) -> boo
 fn flip_newest(task_dir: &Path) -> PathBuf {
     let newest = quickstart::newest_checkpoint(task_dir)
         .unwrap_or_else(|| panic!("no checkpoint in {}", task_dir.display()));
-    let mut bytes = std::fs::read(&newest).unwrap();
+    flip(&newest);
+    newest
+}
+
+/// Flips one bit in the middle of `file`.
+fn flip(file: &Path) {
+    let mut bytes = std::fs::read(file).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x10;
-    std::fs::write(&newest, bytes).unwrap();
-    newest
+    std::fs::write(file, bytes).unwrap();
 }
 
 /// The checkpoint id in a file name `ckpt-<id>.tdmk`.
 fn checkpoint_id(path: &Path) -> u64 {
     let stem = path.file_stem().unwrap().to_str().unwrap();
     stem.strip_prefix("ckpt-").unwrap().parse().unwrap()
+}
+
+/// The checkpoint id marked on the committed offsets of `task` in the workers' group.
+fn committed_marker(bootstrap: &str, task: i32) -> Option<u64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "tidemark-quickstart")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut list = rdkafka::TopicPartitionList::new();
+    list.add_partition("click_topic", task);
+    let committed = consumer
+        .committed_offsets(list, Duration::from_secs(10))
+        .unwrap();
+    let element = committed.find_partition("click_topic", task)?;
+    element
+        .metadata()
+        .strip_prefix("tidemark-checkpoint=")?
+        .parse()
+        .ok()
 }
 
 /// Sends `signal` (`STOP`, `CONT`, …) to process `pid` with `kill(1)`.
@@ -247,48 +274,58 @@ fn a_worker_killed_at_random_moments_under_exactly_once_writes_every_report_exac
         kills += 1;
     }
     producing.join().unwrap();
-    // The last restart finds a flipped bit in the newest checkpoint of task 0.
+    // The last restart finds a flipped bit in the newest checkpoint of task 0 — and in the one
+    // whose transaction committed, if that is an older one (a kill between a checkpoint and its
+    // commit): neither can be restored, and what the committed one's transaction wrote must
+    // not be written again.
     let task_dir = setup.task_dir(0, "0");
-    let intact = std::fs::read(quickstart::newest_checkpoint(&task_dir).unwrap()).unwrap();
-    let flipped = flip_newest(&task_dir);
-    let id = checkpoint_id(&flipped);
+    let committed = committed_marker(&setup.noida.bootstrap, 0).expect("a committed checkpoint");
+    let newest = flip_newest(&task_dir);
+    let mut flipped = vec![checkpoint_id(&newest)];
+    if flipped[0] != committed {
+        let file = quickstart::checkpoints(&task_dir)
+            .into_iter()
+            .find(|p| checkpoint_id(p) == committed)
+            .expect("the committed checkpoint is on the volume");
+        flip(&file);
+        flipped.push(committed);
+    }
     let mut last = setup.worker(0);
-    if !last.wait_ready_or_exit() {
-        // The flipped checkpoint was the committed one: exactly-once cannot fall back to the
-        // one before it (its results are committed; a replay would write them again), so the
-        // worker refuses to start and says why. The volume is repaired and it starts.
-        let log = last.log_text();
-        assert!(
-            log.contains(&format!(
-                "checkpoint {id} was committed to Kafka but is not on the volume"
-            )),
-            "log:\n{log}"
-        );
-        eprintln!("checkpoint {id} was the committed one: the worker refused to start");
-        std::fs::write(&flipped, &intact).unwrap();
-        last = setup.worker(0);
-        last.wait_ready();
-        assert!(last.logged(&format!("restored checkpoint task=0 id={id}")));
-        let exactness = setup.finish(vec![last, steady]);
-        assert_exact(&exactness);
-        assert!(exactness.aborted > 0, "{exactness:?}");
-        return;
-    }
+    last.wait_ready();
     let log = last.log_text();
-    assert!(
-        last.logged(&format!("corrupt checkpoint skipped task=0 id={id}")),
-        "the flipped checkpoint is reported; log:\n{log}"
-    );
-    assert!(last.metric(CHECKPOINT_CORRUPT_TOTAL).unwrap() >= 1.0);
-    for task in [0, 2] {
+    for id in &flipped {
         assert!(
-            last.logged(&format!("restored checkpoint task={task}")),
-            "the last restart restores task {task} from a checkpoint; log:\n{log}"
+            last.logged(&format!("corrupt checkpoint skipped task=0 id={id}")),
+            "the flipped checkpoint {id} is reported; log:\n{log}"
         );
     }
+    assert!(last.metric(CHECKPOINT_CORRUPT_TOTAL).unwrap() >= flipped.len() as f64);
+    assert!(
+        last.logged(&format!(
+            "the committed checkpoint is corrupt: restoring the one before it and replaying up to \
+             the committed offsets without writing task=0 committed={committed}"
+        )),
+        "log:\n{log}"
+    );
+    assert!(
+        last.logged("replayed up to the committed offsets without writing"),
+        "log:\n{log}"
+    );
+    assert!(
+        last.logged("restored checkpoint task=2"),
+        "the last restart restores task 2 from a checkpoint; log:\n{log}"
+    );
+    eprintln!(
+        "{}",
+        log.lines()
+            .filter(|l| l.contains("replayed") || l.contains("restored"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let id = format!("{flipped:?}");
     let exactness = setup.finish(vec![last, steady]);
     eprintln!(
-        "ordinal 0 killed {kills} times with SIGKILL ({ready_at_kill} when ready); checkpoint \
+        "ordinal 0 killed {kills} times with SIGKILL ({ready_at_kill} when ready); checkpoints \
          {id} of task 0 corrupted before the last restart; {:.1} s",
         started.elapsed().as_secs_f64()
     );
