@@ -26,7 +26,7 @@ use kafka_support::noida::Noida;
 use kafka_support::quickstart::{self, Event, Expected};
 use kafka_support::worker::WorkerProcess;
 use kafka_support::Random;
-use tidemark_worker::metrics::HANDOFF_TASKS_TOTAL;
+use tidemark_worker::metrics::{HANDOFF_TASKS_TOTAL, RECORDS_OUT_TOTAL};
 
 const PARTITIONS: i32 = 4;
 const REPORTS: &str = "marketing_report_topic";
@@ -79,8 +79,9 @@ impl Setup {
         })
     }
 
-    /// Kills worker 0 (started by `start`) at random moments `kills` times while `producing`
-    /// runs; returns the last worker 0, ready.
+    /// Kills worker 0 (started by `start`) `kills` times while `producing` runs: the first
+    /// within 100 ms of its start, the others at a random moment within 500 ms after it wrote
+    /// its first report (or after 5 s without one); returns the last worker 0, ready.
     fn kill_ordinal_0(
         &self,
         kills: u32,
@@ -89,8 +90,13 @@ impl Setup {
         start: impl Fn() -> WorkerProcess,
     ) -> WorkerProcess {
         for kill in 0..kills {
-            let victim = start();
-            let within = if kill == 0 { 100 } else { 2_000 };
+            let mut victim = start();
+            if kill > 0 {
+                // Once it has written reports (into a transaction that commits with its next
+                // checkpoint, 500 ms at most), so that kills leave aborted ones.
+                victim.wait_metric(RECORDS_OUT_TOTAL, 1.0, Duration::from_secs(5));
+            }
+            let within = if kill == 0 { 100 } else { 500 };
             std::thread::sleep(Duration::from_millis(random.below(within)));
             victim.kill();
         }

@@ -28,12 +28,8 @@ pub fn ensure_topic(
     partitions: u32,
     timeout: Duration,
 ) -> Result<u32, SourceError> {
-    // The metadata request below names the topic: a broker that creates topics on such a
-    // request (Kafka's `auto.create.topics.enable`, noida-db) would otherwise create it with its
-    // default partition count before CreateTopics is sent.
     let admin: AdminClient<DefaultClientContext> = settings
         .client_config()
-        .set("allow.auto.create.topics", "false")
         .create()
         .map_err(SourceError::Create)?;
     let deadline = Instant::now() + timeout;
