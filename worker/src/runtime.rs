@@ -33,10 +33,10 @@ use crate::handoff::{
 };
 use crate::http::{self, AppState, Health};
 use crate::kafka::{
-    admin, ordinal_from_pod_name, restore_point_past_corruption, Assignment, AssignmentError,
-    ConfigError, GlobalInput, KafkaSettings, KafkaSource, RecoveryError, RestorePoint, SinkError,
-    SinkOptions, SinkRoutes, SourceError, SourceOffsets, SourceOptions, SourceTopic, TaskInput,
-    TaskSink, GLOBAL_SOURCE,
+    admin, ordinal_from_pod_name, restore_point, Assignment, AssignmentError, ConfigError,
+    GlobalInput, KafkaSettings, KafkaSource, RecoveryError, RestorePoint, SinkError, SinkOptions,
+    SinkRoutes, SourceError, SourceOffsets, SourceOptions, SourceTopic, TaskInput, TaskSink,
+    GLOBAL_SOURCE,
 };
 use crate::metrics::{Metrics, TaskMetrics};
 use crate::operators::{Plan, PlanError};
@@ -46,7 +46,6 @@ use rdkafka::consumer::ConsumerGroupMetadata;
 
 mod checkpointing;
 mod fenced;
-mod replay;
 mod stage;
 
 use stage::Stage;
@@ -213,8 +212,6 @@ struct Owned {
     in_flight: Option<checkpointing::InFlight>,
     /// Results emitted while an exactly-once checkpoint is in flight (see `checkpointing`).
     held: Output,
-    /// The committed offsets to replay up to without writing (see `replay`).
-    replay_to: Option<SourceOffsets>,
 }
 
 impl Owned {
@@ -238,14 +235,12 @@ impl Owned {
             exactly_once,
             in_flight: None,
             held: Output::default(),
-            replay_to: None,
         })
     }
 }
 
 /// Restores `task` (id `t`) from its restore point, if it has one; returns the offsets to
-/// start its input at, and whether it must replay up to the committed offsets without writing
-/// (see `replay`). Corrupt checkpoints on the way are logged and counted.
+/// start its input at. Corrupt checkpoints on the way are logged and counted.
 fn restore(
     store: &CheckpointStore,
     t: u32,
@@ -253,30 +248,23 @@ fn restore(
     committed: Option<u64>,
     exactly_once: bool,
     metrics: &Metrics,
-) -> Result<(Option<SourceOffsets>, bool), WorkerError> {
+) -> Result<Option<SourceOffsets>, WorkerError> {
     let scan = store.scan(t)?;
     for skipped in &scan.skipped {
         warn!(task = %task_label(t), id = skipped.id, problem = %skipped.problem, "corrupt checkpoint skipped");
     }
     metrics.checkpoint_corrupt(scan.skipped.len() as u64);
-    let corrupt: Vec<u64> = scan.skipped.iter().map(|s| s.id).collect();
-    let point = restore_point_past_corruption(&scan.valid, &corrupt, committed, exactly_once)?;
-    let (id, exact, replay) = match point {
-        RestorePoint::Fresh => return Ok((None, false)),
-        RestorePoint::Checkpoint { id, exact } => (Some(id), exact, false),
-        RestorePoint::Replay { from, committed } => {
-            warn!(task = %task_label(t), committed, from, "the committed checkpoint is corrupt: restoring the one before it and replaying up to the committed offsets without writing");
-            (from, true, true)
-        }
+    let point = restore_point(&scan.valid, committed, exactly_once)?;
+    let RestorePoint::Checkpoint { id, exact } = point else {
+        return Ok(None);
     };
-    let Some(checkpoint) = id.map(|id| store.read(t, id)).transpose()?.flatten() else {
-        return Ok((None, replay));
+    let Some(checkpoint) = store.read(t, id)? else {
+        return Ok(None);
     };
-    let id = checkpoint.meta.checkpoint_id;
     task.restore(checkpoint.state())
         .map_err(|source| WorkerError::Restore { task: t, source })?;
     info!(task = %task_label(t), id, exact, "restored checkpoint");
-    Ok((Some(checkpoint.meta.offsets.clone()), replay))
+    Ok(Some(checkpoint.meta.offsets.clone()))
 }
 
 /// What the task threads share.
@@ -491,15 +479,10 @@ pub fn run_worker(
         if let Some((from, bytes)) = moved {
             metrics.handoff(asked.elapsed(), from, bytes as u64);
         }
-        let (offsets, replay) = restore(&store, t, &mut task, committed, exactly_once, &metrics)?;
-        if let Some(offsets) = offsets {
+        if let Some(offsets) = restore(&store, t, &mut task, committed, exactly_once, &metrics)? {
             start.insert(t, offsets);
         }
-        let mut task = Owned::new(t, task, sink, &metrics, &store, exactly_once)?;
-        if replay {
-            task.replay_to = Some(source.committed_offsets(t)?);
-        }
-        owned.push(task);
+        owned.push(Owned::new(t, task, sink, &metrics, &store, exactly_once)?);
     }
     // The global stage: on ordinal 0, which every assignment keeps; it never moves.
     let mut global = global.filter(|_| ordinal == 0);
@@ -521,27 +504,15 @@ pub fn run_worker(
         } else {
             None
         };
-        let (offsets, replay) = restore(&store, t, &mut stage, committed, exactly_once, &metrics)?;
-        if let Some(offsets) = offsets {
+        if let Some(offsets) = restore(&store, t, &mut stage, committed, exactly_once, &metrics)? {
             input.start = offsets.get(GLOBAL_SOURCE).cloned().unwrap_or_default();
         }
-        let mut stage = Owned::new(t, stage, sink, &metrics, &store, exactly_once)?;
-        if replay {
-            stage.replay_to =
-                Some(source.committed_global_offsets(&input.topic, input.partitions)?);
-        }
-        owned.push(stage);
+        owned.push(Owned::new(t, stage, sink, &metrics, &store, exactly_once)?);
     }
     let (inputs, global_input) = source.assign_with_global(&tasks, &start, global.as_ref())?;
     for input in inputs.into_iter().chain(global_input) {
         if let Some(task) = owned.iter_mut().find(|o| o.id == input.task()) {
             task.input = Some(input);
-        }
-    }
-    for task in &mut owned {
-        if !replay::to_committed(task, &stop)? {
-            server.stop();
-            return Ok(());
         }
     }
     health.set_ready();

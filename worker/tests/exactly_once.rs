@@ -223,8 +223,9 @@ fn checkpoint_id(path: &Path) -> u64 {
     stem.strip_prefix("ckpt-").unwrap().parse().unwrap()
 }
 
-/// The checkpoint id marked on the committed offsets of `task` in the workers' group.
-fn committed_marker(bootstrap: &str, task: i32) -> Option<u64> {
+/// The checkpoint id marked on the committed offsets of `task` in the workers' group, and the
+/// offsets, as (source topic, offset).
+fn committed_marker(bootstrap: &str, task: i32) -> Option<(u64, Vec<(String, i64)>)> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -234,15 +235,25 @@ fn committed_marker(bootstrap: &str, task: i32) -> Option<u64> {
         .unwrap();
     let mut list = rdkafka::TopicPartitionList::new();
     list.add_partition("click_topic", task);
+    list.add_partition("purchase_topic", task);
     let committed = consumer
         .committed_offsets(list, Duration::from_secs(10))
         .unwrap();
     let element = committed.find_partition("click_topic", task)?;
-    element
+    let id = element
         .metadata()
         .strip_prefix("tidemark-checkpoint=")?
         .parse()
-        .ok()
+        .ok()?;
+    let offsets = committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => Some((e.topic().to_owned(), o)),
+            _ => None,
+        })
+        .collect();
+    Some((id, offsets))
 }
 
 /// Sends `signal` (`STOP`, `CONT`, …) to process `pid` with `kill(1)`.
@@ -274,58 +285,81 @@ fn a_worker_killed_at_random_moments_under_exactly_once_writes_every_report_exac
         kills += 1;
     }
     producing.join().unwrap();
-    // The last restart finds a flipped bit in the newest checkpoint of task 0 — and in the one
-    // whose transaction committed, if that is an older one (a kill between a checkpoint and its
-    // commit): neither can be restored, and what the committed one's transaction wrote must
-    // not be written again.
+    // The group's committed offsets, written by the transaction of the checkpoint its marker
+    // names (and again by the informative commit after it), are that checkpoint's offsets.
+    let (committed, offsets) =
+        committed_marker(&setup.noida.bootstrap, 0).expect("a committed checkpoint");
+    let store = tidemark_worker::checkpoint::CheckpointStore::new(setup.checkpoint_dir(0), 3);
+    let checkpoint = store
+        .read(0, committed)
+        .unwrap()
+        .expect("the committed checkpoint");
+    let mut in_checkpoint: Vec<(String, i64)> = checkpoint
+        .meta
+        .offsets
+        .iter()
+        .flat_map(|(source, partitions)| {
+            let topic = if source == "clicks" {
+                "click_topic"
+            } else {
+                "purchase_topic"
+            };
+            partitions.values().map(move |&o| (topic.to_owned(), o))
+        })
+        .collect();
+    in_checkpoint.sort();
+    let mut offsets = offsets;
+    offsets.sort();
+    assert_eq!(
+        offsets, in_checkpoint,
+        "the group's committed offsets are those of checkpoint {committed}"
+    );
+    // The last restart finds a flipped bit in the newest checkpoint of task 0.
     let task_dir = setup.task_dir(0, "0");
-    let committed = committed_marker(&setup.noida.bootstrap, 0).expect("a committed checkpoint");
-    let newest = flip_newest(&task_dir);
-    let mut flipped = vec![checkpoint_id(&newest)];
-    if flipped[0] != committed {
-        let file = quickstart::checkpoints(&task_dir)
-            .into_iter()
-            .find(|p| checkpoint_id(p) == committed)
-            .expect("the committed checkpoint is on the volume");
-        flip(&file);
-        flipped.push(committed);
-    }
+    let newest = quickstart::newest_checkpoint(&task_dir).unwrap();
+    let intact = std::fs::read(&newest).unwrap();
+    flip(&newest);
+    let id = checkpoint_id(&newest);
     let mut last = setup.worker(0);
-    last.wait_ready();
-    let log = last.log_text();
-    for id in &flipped {
+    let log = if id == committed {
+        // The committed checkpoint itself: its transaction's results are visible, so falling
+        // back to the one before it would write them again. The worker refuses to start and
+        // says why (a known limit: docs/checkpoints.md); the volume is repaired by hand.
+        assert!(!last.wait_ready_or_exit(), "{}", last.log_text());
+        let log = last.log_text();
+        assert!(
+            log.contains(&format!("corrupt checkpoint skipped task=0 id={id}"))
+                && log.contains(&format!(
+                    "checkpoint {id} was committed to Kafka but is not on the volume"
+                )),
+            "log:\n{log}"
+        );
+        std::fs::write(&newest, &intact).unwrap();
+        last = setup.worker(0);
+        last.wait_ready();
+        eprintln!("the flipped checkpoint {id} was the committed one: the worker refused to start");
+        log
+    } else {
+        // Newer than the committed one (a kill between a checkpoint and its commit): skipped,
+        // the committed one restored.
+        last.wait_ready();
+        let log = last.log_text();
         assert!(
             last.logged(&format!("corrupt checkpoint skipped task=0 id={id}")),
-            "the flipped checkpoint {id} is reported; log:\n{log}"
+            "log:\n{log}"
         );
-    }
-    assert!(last.metric(CHECKPOINT_CORRUPT_TOTAL).unwrap() >= flipped.len() as f64);
+        assert!(last.metric(CHECKPOINT_CORRUPT_TOTAL).unwrap() >= 1.0);
+        eprintln!("the flipped checkpoint {id} was newer than the committed {committed}");
+        log
+    };
     assert!(
-        last.logged(&format!(
-            "the committed checkpoint is corrupt: restoring the one before it and replaying up to \
-             the committed offsets without writing task=0 committed={committed}"
-        )),
-        "log:\n{log}"
+        last.logged(&format!("restored checkpoint task=0 id={committed}")),
+        "the last restart restores the committed checkpoint {committed}; log:\n{log}\n{}",
+        last.log_text()
     );
-    assert!(
-        last.logged("replayed up to the committed offsets without writing"),
-        "log:\n{log}"
-    );
-    assert!(
-        last.logged("restored checkpoint task=2"),
-        "the last restart restores task 2 from a checkpoint; log:\n{log}"
-    );
-    eprintln!(
-        "{}",
-        log.lines()
-            .filter(|l| l.contains("replayed") || l.contains("restored"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    let id = format!("{flipped:?}");
     let exactness = setup.finish(vec![last, steady]);
     eprintln!(
-        "ordinal 0 killed {kills} times with SIGKILL ({ready_at_kill} when ready); checkpoints \
+        "ordinal 0 killed {kills} times with SIGKILL ({ready_at_kill} when ready); checkpoint \
          {id} of task 0 corrupted before the last restart; {:.1} s",
         started.elapsed().as_secs_f64()
     );

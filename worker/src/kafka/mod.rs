@@ -15,7 +15,7 @@ pub mod source;
 
 pub use assignment::{co_partitioned, ordinal_from_pod_name, Assignment, AssignmentError};
 pub use config::{ConfigError, KafkaSettings, Mounts};
-pub use recovery::{restore_point, restore_point_past_corruption, RecoveryError, RestorePoint};
+pub use recovery::{restore_point, RecoveryError, RestorePoint};
 pub use routes::SinkRoutes;
 pub use sink::{SinkError, SinkOptions, TaskSink};
 pub use source::{

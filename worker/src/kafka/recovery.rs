@@ -28,16 +28,6 @@ pub enum RestorePoint {
         /// worker should say so in a log line and a metric.
         exact: bool,
     },
-    /// Exactly-once with the committed checkpoint on the volume but corrupt: restore `from`
-    /// (the newest valid checkpoint older than it; `None`: an empty task from the beginning)
-    /// and replay up to the committed offsets **without writing** — the results of those
-    /// records are already committed — then go on as from checkpoint `committed`.
-    Replay {
-        /// The checkpoint to restore, if any.
-        from: Option<u64>,
-        /// The committed checkpoint that is corrupt.
-        committed: u64,
-    },
 }
 
 /// Why no restore point is safe.
@@ -90,31 +80,6 @@ pub fn restore_point(
     }
 }
 
-/// [`restore_point`] knowing the ids of the `corrupt` checkpoints on the volume: a committed
-/// checkpoint that is there but corrupt is replayed past ([`RestorePoint::Replay`]) instead of
-/// refused; one that is not there at all stays [`RecoveryError::CommittedMissing`].
-///
-/// Why the replay is exact: the committed offsets are checkpoint `committed`'s offsets, and the
-/// records before them produce — deterministically, as any exactly-once restore assumes — the
-/// results of the committed transactions; discarding those and writing what follows gives what
-/// a restore of `committed` itself would have written.
-pub fn restore_point_past_corruption(
-    valid: &[u64],
-    corrupt: &[u64],
-    committed: Option<u64>,
-    exactly_once: bool,
-) -> Result<RestorePoint, RecoveryError> {
-    match committed {
-        Some(k) if exactly_once && !valid.contains(&k) && corrupt.contains(&k) => {
-            Ok(RestorePoint::Replay {
-                from: valid.iter().copied().filter(|&id| id < k).max(),
-                committed: k,
-            })
-        }
-        _ => restore_point(valid, committed, exactly_once),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,37 +127,6 @@ mod tests {
             })
         );
         assert!(restore_point(&[], Some(2), true).is_err());
-    }
-
-    #[test]
-    fn a_corrupt_committed_checkpoint_is_replayed_past_from_the_one_before_it() {
-        assert_eq!(
-            restore_point_past_corruption(&[3, 4, 6], &[5], Some(5), true),
-            Ok(RestorePoint::Replay {
-                from: Some(4),
-                committed: 5
-            })
-        );
-        assert_eq!(
-            restore_point_past_corruption(&[], &[1], Some(1), true),
-            Ok(RestorePoint::Replay {
-                from: None,
-                committed: 1
-            })
-        );
-    }
-
-    #[test]
-    fn a_corrupt_checkpoint_newer_than_the_committed_one_changes_nothing() {
-        assert_eq!(
-            restore_point_past_corruption(&[4, 5], &[6], Some(5), true),
-            Ok(RestorePoint::Checkpoint { id: 5, exact: true })
-        );
-        assert!(restore_point_past_corruption(&[9], &[7], Some(8), true).is_err());
-        assert_eq!(
-            restore_point_past_corruption(&[1], &[2], Some(2), false),
-            Ok(RestorePoint::Checkpoint { id: 1, exact: true })
-        );
     }
 
     #[test]

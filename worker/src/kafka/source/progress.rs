@@ -136,28 +136,12 @@ impl KafkaSource {
     }
 
     /// The group's committed offsets of `task`'s partitions by source name (partitions without
-    /// one are left out): where a replay past a corrupt committed checkpoint stops discarding
-    /// (`super::super::recovery::RestorePoint::Replay`). Blocks up to the timeout.
+    /// one are left out): the offsets of the checkpoint that the marker names. Blocks up to the
+    /// timeout.
     pub fn committed_offsets(&self, task: u32) -> Result<SourceOffsets, SourceError> {
         self.committed_by_source(self.task_partitions(task), |topic| {
             let source = self.topics.iter().find(|s| s.topic == topic)?;
             Some(source.name.clone())
-        })
-    }
-
-    /// [`Self::committed_offsets`] of the global stage: the partials `topic`'s partitions,
-    /// under [`super::GLOBAL_SOURCE`].
-    pub fn committed_global_offsets(
-        &self,
-        topic: &str,
-        partitions: u32,
-    ) -> Result<SourceOffsets, SourceError> {
-        let mut list = TopicPartitionList::new();
-        for partition in 0..partitions as i32 {
-            list.add_partition(topic, partition);
-        }
-        self.committed_by_source(list, |t| {
-            (t == topic).then(|| super::GLOBAL_SOURCE.to_owned())
         })
     }
 
