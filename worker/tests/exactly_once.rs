@@ -375,8 +375,9 @@ fn a_worker_killed_at_random_moments_under_exactly_once_writes_every_report_exac
 /// at random moments, and before its last restart the newest checkpoint of the stage is
 /// corrupted.
 #[test]
-#[ignore = "noida-db 0.2.3 hides committed partials from the stage's long-lived read_committed \
-            consumer (pinned in exactly_once_broker.rs): only 8 of 136 reports arrive"]
+#[ignore = "fails on noida-db 0.2.3: after ordinal 0 is killed, 112 of 136 category reports are \
+            never written (exact without kills); suspected: the broker's fault with long-lived \
+            read_committed readers (exactly_once_broker.rs), not proven — see docs/kafka.md"]
 fn a_global_analytic_whose_stage_is_killed_at_random_moments_writes_every_report_exactly_once() {
     let events = quickstart::events_every(EVENTS, 5_000, PARTITIONS);
     let Some(setup) = Setup::by_category("500ms", events) else {

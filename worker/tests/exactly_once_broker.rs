@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use kafka_support::exactly_once::snapshot;
 use kafka_support::noida::Noida;
 use kafka_support::reader;
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message};
 
@@ -241,7 +242,31 @@ fn a_producers_second_transaction_does_not_hold_back_read_committed_readers_and_
         .into_iter()
         .map(|r| format!("{}@{}", r.value, r.offset))
         .collect();
-    eprintln!("live  {read:?}\nfresh {fresh:?}\nall   {all:?}");
+    // A new reader that starts in the middle of the log, after the first aborted transaction
+    // (as a restarted consumer starts at its checkpoint's offsets).
+    let mid: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "mid")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let mut list = rdkafka::TopicPartitionList::new();
+    list.add_partition_offset("t", 0, rdkafka::Offset::Offset(3))
+        .unwrap();
+    rdkafka::consumer::Consumer::assign(&mid, &list).unwrap();
+    let mut from_mid = Vec::new();
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        if let Some(m) = mid.poll(Duration::from_millis(50)) {
+            let m = m.unwrap();
+            from_mid.push(format!(
+                "{}@{}",
+                String::from_utf8_lossy(m.payload().unwrap()),
+                m.offset()
+            ));
+        }
+    }
+    eprintln!("live  {read:?}\nfresh {fresh:?}\nmid   {from_mid:?}\nall   {all:?}");
     // What Kafka does: `b0` (offset 3) stays hidden while `a0-killed` (offset 2) is open, and
     // the live reader ends with what a new one reads. What noida-db 0.2.3 does: the live reader
     // got `b0` while the transaction before it was still open (a producer's second transaction
@@ -250,6 +275,11 @@ fn a_producers_second_transaction_does_not_hold_back_read_committed_readers_and_
     // this fails, noida-db changed: see docs/kafka.md.
     assert_eq!(read.first().map(String::as_str), Some("a0-committed@0"));
     assert!(read.contains(&"b0@3".to_owned()), "{read:?}");
+    assert_eq!(
+        from_mid,
+        fresh[1..],
+        "a new reader from offset 3 is right too"
+    );
     for missed in ["a1-committed@6", "a-last@24"] {
         assert!(fresh.contains(&missed.to_owned()), "{fresh:?}");
         assert!(!read.contains(&missed.to_owned()), "{read:?}");
