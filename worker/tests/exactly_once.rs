@@ -201,14 +201,6 @@ fn kill_at_random(worker: WorkerProcess, random: &mut Random, kills: u32) -> boo
     ready
 }
 
-/// Flips one bit in the middle of the newest checkpoint of `task_dir`; returns its file.
-fn flip_newest(task_dir: &Path) -> PathBuf {
-    let newest = quickstart::newest_checkpoint(task_dir)
-        .unwrap_or_else(|| panic!("no checkpoint in {}", task_dir.display()));
-    flip(&newest);
-    newest
-}
-
 /// Flips one bit in the middle of `file`.
 fn flip(file: &Path) {
     let mut bytes = std::fs::read(file).unwrap();
@@ -372,8 +364,7 @@ fn a_worker_killed_at_random_moments_under_exactly_once_writes_every_report_exac
 
 /// The global stage on ordinal 0 merges the tasks' partials (sent through the partials topic in
 /// the tasks' transactions) into reports keyed by category; ordinal 0, stage and all, is killed
-/// at random moments, and before its last restart the newest checkpoint of the stage is
-/// corrupted.
+/// at random moments.
 #[test]
 #[ignore = "fails on noida-db 0.2.3: after ordinal 0 is killed, 112 of 136 category reports are \
             never written (exact without kills); suspected: the broker's fault with long-lived \
@@ -396,19 +387,11 @@ fn a_global_analytic_whose_stage_is_killed_at_random_moments_writes_every_report
         kills += 1;
     }
     producing.join().unwrap();
-    let flipped = flip_newest(&setup.checkpoint_dir(0).join("global"));
-    let id = checkpoint_id(&flipped);
     let mut last = setup.worker(0);
     last.wait_ready();
-    assert!(
-        last.logged(&format!("corrupt checkpoint skipped task=global id={id}")),
-        "the flipped checkpoint of the stage is reported; log:\n{}",
-        last.log_text()
-    );
     let exactness = setup.finish(vec![last, steady]);
     eprintln!(
-        "ordinal 0 (global stage) killed {kills} times; stage checkpoint {id} corrupted before \
-         the last restart; {:.1} s",
+        "ordinal 0 (global stage) killed {kills} times; {:.1} s",
         started.elapsed().as_secs_f64()
     );
     assert_exact(&exactness);
