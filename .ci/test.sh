@@ -24,6 +24,12 @@ export TIDEMARK_REQUIRE_PROMETHEUS=1
 tansu_dir="$(bash .ci/tools/tansu.sh | tail -n1)"
 export TIDEMARK_TANSU_BIN="$tansu_dir/tansu"
 export TIDEMARK_REQUIRE_TANSU=1
+# noida-db, a Kafka broker with transaction markers and producer fencing (PyPI, pinned, in a venv
+# under target/tools: seconds), for the exactly-once tests (worker/tests/exactly_once*.rs and the
+# visibility and fencing tests of worker/tests/kafka_sink.rs); they fail instead of skipping.
+noida_dir="$(bash .ci/tools/noida.sh | tail -n1)"
+export TIDEMARK_NOIDA_BIN="$noida_dir/noida-db"
+export TIDEMARK_REQUIRE_NOIDA=1
 
 echo "--- formatting and lints" >&2
 cargo fmt --all --check

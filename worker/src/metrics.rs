@@ -63,6 +63,9 @@ pub const HANDOFF_DURATION_SECONDS: &str = "tidemark_handoff_duration_seconds";
 /// of a revision already held), `late` (its key-window already dropped) or `malformed` at the
 /// global stage.
 pub const GLOBAL_PARTIALS_TOTAL: &str = "tidemark_global_partials_total";
+/// Tasks whose producer was fenced by a newer one for the same task, by `task`: another worker
+/// runs the task now, and this one stopped its tasks and stepped back (exactly-once).
+pub const SINK_FENCED_TOTAL: &str = "tidemark_sink_fenced_total";
 /// `source` label value of dead letters that no source accepted (routing by event type failed).
 pub const UNROUTED_SOURCE: &str = "unrouted";
 
@@ -94,6 +97,7 @@ pub struct Metrics {
     handoff_tasks: IntCounterVec,
     handoff_bytes: IntCounter,
     handoff_duration: Histogram,
+    sink_fenced: IntCounterVec,
 }
 
 impl Metrics {
@@ -182,6 +186,11 @@ impl Metrics {
                 registry.register(Box::new(g.clone()))?;
                 g
             },
+            sink_fenced: counter(
+                SINK_FENCED_TOTAL,
+                "Tasks whose producer was fenced by a newer one: another worker runs them.",
+                &["task"],
+            )?,
             checkpoint_failures: {
                 let c = IntCounter::new(CHECKPOINT_FAILURES_TOTAL, "Failed checkpoint writes.")?;
                 registry.register(Box::new(c.clone()))?;
@@ -289,6 +298,13 @@ impl Metrics {
     /// Counts a failed checkpoint write.
     pub fn checkpoint_failed(&self) {
         self.checkpoint_failures.inc();
+    }
+
+    /// Records that `task`'s producer was fenced by a newer one.
+    pub fn sink_fenced(&self, task: u32) {
+        self.sink_fenced
+            .with_label_values(&[&task_label(task)])
+            .inc();
     }
 
     /// Records a moved task taken over in `took`, its state found `from` a peer or the local

@@ -45,6 +45,7 @@ use crate::result::Output;
 use rdkafka::consumer::ConsumerGroupMetadata;
 
 mod checkpointing;
+mod fenced;
 mod stage;
 
 use stage::Stage;
@@ -268,7 +269,10 @@ fn restore(
 
 /// What the task threads share.
 struct Shared {
+    /// Set by SIGTERM or SIGINT.
     stop: Arc<AtomicBool>,
+    /// Set when a thread failed: the others stop too.
+    failed: AtomicBool,
     store: CheckpointStore,
     metrics: Metrics,
     group: Option<ConsumerGroupMetadata>,
@@ -524,6 +528,7 @@ pub fn run_worker(
     }
     let shared = Arc::new(Shared {
         stop: stop.clone(),
+        failed: AtomicBool::new(false),
         store,
         metrics: metrics.clone(),
         group: source.group_metadata(),
@@ -544,7 +549,7 @@ pub fn run_worker(
                 let result = run_tasks(group, &shared, &mine);
                 if result.is_err() {
                     // One failed thread stops the others, each at a final checkpoint.
-                    shared.stop.store(true, Ordering::Relaxed);
+                    shared.failed.store(true, Ordering::Relaxed);
                 }
                 result
             })
@@ -554,16 +559,27 @@ pub fn run_worker(
 
     let result = supervise(&source, &running, &shared, &health);
     if result.is_err() {
-        stop.store(true, Ordering::Relaxed);
+        shared.failed.store(true, Ordering::Relaxed);
     }
     let mut first_error = result.err();
+    let mut fenced = None;
     for (handle, _) in running {
         let outcome = handle
             .join()
             .unwrap_or_else(|_| Err(WorkerError::Thread("a task thread panicked".into())));
         if let Err(err) = outcome {
+            if let WorkerError::Sink {
+                task,
+                source: SinkError::Fenced(..),
+            } = &err
+            {
+                fenced.get_or_insert(*task);
+            }
             first_error.get_or_insert(err);
         }
+    }
+    if let Some(task) = fenced {
+        fenced::step_back(task, &stop, &health, &metrics);
     }
     health.set_not_ready("stopping");
     for &t in &tasks {
@@ -630,7 +646,7 @@ fn run_tasks(
     let mut last_end_check = Instant::now();
     let (mut window, mut busy) = (Instant::now(), Duration::ZERO);
     let result = (|| -> Result<(), WorkerError> {
-        while !shared.stop.load(Ordering::Relaxed) {
+        while !shared.stop.load(Ordering::Relaxed) && !shared.failed.load(Ordering::Relaxed) {
             state
                 .beat_ms
                 .store(millis_since(shared.started), Ordering::Relaxed);

@@ -1,14 +1,16 @@
 //! The Kafka sink against librdkafka's mock cluster: routing, dead-letter headers and the
 //! transactional flow. Transaction visibility and fencing need a broker that writes transaction
-//! markers and fences producers, which the mock does not (pinned below); those tests run with
-//! `TIDEMARK_KAFKA_BOOTSTRAP=HOST:PORT cargo test -p tidemark-worker --test kafka_sink -- --ignored`
-//! against a real Kafka.
+//! markers and fences producers, which the mock does not (pinned below); those two tests run
+//! against noida-db (`kafka_support::noida`; skipped with a message when it is not installed,
+//! failing instead under `TIDEMARK_REQUIRE_NOIDA=1`), or against the Kafka at
+//! `TIDEMARK_KAFKA_BOOTSTRAP=HOST:PORT` when that is set.
 #![allow(clippy::unwrap_used)]
 
 mod kafka_support;
 
 use std::collections::BTreeMap;
 
+use kafka_support::noida::Noida;
 use kafka_support::*;
 use rdkafka::{Message, TopicPartitionList};
 use tidemark_api::Delivery;
@@ -242,8 +244,8 @@ fn a_committed_transaction_with_the_source_offsets_is_read_once() {
 #[test]
 fn the_mock_cluster_writes_no_transaction_markers_and_fences_no_producer() {
     // Pins what librdkafka's mock cluster (2.12) lacks, so that exactly-once is not claimed to
-    // be proven on it: if this fails, the mock learned markers or fencing and the ignored
-    // tests below can run on it.
+    // be proven on it: if this fails, the mock learned markers or fencing and the visibility
+    // and fencing tests below could run on it.
     let cluster = cluster(&[("reports", 1)]);
     let bootstrap = cluster.bootstrap_servers();
     let mut zombie = sink(&bootstrap, "p", Delivery::ExactlyOnce, routes("reports"));
@@ -270,22 +272,29 @@ fn the_mock_cluster_writes_no_transaction_markers_and_fences_no_producer() {
     assert_eq!(read, ["aborted", "zombie"]);
 }
 
-/// A real Kafka broker from `TIDEMARK_KAFKA_BOOTSTRAP`, with a topic name unique to this run
-/// (the broker must auto-create topics).
-fn real_broker(prefix: &str) -> (String, String) {
-    let bootstrap = std::env::var("TIDEMARK_KAFKA_BOOTSTRAP")
-        .expect("set TIDEMARK_KAFKA_BOOTSTRAP to a Kafka broker with transactions");
+/// A broker with transactions and a topic name unique to this run: the Kafka at
+/// `TIDEMARK_KAFKA_BOOTSTRAP` when set (it must auto-create topics), else a noida-db of this
+/// test with the topic created (kept alive by the returned guard); `None` when the test is
+/// skipped (no noida-db, not required).
+fn real_broker(prefix: &str) -> Option<(Option<Noida>, String, String)> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    (bootstrap, format!("{prefix}-{nanos}"))
+    let topic = format!("{prefix}-{nanos}");
+    if let Ok(bootstrap) = std::env::var("TIDEMARK_KAFKA_BOOTSTRAP") {
+        return Some((None, bootstrap, topic));
+    }
+    let noida = Noida::start(&[(topic.as_str(), 1)])?;
+    let bootstrap = noida.bootstrap.clone();
+    Some((Some(noida), bootstrap, topic))
 }
 
 #[test]
-#[ignore = "needs a broker with transaction markers (TIDEMARK_KAFKA_BOOTSTRAP); the mock has none"]
 fn aborted_and_unfinished_transactions_are_invisible_to_a_read_committed_consumer() {
-    let (bootstrap, topic) = real_broker("invisible");
+    let Some((_broker, bootstrap, topic)) = real_broker("invisible") else {
+        return;
+    };
     let pipeline = topic.clone();
     let mut first = sink(&bootstrap, &pipeline, Delivery::ExactlyOnce, routes(&topic));
     first
@@ -314,12 +323,20 @@ fn aborted_and_unfinished_transactions_are_invisible_to_a_read_committed_consume
         .map(|m| text(m).1)
         .collect();
     assert_eq!(read, ["committed"]);
+    // The hidden records did reach the log: the broker hides them, they were not lost early.
+    let all: Vec<String> =
+        exactly_once::read_to_end(&bootstrap, &topic, 1, "read_uncommitted", DEADLINE)
+            .into_iter()
+            .map(|r| r.value)
+            .collect();
+    assert_eq!(all, ["aborted", "unfinished", "committed", END]);
 }
 
 #[test]
-#[ignore = "needs a broker that fences producers (TIDEMARK_KAFKA_BOOTSTRAP); the mock does not"]
 fn a_second_producer_for_the_same_task_fences_the_first() {
-    let (bootstrap, topic) = real_broker("fencing");
+    let Some((_broker, bootstrap, topic)) = real_broker("fencing") else {
+        return;
+    };
     let mut zombie = sink(&bootstrap, &topic, Delivery::ExactlyOnce, routes(&topic));
     let _owner = sink(&bootstrap, &topic, Delivery::ExactlyOnce, routes(&topic));
     let outcome = zombie

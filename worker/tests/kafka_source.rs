@@ -206,11 +206,14 @@ fn the_checkpoint_marker_committed_with_a_tasks_offsets_is_read_back() {
     let mut inputs = source.assign(&[1], &BTreeMap::new()).unwrap();
     assert_eq!(source.committed_checkpoint(1).unwrap(), None);
     take_until(&mut inputs, |r| r.len() >= 3);
-    inputs[0].commit(42).unwrap();
+    // The offsets of a checkpoint taken after two records, committed after the third.
+    let at_checkpoint = BTreeMap::from([("clicks".to_owned(), BTreeMap::from([(1, 2)]))]);
+    inputs[0].commit(&at_checkpoint, 42).unwrap();
     let deadline = std::time::Instant::now() + DEADLINE;
     while source.committed_checkpoint(1).unwrap().is_none() {
         assert!(std::time::Instant::now() < deadline, "commit never landed");
         source.serve(std::time::Duration::from_millis(50)).unwrap();
     }
     assert_eq!(source.committed_checkpoint(1).unwrap(), Some(42));
+    assert_eq!(source.committed_offsets(1).unwrap(), at_checkpoint);
 }

@@ -23,6 +23,8 @@ use crate::result::Output;
 /// A checkpoint whose state is being encoded and written on another thread.
 pub(super) struct InFlight {
     id: u64,
+    /// The offsets it holds, for the informative commit.
+    offsets: crate::kafka::SourceOffsets,
     write: JoinHandle<Result<Written, CheckpointError>>,
 }
 
@@ -55,7 +57,7 @@ pub(super) fn begin(task: &mut Owned, shared: &Shared) -> Result<(), WorkerError
         task: task.id,
         checkpoint_id: id,
         epoch: shared.epoch,
-        offsets,
+        offsets: offsets.clone(),
         watermark: task.task.watermark(),
         created_at_ms: now_ms(),
     };
@@ -65,7 +67,7 @@ pub(super) fn begin(task: &mut Owned, shared: &Shared) -> Result<(), WorkerError
         .name(format!("checkpoint-{}", task.id))
         .spawn(move || store.write(&meta, &capture.encode()))
         .map_err(|e| WorkerError::Thread(e.to_string()))?;
-    task.in_flight = Some(InFlight { id, write });
+    task.in_flight = Some(InFlight { id, offsets, write });
     Ok(())
 }
 
@@ -90,7 +92,7 @@ pub(super) fn complete(task: &mut Owned, shared: &Shared, wait: bool) -> Result<
                 source,
             })?;
             if let Some(input) = &task.input {
-                if let Err(err) = input.commit(in_flight.id) {
+                if let Err(err) = input.commit(&in_flight.offsets, in_flight.id) {
                     warn!(task = task.id, error = %err, "informative offset commit failed");
                 }
             }

@@ -1,8 +1,11 @@
 //! Helpers shared by the Kafka tests: a mock cluster with topics, a plain producer, a
-//! `read_committed` reader, and polling with a deadline instead of sleeps; a real broker
-//! ([`tansu`]), worker processes ([`worker`]) and the quickstart with its oracle ([`quickstart`]).
+//! `read_committed` reader, and polling with a deadline instead of sleeps; real brokers
+//! ([`tansu`]; [`noida`], with transactions), worker processes ([`worker`]), the quickstart
+//! with its oracle ([`quickstart`]) and the exactly-once judgement of a topic ([`exactly_once`]).
 #![allow(dead_code)]
 
+pub mod exactly_once;
+pub mod noida;
 pub mod quickstart;
 pub mod tansu;
 pub mod worker;
@@ -183,4 +186,33 @@ pub fn text(message: &OwnedMessage) -> (String, String) {
         .payload()
         .map(|v| String::from_utf8(v.to_vec()).unwrap());
     (key.unwrap_or_default(), value.unwrap_or_default())
+}
+
+/// A small deterministic pseudo-random sequence (xorshift64*), seeded from
+/// `TIDEMARK_TEST_SEED` or the clock, so that a failing run can be repeated.
+pub struct Random(u64);
+
+impl Random {
+    /// A sequence from `TIDEMARK_TEST_SEED`, else from the clock; prints the seed.
+    pub fn new() -> Random {
+        let seed = std::env::var("TIDEMARK_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        eprintln!("random schedule seed: TIDEMARK_TEST_SEED={seed}");
+        Random(seed.max(1))
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
 }

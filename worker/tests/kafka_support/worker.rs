@@ -186,6 +186,32 @@ impl WorkerProcess {
         }
     }
 
+    /// Waits until `/readyz` answers 200 (true) or the process exits (false); fails the test
+    /// after the deadline.
+    pub fn wait_ready_or_exit(&mut self) -> bool {
+        let started = Instant::now();
+        while self.addr_within(Duration::from_millis(100)).is_none() {
+            if self.exited() {
+                return false;
+            }
+            assert!(started.elapsed() < super::DEADLINE, "{}", self.log_text());
+        }
+        loop {
+            if self.get("/readyz").is_some_and(|(code, _)| code == 200) {
+                return true;
+            }
+            if self.exited() {
+                return false;
+            }
+            assert!(
+                started.elapsed() < super::DEADLINE,
+                "worker not ready; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// SIGKILL, then reaps the process.
     pub fn kill(mut self) {
         let _ = self.child.kill();

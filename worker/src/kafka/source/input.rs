@@ -163,10 +163,13 @@ impl TaskInput {
         super::progress::offset_list(&self.topics, offsets)
     }
 
-    /// Commits the task's offsets, marked with `checkpoint_id`, to the group without waiting
-    /// (informative; see `KafkaSource::commit`).
-    pub fn commit(&self, checkpoint_id: u64) -> Result<(), SourceError> {
-        let list = self.offset_list(&self.offsets())?;
+    /// Commits `offsets` — those of checkpoint `checkpoint_id`, not the ones taken since —
+    /// marked with its id, to the group without waiting (informative; see
+    /// `KafkaSource::commit`). Under exactly-once the checkpoint's transaction committed the
+    /// same offsets and marker already; committing later offsets under the marker would make
+    /// the group's offsets disagree with the checkpoint it names.
+    pub fn commit(&self, offsets: &SourceOffsets, checkpoint_id: u64) -> Result<(), SourceError> {
+        let list = self.offset_list(offsets)?;
         super::progress::commit_marked(&self.consumer, list, checkpoint_id)
     }
 

@@ -135,6 +135,37 @@ impl KafkaSource {
             .find_map(|e| parse_checkpoint_marker(e.metadata())))
     }
 
+    /// The group's committed offsets of `task`'s partitions by source name (partitions without
+    /// one are left out): the offsets of the checkpoint that the marker names. Blocks up to the
+    /// timeout.
+    pub fn committed_offsets(&self, task: u32) -> Result<SourceOffsets, SourceError> {
+        self.committed_by_source(self.task_partitions(task), |topic| {
+            let source = self.topics.iter().find(|s| s.topic == topic)?;
+            Some(source.name.clone())
+        })
+    }
+
+    fn committed_by_source(
+        &self,
+        list: TopicPartitionList,
+        name: impl Fn(&str) -> Option<String>,
+    ) -> Result<SourceOffsets, SourceError> {
+        let committed = self
+            .consumer
+            .committed_offsets(list, self.options.timeout)
+            .map_err(SourceError::Committed)?;
+        let mut offsets = SourceOffsets::new();
+        for e in committed.elements() {
+            if let (Offset::Offset(offset), Some(source)) = (e.offset(), name(e.topic())) {
+                offsets
+                    .entry(source)
+                    .or_default()
+                    .insert(e.partition(), offset);
+            }
+        }
+        Ok(offsets)
+    }
+
     /// The group's identity for `send_offsets_to_transaction` (exactly-once sinks).
     pub fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {
         self.consumer.group_metadata()
