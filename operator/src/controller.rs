@@ -13,8 +13,9 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{watcher, Controller};
+use kube::runtime::reflector::{self, reflector, ObjectRef};
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::{Controller, WatchStreamExt};
 use kube::{Api, Client};
 use tidemark_api::MarketingPipeline;
 
@@ -150,36 +151,45 @@ where
         namespace = namespace.unwrap_or("*"),
         "watching MarketingPipelines"
     );
-    Controller::new(
-        api::<MarketingPipeline>(client, namespace),
-        watcher::Config::default(),
+    // The pipelines' own watch, with its errors handled per watch (see `trigger`): built here
+    // instead of by `Controller::new`, whose watch errors would pause every trigger.
+    let writer = reflector::store::Writer::<MarketingPipeline>::default();
+    let reader = writer.as_reader();
+    let pipelines = reflector(
+        writer,
+        trigger::resilient(watcher(
+            api::<MarketingPipeline>(client, namespace),
+            watcher::Config::default(),
+        )),
     )
-    .owns_stream(trigger::changes(
-        api::<ConfigMap>(client, namespace),
-        owned.clone(),
-    ))
-    .owns_stream(trigger::changes(
-        api::<Service>(client, namespace),
-        owned.clone(),
-    ))
-    .owns_stream(trigger::changes(
-        api::<StatefulSet>(client, namespace),
-        owned.clone(),
-    ))
-    .owns_stream(trigger::changes(
-        api::<PodDisruptionBudget>(client, namespace),
-        owned,
-    ))
-    .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, ctx.clone())
-    .for_each(|result| async move {
-        match result {
-            Ok((object, _action)) => tracing::debug!(%object, "reconciled"),
-            Err(err) => tracing::debug!(error = %error_chain(&err), "controller event"),
-        }
-    })
-    .await;
+    .applied_objects();
+    Controller::for_stream(pipelines, reader)
+        .owns_stream(trigger::changes(
+            api::<ConfigMap>(client, namespace),
+            owned.clone(),
+        ))
+        .owns_stream(trigger::changes(
+            api::<Service>(client, namespace),
+            owned.clone(),
+        ))
+        .owns_stream(trigger::changes(
+            api::<StatefulSet>(client, namespace),
+            owned.clone(),
+        ))
+        .owns_stream(trigger::changes(
+            api::<PodDisruptionBudget>(client, namespace),
+            owned,
+        ))
+        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _action)) => tracing::debug!(%object, "reconciled"),
+                Err(err) => tracing::debug!(error = %error_chain(&err), "controller event"),
+            }
+        })
+        .await;
 }
 
 #[cfg(test)]

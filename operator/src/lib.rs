@@ -17,6 +17,7 @@ pub mod dereference;
 pub mod events;
 pub mod http;
 pub mod leader;
+pub mod message;
 pub mod metrics;
 pub mod names;
 pub mod rbac;

@@ -27,6 +27,7 @@ use crate::call::{call, CallError};
 use crate::controller::Context;
 use crate::dereference::{dereference, DereferenceError};
 use crate::events::{self, publish};
+pub use crate::message::error_chain;
 use crate::metrics::ReconcileResult;
 use crate::names::FIELD_MANAGER;
 use crate::rescale::{self, Assignment, Scale};
@@ -393,16 +394,4 @@ async fn write_status(
         .await
         .map(drop)
         .map_err(ReconcileError::Status)
-}
-
-/// `err` and its sources as one line ("failed to X: failed to Y: cause").
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

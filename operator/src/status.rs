@@ -123,7 +123,7 @@ pub fn compute(inputs: &Inputs<'_>, outcome: &Outcome) -> MarketingPipelineStatu
             type_: type_.into(),
             status: if ok { "True" } else { "False" }.into(),
             reason: reason.into(),
-            message,
+            message: crate::message::truncate(&message, crate::message::CONDITION_MESSAGE_LIMIT),
             observed_generation: inputs.generation,
             last_transition_time: inputs.now.clone(),
         };
