@@ -47,7 +47,8 @@ struct RunArgs {
     /// Namespace of the Lease; default: $POD_NAMESPACE, else the kubeconfig's namespace.
     #[arg(long, env = "POD_NAMESPACE")]
     lease_namespace: Option<String>,
-    /// Identity in the Lease; default: $POD_NAME, else host name and process id.
+    /// Identity in the Lease; default: $POD_NAME, else the host name ($HOSTNAME or the
+    /// kernel's) and the process id.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
     /// Prometheus HTTP API (e.g. http://prometheus-operated.monitoring:9090) that the
@@ -76,8 +77,11 @@ async fn main() -> anyhow::Result<()> {
                 )
                 .init();
             let identity = args.identity.unwrap_or_else(|| {
-                let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "tidemark-operator".into());
-                format!("{host}-{}", std::process::id())
+                tidemark_operator::run::default_identity(
+                    std::env::var("HOSTNAME").ok(),
+                    std::fs::read_to_string("/proc/sys/kernel/hostname").ok(),
+                    std::process::id(),
+                )
             });
             let config = RunConfig {
                 namespaces: args.namespaces,

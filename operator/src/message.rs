@@ -31,6 +31,16 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     one_line(&parts.join(": "))
 }
 
+/// `n worker` or `n workers`.
+pub fn workers(n: impl Into<i64>) -> String {
+    let n = n.into();
+    if n == 1 {
+        "1 worker".to_owned()
+    } else {
+        format!("{n} workers")
+    }
+}
+
 /// `text` with every run of whitespace (line breaks included) as one space.
 pub fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -87,6 +97,13 @@ mod tests {
         assert!(cut.len() <= EVENT_NOTE_LIMIT, "{}", cut.len());
         assert!(cut.ends_with('…'));
         assert_eq!(truncate("short", EVENT_NOTE_LIMIT), "short");
+    }
+
+    #[test]
+    fn one_worker_is_singular() {
+        assert_eq!(workers(1), "1 worker");
+        assert_eq!(workers(0), "0 workers");
+        assert_eq!(workers(4), "4 workers");
     }
 
     #[test]

@@ -28,6 +28,7 @@ use crate::controller::Context;
 use crate::dereference::{dereference, DereferenceError};
 use crate::events::{self, publish};
 pub use crate::message::error_chain;
+use crate::message::workers as plural;
 use crate::metrics::ReconcileResult;
 use crate::names::FIELD_MANAGER;
 use crate::rescale::{self, Assignment, Scale};
@@ -197,8 +198,8 @@ async fn reconcile_steps(
         None if observed.stateful_set.is_none() => notes.push((
             events::REASON_CREATED,
             format!(
-                "created {} workers (config {new_hash})",
-                scale.parallelism()
+                "created {} (config {new_hash})",
+                plural(scale.parallelism())
             ),
         )),
         Some(old) if old != new_hash => notes.push((
@@ -241,7 +242,7 @@ async fn reconcile_steps(
     if is_ready && !was_ready {
         notes.push((
             events::REASON_WORKERS_READY,
-            format!("{parallelism} workers ready"),
+            format!("{} ready", plural(parallelism)),
         ));
     }
     for (reason, note) in notes {
@@ -356,8 +357,8 @@ fn step_note(scale: &Scale) -> String {
         ),
         Some(tidemark_api::HandoffStep::Complete) => format!(
             "hand-off complete: every worker restored its tasks under assignment epoch {epoch}; \
-             {} workers remain",
-            scale.parallelism()
+             {} remain",
+            plural(scale.parallelism())
         ),
         None => String::new(),
     }
