@@ -11,6 +11,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, reflector, ObjectRef};
@@ -24,6 +25,7 @@ use crate::events::Recorder;
 use crate::metrics::Metrics;
 use crate::names::{CONTROLLER_NAME, LABEL_MANAGED_BY};
 use crate::reconcile::{error_chain, reconcile, ReconcileError};
+use crate::secret::HandoffSecrets;
 use crate::trigger;
 
 /// First retry delay after a failed reconcile; doubles per failure.
@@ -47,6 +49,12 @@ pub struct Context {
     pub worker_image: String,
     /// The autoscaler of every pipeline.
     pub autoscaler: Autoscaler,
+    /// Which pipelines' hand-off token Secrets exist.
+    pub handoff_secrets: HandoffSecrets,
+    /// Whether each pipeline gets a NetworkPolicy over its workers.
+    pub network_policy: bool,
+    /// Namespaces whose pods may reach the workers' port 9102 (Prometheus scraping).
+    pub scrape_namespaces: Vec<String>,
     /// Consecutive failures per pipeline, for the backoff.
     failures: Mutex<HashMap<ObjectRef<MarketingPipeline>, u32>>,
 }
@@ -66,8 +74,18 @@ impl Context {
             metrics,
             worker_image,
             autoscaler,
+            handoff_secrets: HandoffSecrets::default(),
+            network_policy: true,
+            scrape_namespaces: Vec::new(),
             failures: Mutex::default(),
         }
+    }
+
+    /// With the workers' NetworkPolicy on or off, admitting `scrape_namespaces`.
+    pub fn with_network_policy(mut self, enabled: bool, scrape_namespaces: Vec<String>) -> Self {
+        self.network_policy = enabled;
+        self.scrape_namespaces = scrape_namespaces;
+        self
     }
 
     /// Counts a failure of `pipeline` and returns how many in a row.
@@ -178,6 +196,10 @@ where
         ))
         .owns_stream(trigger::changes(
             api::<PodDisruptionBudget>(client, namespace),
+            owned.clone(),
+        ))
+        .owns_stream(trigger::changes(
+            api::<NetworkPolicy>(client, namespace),
             owned,
         ))
         .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))

@@ -24,6 +24,7 @@ pub mod rbac;
 pub mod reconcile;
 pub mod rescale;
 pub mod run;
+pub mod secret;
 pub mod status;
 pub mod trigger;
 pub mod validate;

@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Reconcile MarketingPipelines (the in-cluster kubeconfig or $KUBECONFIG is used).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the MarketingPipeline CustomResourceDefinition as YAML.
     Crd,
 }
@@ -56,6 +56,13 @@ struct RunArgs {
     /// spec.autoscaling.prometheusUrl.
     #[arg(long, env = "TIDEMARK_PROMETHEUS_URL")]
     prometheus_url: Option<String>,
+    /// Give each pipeline a NetworkPolicy: its workers' port 9102 (metrics and the snapshot
+    /// hand-off) admits only the pipeline's own workers and the --scrape-namespace namespaces.
+    #[arg(long, env = "TIDEMARK_WORKER_NETWORK_POLICY", default_value_t = true, action = clap::ArgAction::Set)]
+    worker_network_policy: bool,
+    /// A namespace whose pods (Prometheus) may scrape the workers' metrics; repeat for several.
+    #[arg(long = "scrape-namespace")]
+    scrape_namespaces: Vec<String>,
     /// Seconds a Lease stays valid without renewal.
     #[arg(long, default_value_t = 15)]
     lease_duration_seconds: u64,
@@ -93,6 +100,8 @@ async fn main() -> anyhow::Result<()> {
                 identity,
                 lease_duration: Duration::from_secs(args.lease_duration_seconds),
                 prometheus_url: args.prometheus_url,
+                worker_network_policy: args.worker_network_policy,
+                scrape_namespaces: args.scrape_namespaces,
             };
             run(config).await.context("operator stopped with an error")
         }

@@ -50,6 +50,9 @@ pub enum ReconcileError {
     /// Writing owned objects failed.
     #[error("failed to write owned objects")]
     Apply(#[from] ApplyError),
+    /// Creating the hand-off token Secret failed.
+    #[error("failed to create the hand-off token")]
+    Secret(#[from] crate::secret::SecretError),
     /// Writing the status failed.
     #[error("failed to write status")]
     Status(#[source] CallError),
@@ -80,6 +83,7 @@ async fn reconcile_steps(
 ) -> Result<(ReconcileResult, Action), ReconcileError> {
     if pipeline.meta().deletion_timestamp.is_some() {
         ctx.autoscaler.forget(pipeline);
+        ctx.handoff_secrets.forget(pipeline);
         // Owner references hand the owned objects to the garbage collector.
         return Ok((ReconcileResult::Success, Action::await_change()));
     }
@@ -138,6 +142,8 @@ async fn reconcile_steps(
         assignment_epoch: assignment.epoch,
         handoff: assignment.handoff.clone(),
         service_monitor: observed.service_monitor_api,
+        network_policy: ctx.network_policy,
+        scrape_namespaces: ctx.scrape_namespaces.clone(),
     };
     let step_done = match &current {
         Some(assignment) if assignment.in_progress() => {
@@ -156,7 +162,12 @@ async fn reconcile_steps(
     let desired = desired(pipeline, &params)?;
     let namespace = pipeline.namespace().unwrap_or_default();
     let uid = pipeline.uid().unwrap_or_default();
-    let applied = match apply(&ctx.client, &namespace, &name, &uid, &desired).await {
+    // The token Secret first: the workers' pods cannot start without it.
+    let written = async {
+        ctx.handoff_secrets.ensure(&ctx.client, pipeline).await?;
+        Ok::<_, ReconcileError>(apply(&ctx.client, &namespace, &name, &uid, &desired).await?)
+    };
+    let applied = match written.await {
         Ok(applied) => applied,
         Err(err) => {
             let message = error_chain(&err);
@@ -179,7 +190,7 @@ async fn reconcile_steps(
                 message,
             )
             .await;
-            return Err(err.into());
+            return Err(err);
         }
     };
 

@@ -41,6 +41,10 @@ pub struct RunConfig {
     pub lease_duration: Duration,
     /// Prometheus HTTP API of pipelines that name none (autoscaler, status lag).
     pub prometheus_url: Option<String>,
+    /// Whether each pipeline gets a NetworkPolicy over its workers' port 9102.
+    pub worker_network_policy: bool,
+    /// Namespaces whose pods may reach the workers' port 9102 (Prometheus scraping).
+    pub scrape_namespaces: Vec<String>,
 }
 
 /// Why the operator stopped.
@@ -107,13 +111,19 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     }
     if !*stop_rx.borrow() {
         let recorder = Recorder::new(client.clone(), CONTROLLER_NAME, &config.identity);
-        let ctx = Arc::new(Context::new(
-            client.clone(),
-            recorder,
-            metrics.clone(),
-            config.worker_image.clone(),
-            autoscaler,
-        ));
+        let ctx = Arc::new(
+            Context::new(
+                client.clone(),
+                recorder,
+                metrics.clone(),
+                config.worker_image.clone(),
+                autoscaler,
+            )
+            .with_network_policy(
+                config.worker_network_policy,
+                config.scrape_namespaces.clone(),
+            ),
+        );
         let (controller_stop_tx, controller_stop_rx) = watch::channel(false);
         let controllers = {
             let namespaces = config.namespaces.clone();

@@ -21,6 +21,7 @@
 //! ids of the store it lands in), while a later epoch's owner always started from the newest
 //! state of the earlier ones. Ties are copies of one checkpoint; the local one is kept.
 
+pub mod auth;
 pub mod client;
 
 use std::collections::BTreeMap;
@@ -210,6 +211,8 @@ pub struct Peers {
     overrides: BTreeMap<u32, String>,
     pipeline: String,
     namespace: String,
+    /// `Authorization` of every snapshot request (the pipeline's bearer token).
+    authorization: Option<String>,
 }
 
 impl Peers {
@@ -229,7 +232,15 @@ impl Peers {
             overrides: opts.peers.clone(),
             pipeline: pipeline.to_owned(),
             namespace: namespace.to_owned(),
+            authorization: auth::client_authorization(),
         }
+    }
+
+    /// With `token` as the bearer token of every request, instead of
+    /// `$TIDEMARK_HANDOFF_TOKEN_FILE`'s.
+    pub fn with_token(mut self, token: Option<&str>) -> Self {
+        self.authorization = token.map(|t| format!("Bearer {}", t.trim()));
+        self
     }
 
     /// The base URL of worker `ordinal`.
@@ -262,7 +273,7 @@ fn ask(peers: &Peers, ordinal: u32, task: u32, id: Option<u64>) -> Answer {
         Some(id) => format!("/v1/tasks/{task}/snapshot?id={id}"),
         None => format!("/v1/tasks/{task}/snapshot"),
     };
-    let response = match client::get(&base, &path) {
+    let response = match client::get_with(&base, &path, peers.authorization.as_deref()) {
         Ok(response) => response,
         Err(err) => return Answer::Retry(error_chain(&err)),
     };
@@ -270,6 +281,12 @@ fn ask(peers: &Peers, ordinal: u32, task: u32, id: Option<u64>) -> Answer {
         200 => {}
         404 => return Answer::Nothing,
         409 => return Answer::Retry(format!("{base} still runs task {task}")),
+        401 => {
+            return Answer::Retry(format!(
+                "{base} refused the hand-off token (401): is {} mounted?",
+                auth::TOKEN_FILE_ENV
+            ))
+        }
         status => {
             return Answer::Retry(format!("{base} answered {status}: {}", response.text()));
         }
