@@ -23,6 +23,7 @@
 
 pub mod auth;
 pub mod client;
+mod peers;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -35,6 +36,7 @@ use tracing::{info, warn};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 use crate::http::{Health, CHECKPOINT_ID_HEADER};
+pub use peers::Peers;
 
 /// Where a worker reaches worker `{ordinal}` when the operator does not say: the StatefulSet pod
 /// `{pipeline}-{ordinal}` behind the headless Service `{pipeline}-workers`.
@@ -204,57 +206,6 @@ impl HandoffPlan {
     }
 }
 
-/// How to reach a peer by ordinal.
-#[derive(Clone, Debug)]
-pub struct Peers {
-    template: String,
-    overrides: BTreeMap<u32, String>,
-    pipeline: String,
-    namespace: String,
-    /// `Authorization` of every snapshot request (the pipeline's bearer token).
-    authorization: Option<String>,
-}
-
-impl Peers {
-    /// From the flags, the runtime file's template and the pipeline's name and namespace.
-    pub fn new(
-        opts: &PeerOptions,
-        runtime_template: Option<&str>,
-        pipeline: &str,
-        namespace: &str,
-    ) -> Self {
-        Self {
-            template: opts
-                .url_template
-                .clone()
-                .or_else(|| runtime_template.map(str::to_owned))
-                .unwrap_or_else(|| DEFAULT_PEER_URL.to_owned()),
-            overrides: opts.peers.clone(),
-            pipeline: pipeline.to_owned(),
-            namespace: namespace.to_owned(),
-            authorization: auth::client_authorization(),
-        }
-    }
-
-    /// With `token` as the bearer token of every request, instead of
-    /// `$TIDEMARK_HANDOFF_TOKEN_FILE`'s.
-    pub fn with_token(mut self, token: Option<&str>) -> Self {
-        self.authorization = token.map(|t| format!("Bearer {}", t.trim()));
-        self
-    }
-
-    /// The base URL of worker `ordinal`.
-    pub fn url(&self, ordinal: u32) -> String {
-        if let Some(url) = self.overrides.get(&ordinal) {
-            return url.clone();
-        }
-        self.template
-            .replace("{ordinal}", &ordinal.to_string())
-            .replace("{pipeline}", &self.pipeline)
-            .replace("{namespace}", &self.namespace)
-    }
-}
-
 /// A peer's answer for one task.
 #[derive(Debug)]
 enum Answer {
@@ -273,7 +224,7 @@ fn ask(peers: &Peers, ordinal: u32, task: u32, id: Option<u64>) -> Answer {
         Some(id) => format!("/v1/tasks/{task}/snapshot?id={id}"),
         None => format!("/v1/tasks/{task}/snapshot"),
     };
-    let response = match client::get_with(&base, &path, peers.authorization.as_deref()) {
+    let response = match client::get_with(&base, &path, peers.authorization()) {
         Ok(response) => response,
         Err(err) => return Answer::Retry(error_chain(&err)),
     };
