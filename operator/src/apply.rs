@@ -10,6 +10,7 @@ use std::fmt::Debug;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -60,6 +61,9 @@ pub async fn apply(
     ssa(client, namespace, &desired.config_map).await?;
     ssa(client, namespace, &desired.headless_service).await?;
     ssa(client, namespace, &desired.metrics_service).await?;
+    if let Some(policy) = &desired.network_policy {
+        ssa(client, namespace, policy).await?;
+    }
     let stateful_set = ssa(client, namespace, &desired.stateful_set).await?;
     if let Some(pdb) = &desired.pod_disruption_budget {
         ssa(client, namespace, pdb).await?;
@@ -119,6 +123,19 @@ pub async fn apply(
         name,
         uid,
         &keep(&pdb_name),
+        &mut deleted,
+    )
+    .await?;
+    let policy_name = desired
+        .network_policy
+        .as_ref()
+        .and_then(|p| p.metadata.name.clone());
+    delete_orphans::<NetworkPolicy>(
+        client,
+        namespace,
+        name,
+        uid,
+        &keep(&policy_name),
         &mut deleted,
     )
     .await?;

@@ -11,10 +11,12 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{watcher, Controller};
+use kube::runtime::reflector::{self, reflector, ObjectRef};
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::{Controller, WatchStreamExt};
 use kube::{Api, Client};
 use tidemark_api::MarketingPipeline;
 
@@ -23,6 +25,7 @@ use crate::events::Recorder;
 use crate::metrics::Metrics;
 use crate::names::{CONTROLLER_NAME, LABEL_MANAGED_BY};
 use crate::reconcile::{error_chain, reconcile, ReconcileError};
+use crate::secret::HandoffSecrets;
 use crate::trigger;
 
 /// First retry delay after a failed reconcile; doubles per failure.
@@ -46,6 +49,12 @@ pub struct Context {
     pub worker_image: String,
     /// The autoscaler of every pipeline.
     pub autoscaler: Autoscaler,
+    /// Which pipelines' hand-off token Secrets exist.
+    pub handoff_secrets: HandoffSecrets,
+    /// Whether each pipeline gets a NetworkPolicy over its workers.
+    pub network_policy: bool,
+    /// Namespaces whose pods may reach the workers' port 9102 (Prometheus scraping).
+    pub scrape_namespaces: Vec<String>,
     /// Consecutive failures per pipeline, for the backoff.
     failures: Mutex<HashMap<ObjectRef<MarketingPipeline>, u32>>,
 }
@@ -65,8 +74,18 @@ impl Context {
             metrics,
             worker_image,
             autoscaler,
+            handoff_secrets: HandoffSecrets::default(),
+            network_policy: true,
+            scrape_namespaces: Vec::new(),
             failures: Mutex::default(),
         }
+    }
+
+    /// With the workers' NetworkPolicy on or off, admitting `scrape_namespaces`.
+    pub fn with_network_policy(mut self, enabled: bool, scrape_namespaces: Vec<String>) -> Self {
+        self.network_policy = enabled;
+        self.scrape_namespaces = scrape_namespaces;
+        self
     }
 
     /// Counts a failure of `pipeline` and returns how many in a row.
@@ -150,36 +169,49 @@ where
         namespace = namespace.unwrap_or("*"),
         "watching MarketingPipelines"
     );
-    Controller::new(
-        api::<MarketingPipeline>(client, namespace),
-        watcher::Config::default(),
+    // The pipelines' own watch, with its errors handled per watch (see `trigger`): built here
+    // instead of by `Controller::new`, whose watch errors would pause every trigger.
+    let writer = reflector::store::Writer::<MarketingPipeline>::default();
+    let reader = writer.as_reader();
+    let pipelines = reflector(
+        writer,
+        trigger::resilient(watcher(
+            api::<MarketingPipeline>(client, namespace),
+            watcher::Config::default(),
+        )),
     )
-    .owns_stream(trigger::changes(
-        api::<ConfigMap>(client, namespace),
-        owned.clone(),
-    ))
-    .owns_stream(trigger::changes(
-        api::<Service>(client, namespace),
-        owned.clone(),
-    ))
-    .owns_stream(trigger::changes(
-        api::<StatefulSet>(client, namespace),
-        owned.clone(),
-    ))
-    .owns_stream(trigger::changes(
-        api::<PodDisruptionBudget>(client, namespace),
-        owned,
-    ))
-    .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, ctx.clone())
-    .for_each(|result| async move {
-        match result {
-            Ok((object, _action)) => tracing::debug!(%object, "reconciled"),
-            Err(err) => tracing::debug!(error = %error_chain(&err), "controller event"),
-        }
-    })
-    .await;
+    .applied_objects();
+    Controller::for_stream(pipelines, reader)
+        .owns_stream(trigger::changes(
+            api::<ConfigMap>(client, namespace),
+            owned.clone(),
+        ))
+        .owns_stream(trigger::changes(
+            api::<Service>(client, namespace),
+            owned.clone(),
+        ))
+        .owns_stream(trigger::changes(
+            api::<StatefulSet>(client, namespace),
+            owned.clone(),
+        ))
+        .owns_stream(trigger::changes(
+            api::<PodDisruptionBudget>(client, namespace),
+            owned.clone(),
+        ))
+        .owns_stream(trigger::changes(
+            api::<NetworkPolicy>(client, namespace),
+            owned,
+        ))
+        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _action)) => tracing::debug!(%object, "reconciled"),
+                Err(err) => tracing::debug!(error = %error_chain(&err), "controller event"),
+            }
+        })
+        .await;
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use tokio::sync::Mutex;
 
+use crate::message::{one_line, truncate, EVENT_NOTE_LIMIT};
+
 pub use kube::runtime::events::EventType;
 
 /// Warning: the spec cannot run.
@@ -86,6 +88,8 @@ impl Recorder {
         action: &str,
         note: String,
     ) -> Result<(), kube::Error> {
+        // The API server rejects a longer note; one line reads best in `kubectl describe`.
+        let note = truncate(&one_line(&note), EVENT_NOTE_LIMIT);
         let now = Timestamp::now();
         let ttl = k8s_openapi::jiff::SignedDuration::try_from(SERIES_TTL).unwrap_or_default();
         let key = Key {
@@ -156,7 +160,11 @@ pub async fn publish(
     let publish = recorder.write(reference, type_, reason, action, note);
     match tokio::time::timeout(crate::call::API_TIMEOUT, publish).await {
         Ok(Ok(())) => {}
-        Ok(Err(err)) => tracing::warn!(reason, error = %err, "failed to publish event"),
+        Ok(Err(err)) => tracing::warn!(
+            reason,
+            error = %crate::message::error_chain(&err),
+            "failed to publish event"
+        ),
         Err(_) => tracing::warn!(reason, "failed to publish event: timed out"),
     }
 }

@@ -8,6 +8,14 @@
 //! A holder that cannot renew within the renew deadline considers itself deposed and must stop
 //! reconciling (the process exits; Kubernetes restarts it as a candidate). On shutdown the holder
 //! releases the Lease so a standby takes over at once.
+//!
+//! Patience: the renew deadline is the lease duration less one retry period (12 s of the default
+//! 15 s), counted from the *start* of the last successful renewal. A candidate's clock for the
+//! same record starts only after that renewal was written, so the holder stops leading at least
+//! one retry period before anyone may take over. An API server that is down (or stops
+//! gracefully) for longer than the deadline still makes the holder step down and exit: a Lease
+//! cannot prove leadership through a longer outage. Raise `--lease-duration-seconds` to ride out
+//! longer outages, at the price of a slower takeover after a crash.
 
 use std::time::{Duration, Instant};
 
@@ -38,10 +46,10 @@ impl LeaseConfig {
         self.lease_duration / 5
     }
 
-    /// A holder that has not renewed for this long stops leading, well before others may take
-    /// over (one lease duration after its last renewal).
+    /// A holder that has not renewed for this long stops leading: one retry period before
+    /// others may take over (one lease duration after its last renewal).
     pub fn renew_deadline(&self) -> Duration {
-        self.lease_duration * 2 / 3
+        self.lease_duration.saturating_sub(self.retry_period())
     }
 }
 
@@ -198,20 +206,44 @@ impl Elector {
                 () = tokio::time::sleep(self.config.retry_period()) => {}
                 _ = stop.wait_for(|stopped| *stopped) => return true,
             }
-            match self.try_acquire_or_renew().await {
-                Ok(true) => last_renewal = Instant::now(),
-                Ok(false) => {
+            // Counted from before the request: the renewal is valid from when it was sent.
+            let started = Instant::now();
+            let left = self
+                .config
+                .renew_deadline()
+                .saturating_sub(last_renewal.elapsed());
+            match tokio::time::timeout(left, self.try_acquire_or_renew()).await {
+                Ok(Ok(true)) => last_renewal = started,
+                Ok(Ok(false)) => {
                     tracing::error!("another replica holds the Lease");
                     return false;
                 }
-                Err(err) => {
+                Ok(Err(err)) => {
                     tracing::warn!(error = %crate::reconcile::error_chain(&err), "failed to renew the Lease")
                 }
+                Err(_) => tracing::warn!("failed to renew the Lease: no answer in time"),
             }
             if last_renewal.elapsed() > self.config.renew_deadline() {
                 tracing::error!(deadline = ?self.config.renew_deadline(), "could not renew the Lease in time");
                 return false;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_holder_steps_down_one_retry_period_before_the_lease_can_be_taken_over() {
+        let config = LeaseConfig {
+            name: "l".into(),
+            namespace: "n".into(),
+            identity: "i".into(),
+            lease_duration: Duration::from_secs(15),
+        };
+        assert_eq!(config.retry_period(), Duration::from_secs(3));
+        assert_eq!(config.renew_deadline(), Duration::from_secs(12));
     }
 }

@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Reconcile MarketingPipelines (the in-cluster kubeconfig or $KUBECONFIG is used).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the MarketingPipeline CustomResourceDefinition as YAML.
     Crd,
 }
@@ -47,7 +47,8 @@ struct RunArgs {
     /// Namespace of the Lease; default: $POD_NAMESPACE, else the kubeconfig's namespace.
     #[arg(long, env = "POD_NAMESPACE")]
     lease_namespace: Option<String>,
-    /// Identity in the Lease; default: $POD_NAME, else host name and process id.
+    /// Identity in the Lease; default: $POD_NAME, else the host name ($HOSTNAME or the
+    /// kernel's) and the process id.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
     /// Prometheus HTTP API (e.g. http://prometheus-operated.monitoring:9090) that the
@@ -55,6 +56,13 @@ struct RunArgs {
     /// spec.autoscaling.prometheusUrl.
     #[arg(long, env = "TIDEMARK_PROMETHEUS_URL")]
     prometheus_url: Option<String>,
+    /// Give each pipeline a NetworkPolicy: its workers' port 9102 (metrics and the snapshot
+    /// hand-off) admits only the pipeline's own workers and the --scrape-namespace namespaces.
+    #[arg(long, env = "TIDEMARK_WORKER_NETWORK_POLICY", default_value_t = true, action = clap::ArgAction::Set)]
+    worker_network_policy: bool,
+    /// A namespace whose pods (Prometheus) may scrape the workers' metrics; repeat for several.
+    #[arg(long = "scrape-namespace")]
+    scrape_namespaces: Vec<String>,
     /// Seconds a Lease stays valid without renewal.
     #[arg(long, default_value_t = 15)]
     lease_duration_seconds: u64,
@@ -76,8 +84,11 @@ async fn main() -> anyhow::Result<()> {
                 )
                 .init();
             let identity = args.identity.unwrap_or_else(|| {
-                let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "tidemark-operator".into());
-                format!("{host}-{}", std::process::id())
+                tidemark_operator::run::default_identity(
+                    std::env::var("HOSTNAME").ok(),
+                    std::fs::read_to_string("/proc/sys/kernel/hostname").ok(),
+                    std::process::id(),
+                )
             });
             let config = RunConfig {
                 namespaces: args.namespaces,
@@ -89,6 +100,8 @@ async fn main() -> anyhow::Result<()> {
                 identity,
                 lease_duration: Duration::from_secs(args.lease_duration_seconds),
                 prometheus_url: args.prometheus_url,
+                worker_network_policy: args.worker_network_policy,
+                scrape_namespaces: args.scrape_namespaces,
             };
             run(config).await.context("operator stopped with an error")
         }

@@ -68,3 +68,23 @@ pub fn metrics_service_name(name: &str) -> String {
 pub fn workload_name(name: &str) -> String {
     name.to_owned()
 }
+
+/// Key of the hand-off token in its Secret.
+pub const HANDOFF_TOKEN_KEY: &str = "token";
+/// Where workers find the hand-off token Secret.
+pub const HANDOFF_DIR: &str = "/etc/tidemark/handoff";
+/// Environment variable naming the token file; the worker's snapshot route and hand-off client
+/// read it (`tidemark_worker::handoff::auth`).
+pub const HANDOFF_TOKEN_ENV: &str = "TIDEMARK_HANDOFF_TOKEN_FILE";
+
+/// Name of the Secret with the hand-off token of pipeline `name` with uid `uid` (its first 8
+/// characters: a re-created pipeline never finds its predecessor's Secret).
+pub fn handoff_secret_name(name: &str, uid: &str) -> String {
+    let short: String = uid.chars().take(8).collect();
+    format!("{name}-handoff-{short}")
+}
+
+/// Name of the NetworkPolicy of pipeline `name`'s workers.
+pub fn network_policy_name(name: &str) -> String {
+    format!("{name}-workers")
+}

@@ -1,6 +1,7 @@
 //! The Kubernetes API calls the operator makes, as RBAC rules: the single source the Helm chart's
 //! ClusterRole/Role is tested against (`tests/tests/chart.rs`), so the chart grants exactly what
-//! the code calls, no wildcards and no Secrets (docs/design.md, security).
+//! the code calls, no wildcards, and on Secrets only `create` (the hand-off token, never read;
+//! docs/security.md).
 
 /// One RBAC rule: API group, resource, verbs (sorted).
 pub type Rule = (&'static str, &'static str, &'static [&'static str]);
@@ -30,6 +31,13 @@ pub const WATCH_RULES: &[Rule] = &[
     (
         "policy",
         "poddisruptionbudgets",
+        &["create", "delete", "list", "patch", "watch"],
+    ),
+    // hand-off token: created once, never read (no get, list or watch on Secrets).
+    ("", "secrets", &["create"]),
+    (
+        "networking.k8s.io",
+        "networkpolicies",
         &["create", "delete", "list", "patch", "watch"],
     ),
     (

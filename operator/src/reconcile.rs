@@ -27,6 +27,8 @@ use crate::call::{call, CallError};
 use crate::controller::Context;
 use crate::dereference::{dereference, DereferenceError};
 use crate::events::{self, publish};
+pub use crate::message::error_chain;
+use crate::message::workers as plural;
 use crate::metrics::ReconcileResult;
 use crate::names::FIELD_MANAGER;
 use crate::rescale::{self, Assignment, Scale};
@@ -48,6 +50,9 @@ pub enum ReconcileError {
     /// Writing owned objects failed.
     #[error("failed to write owned objects")]
     Apply(#[from] ApplyError),
+    /// Creating the hand-off token Secret failed.
+    #[error("failed to create the hand-off token")]
+    Secret(#[from] crate::secret::SecretError),
     /// Writing the status failed.
     #[error("failed to write status")]
     Status(#[source] CallError),
@@ -78,6 +83,7 @@ async fn reconcile_steps(
 ) -> Result<(ReconcileResult, Action), ReconcileError> {
     if pipeline.meta().deletion_timestamp.is_some() {
         ctx.autoscaler.forget(pipeline);
+        ctx.handoff_secrets.forget(pipeline);
         // Owner references hand the owned objects to the garbage collector.
         return Ok((ReconcileResult::Success, Action::await_change()));
     }
@@ -136,6 +142,8 @@ async fn reconcile_steps(
         assignment_epoch: assignment.epoch,
         handoff: assignment.handoff.clone(),
         service_monitor: observed.service_monitor_api,
+        network_policy: ctx.network_policy,
+        scrape_namespaces: ctx.scrape_namespaces.clone(),
     };
     let step_done = match &current {
         Some(assignment) if assignment.in_progress() => {
@@ -154,7 +162,12 @@ async fn reconcile_steps(
     let desired = desired(pipeline, &params)?;
     let namespace = pipeline.namespace().unwrap_or_default();
     let uid = pipeline.uid().unwrap_or_default();
-    let applied = match apply(&ctx.client, &namespace, &name, &uid, &desired).await {
+    // The token Secret first: the workers' pods cannot start without it.
+    let written = async {
+        ctx.handoff_secrets.ensure(&ctx.client, pipeline).await?;
+        Ok::<_, ReconcileError>(apply(&ctx.client, &namespace, &name, &uid, &desired).await?)
+    };
+    let applied = match written.await {
         Ok(applied) => applied,
         Err(err) => {
             let message = error_chain(&err);
@@ -177,7 +190,7 @@ async fn reconcile_steps(
                 message,
             )
             .await;
-            return Err(err.into());
+            return Err(err);
         }
     };
 
@@ -196,8 +209,8 @@ async fn reconcile_steps(
         None if observed.stateful_set.is_none() => notes.push((
             events::REASON_CREATED,
             format!(
-                "created {} workers (config {new_hash})",
-                scale.parallelism()
+                "created {} (config {new_hash})",
+                plural(scale.parallelism())
             ),
         )),
         Some(old) if old != new_hash => notes.push((
@@ -240,7 +253,7 @@ async fn reconcile_steps(
     if is_ready && !was_ready {
         notes.push((
             events::REASON_WORKERS_READY,
-            format!("{parallelism} workers ready"),
+            format!("{} ready", plural(parallelism)),
         ));
     }
     for (reason, note) in notes {
@@ -355,8 +368,8 @@ fn step_note(scale: &Scale) -> String {
         ),
         Some(tidemark_api::HandoffStep::Complete) => format!(
             "hand-off complete: every worker restored its tasks under assignment epoch {epoch}; \
-             {} workers remain",
-            scale.parallelism()
+             {} remain",
+            plural(scale.parallelism())
         ),
         None => String::new(),
     }
@@ -393,16 +406,4 @@ async fn write_status(
         .await
         .map(drop)
         .map_err(ReconcileError::Status)
-}
-
-/// `err` and its sources as one line ("failed to X: failed to Y: cause").
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -41,6 +41,10 @@ pub struct RunConfig {
     pub lease_duration: Duration,
     /// Prometheus HTTP API of pipelines that name none (autoscaler, status lag).
     pub prometheus_url: Option<String>,
+    /// Whether each pipeline gets a NetworkPolicy over its workers' port 9102.
+    pub worker_network_policy: bool,
+    /// Namespaces whose pods may reach the workers' port 9102 (Prometheus scraping).
+    pub scrape_namespaces: Vec<String>,
 }
 
 /// Why the operator stopped.
@@ -107,13 +111,19 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     }
     if !*stop_rx.borrow() {
         let recorder = Recorder::new(client.clone(), CONTROLLER_NAME, &config.identity);
-        let ctx = Arc::new(Context::new(
-            client.clone(),
-            recorder,
-            metrics.clone(),
-            config.worker_image.clone(),
-            autoscaler,
-        ));
+        let ctx = Arc::new(
+            Context::new(
+                client.clone(),
+                recorder,
+                metrics.clone(),
+                config.worker_image.clone(),
+                autoscaler,
+            )
+            .with_network_policy(
+                config.worker_network_policy,
+                config.scrape_namespaces.clone(),
+            ),
+        );
         let (controller_stop_tx, controller_stop_rx) = watch::channel(false);
         let controllers = {
             let namespaces = config.namespaces.clone();
@@ -185,4 +195,38 @@ async fn stop_on_signal(stop: watch::Sender<bool>) {
     }
     tracing::info!("shutting down");
     let _ = stop.send(true);
+}
+
+/// The Lease identity when neither `--identity` nor `$POD_NAME` gives one: the host name
+/// (`$HOSTNAME`, else the kernel's, which a shell does not always export) and the process id, so
+/// two replicas on one host differ.
+pub fn default_identity(env_host: Option<String>, kernel_host: Option<String>, pid: u32) -> String {
+    let host = [env_host, kernel_host]
+        .into_iter()
+        .flatten()
+        .map(|h| h.trim().to_owned())
+        .find(|h| !h.is_empty())
+        .unwrap_or_else(|| crate::names::CONTROLLER_NAME.to_owned());
+    format!("{host}-{pid}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_identity_is_the_host_name_even_when_hostname_is_not_exported() {
+        assert_eq!(
+            default_identity(Some("op-7f9".into()), Some("other\n".into()), 42),
+            "op-7f9-42"
+        );
+        assert_eq!(
+            default_identity(None, Some("node-3\n".into()), 42),
+            "node-3-42"
+        );
+        assert_eq!(
+            default_identity(None, None, 42),
+            format!("{}-42", crate::names::CONTROLLER_NAME)
+        );
+    }
 }

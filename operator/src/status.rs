@@ -5,6 +5,7 @@
 //! equal to the previous status when nothing changed, so the caller can skip the write and a
 //! status update never triggers another one.
 
+use crate::message::workers as plural;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use tidemark_api::{
@@ -123,7 +124,7 @@ pub fn compute(inputs: &Inputs<'_>, outcome: &Outcome) -> MarketingPipelineStatu
             type_: type_.into(),
             status: if ok { "True" } else { "False" }.into(),
             reason: reason.into(),
-            message,
+            message: crate::message::truncate(&message, crate::message::CONDITION_MESSAGE_LIMIT),
             observed_generation: inputs.generation,
             last_transition_time: inputs.now.clone(),
         };
@@ -144,7 +145,7 @@ pub fn compute(inputs: &Inputs<'_>, outcome: &Outcome) -> MarketingPipelineStatu
             let scaling = handing_off
                 || scale.rescaled_from.is_some()
                 || (workers.replicas != pods && workers.replicas > 0);
-            let counts = format!("{}/{} workers ready", workers.ready.min(pods), pods);
+            let counts = format!("{}/{} ready", workers.ready.min(pods), plural(pods));
             // Ready pods on an older template are not ready for this generation.
             let ready_message = if handing_off {
                 format!("{counts}; task state is moving between workers")
@@ -163,7 +164,8 @@ pub fn compute(inputs: &Inputs<'_>, outcome: &Outcome) -> MarketingPipelineStatu
                 (
                     REASON_RECONCILED,
                     format!(
-                        "{desired} workers run generation {}",
+                        "{} run generation {}",
+                        plural(desired),
                         inputs.generation.unwrap_or(0)
                     ),
                 )
@@ -182,22 +184,24 @@ pub fn compute(inputs: &Inputs<'_>, outcome: &Outcome) -> MarketingPipelineStatu
                 (
                     REASON_SCALING,
                     format!(
-                        "scaling {} → {desired} workers, {what} (assignment epoch {}); {counts}",
+                        "scaling {} → {}, {what} (assignment epoch {}); {counts}",
                         from.join(" → "),
+                        plural(desired),
                         assignment.epoch
                     ),
                 )
             } else if scaling {
                 (
                     REASON_SCALING,
-                    format!("scaling to {desired} workers; {counts}"),
+                    format!("scaling to {}; {counts}", plural(desired)),
                 )
             } else {
                 (
                     REASON_ROLLING_UPDATE,
                     format!(
-                        "{}/{pods} workers updated; {counts}",
-                        workers.updated.min(pods)
+                        "{}/{} updated; {counts}",
+                        workers.updated.min(pods),
+                        plural(pods)
                     ),
                 )
             };

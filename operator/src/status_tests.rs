@@ -227,7 +227,7 @@ fn a_hand_off_is_not_ready_until_it_completes_even_with_every_pod_ready() {
     assert!(
         progressing
             .message
-            .starts_with("scaling 2 → 1 workers, acquire step"),
+            .starts_with("scaling 2 → 1 worker, acquire step"),
         "{}",
         progressing.message
     );

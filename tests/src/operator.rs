@@ -79,6 +79,8 @@ pub struct Options {
     pub namespaces: Vec<String>,
     /// `--prometheus-url`.
     pub prometheus_url: Option<String>,
+    /// `--scrape-namespace` flags.
+    pub scrape_namespaces: Vec<String>,
 }
 
 impl Default for Options {
@@ -89,6 +91,7 @@ impl Default for Options {
             lease_seconds: 3,
             namespaces: vec![],
             prometheus_url: None,
+            scrape_namespaces: vec![],
         }
     }
 }
@@ -125,6 +128,9 @@ impl Operator {
         }
         for namespace in &options.namespaces {
             command.arg("--namespace").arg(namespace);
+        }
+        for namespace in &options.scrape_namespaces {
+            command.arg("--scrape-namespace").arg(namespace);
         }
         let child = command
             .spawn()

@@ -152,7 +152,7 @@ async fn lag_growing_faster_than_one_worker_takes_scales_up_and_an_idle_pipeline
     .await?;
     assert_eq!(held, "Hold", "{reason}");
     assert!(
-        reason.contains(": 1 workers (8 tasks, bounds 1..4, now 1)"),
+        reason.contains(": 1 worker (8 tasks, bounds 1..4, now 1)"),
         "{reason}"
     );
 

@@ -95,7 +95,11 @@ fn rendered_rules(
                     group != "*" && resource != "*" && !rule.verbs.iter().any(|v| v == "*"),
                     "wildcard in {rule:?}"
                 );
-                anyhow::ensure!(resource != "secrets", "the operator must not read Secrets");
+                // Secrets: only `create` (each pipeline's hand-off token), never get/list/watch.
+                anyhow::ensure!(
+                    resource != "secrets" || rule.verbs == ["create"],
+                    "the operator must not read Secrets: {rule:?}"
+                );
                 set.insert((group.clone(), resource.clone(), rule.verbs.clone()));
             }
         }

@@ -49,6 +49,8 @@ fn every_example_pipeline_is_valid_and_builds() {
             assignment_epoch: 1,
             handoff: None,
             service_monitor: true,
+            network_policy: true,
+            scrape_namespaces: vec!["monitoring".into()],
         };
         desired(&pipeline, &params).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }

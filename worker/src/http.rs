@@ -2,7 +2,9 @@
 //! snapshot hand-off `GET /v1/tasks/{t}/snapshot` (docs/design.md, delivery, checkpoints and recovery).
 //!
 //! Owns the routes and the shared [`Health`] the worker loop reports into (heartbeat, readiness,
-//! tasks running here). Does not own the worker loop, checkpoints' contents or the fetching side
+//! tasks running here). The snapshot route answers 401 without the pipeline's bearer token
+//! ([`SnapshotAuth`], from `$TIDEMARK_HANDOFF_TOKEN_FILE`); its refusals are counted in
+//! `tidemark_handoff_refused_total`. Does not own the worker loop, checkpoints' contents or the fetching side
 //! of a hand-off; it serves what the store holds.
 
 use std::collections::BTreeSet;
@@ -11,15 +13,17 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path, Query, State};
-use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderName, StatusCode};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::{HeaderMap, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::Extension;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::checkpoint::CheckpointStore;
+pub use crate::handoff::auth::SnapshotAuth;
 use crate::metrics::Metrics;
 
 /// The default listen address.
@@ -128,13 +132,19 @@ pub struct AppState {
     pub store: CheckpointStore,
 }
 
-/// The routes.
+/// The routes, with the snapshot token from `$TIDEMARK_HANDOFF_TOKEN_FILE`.
 pub fn router(state: AppState) -> Router {
+    router_with(state, Arc::new(SnapshotAuth::from_env()))
+}
+
+/// The routes, with the snapshot route guarded by `auth`.
+pub fn router_with(state: AppState, auth: Arc<SnapshotAuth>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/tasks/{task}/snapshot", get(snapshot))
+        .layer(Extension(auth))
         .with_state(state)
 }
 
@@ -144,6 +154,22 @@ pub fn router(state: AppState) -> Router {
 pub async fn serve(
     addr: SocketAddr,
     state: AppState,
+    shutdown: watch::Receiver<bool>,
+) -> Result<
+    (
+        SocketAddr,
+        impl std::future::Future<Output = Result<(), HttpError>>,
+    ),
+    HttpError,
+> {
+    serve_with(addr, state, Arc::new(SnapshotAuth::from_env()), shutdown).await
+}
+
+/// Like [`serve`], with the snapshot route guarded by `auth`.
+pub async fn serve_with(
+    addr: SocketAddr,
+    state: AppState,
+    auth: Arc<SnapshotAuth>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<
     (
@@ -162,16 +188,17 @@ pub async fn serve(
         // An error means the sender is gone: nobody can ask any more, so stop too.
         let _ = shutdown.wait_for(|stop| *stop).await;
     };
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(signal);
+    let server = axum::serve(listener, router_with(state, auth)).with_graceful_shutdown(signal);
     Ok((bound, async move { server.await.map_err(HttpError::Serve) }))
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
-    (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
+async fn metrics(
+    State(state): State<AppState>,
+    Extension(auth): Extension<Arc<SnapshotAuth>>,
+) -> Response {
+    let mut text = state.metrics.render();
+    text.push_str(&auth.render_metrics());
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {
@@ -201,14 +228,28 @@ struct SnapshotQuery {
 }
 
 /// Serves the newest valid checkpoint file of a released task (or checkpoint `?id=N`), as
-/// written (header included) so the receiver validates it with `Checkpoint::decode`. 409 while
+/// written (header included) so the receiver validates it with `Checkpoint::decode`. 401
+/// without the pipeline's token, 409 while
 /// the task runs here, 404 when there is none (or no valid one of that id), 500 when the store
 /// cannot be read.
 async fn snapshot(
     State(state): State<AppState>,
+    Extension(auth): Extension<Arc<SnapshotAuth>>,
+    headers: HeaderMap,
     Path(task): Path<u32>,
     Query(query): Query<SnapshotQuery>,
 ) -> Response {
+    let authorization = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if let Err(refusal) = auth.check(authorization) {
+        // No peer address or token in the log: the counter and the reason are enough.
+        tracing::warn!(task, reason = refusal.label(), "refused a snapshot request");
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(WWW_AUTHENTICATE, "Bearer")],
+            "the snapshot hand-off needs this pipeline's bearer token\n",
+        )
+            .into_response();
+    }
     if state.health.is_running(task) {
         return (
             StatusCode::CONFLICT,

@@ -120,14 +120,23 @@ fn wait_taken(workers: &mut [&mut WorkerProcess], n: usize) {
     }
 }
 
-/// Status code of `GET /v1/tasks/{task}/snapshot` on `worker` (the body is binary).
+/// Status code of `GET /v1/tasks/{task}/snapshot` on `worker` (the body is binary), asked as a
+/// peer of the same pipeline (with its bearer token).
 fn snapshot_status(worker: &mut WorkerProcess, task: u32) -> u16 {
+    snapshot_status_as(worker, task, Some(kafka_support::worker::TOKEN))
+}
+
+/// Like [`snapshot_status`], with `token` (or none) as the bearer token.
+fn snapshot_status_as(worker: &mut WorkerProcess, task: u32, token: Option<&str>) -> u16 {
     use std::io::{Read, Write};
     let addr = worker.addr();
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let authorization = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
-        "GET /v1/tasks/{task}/snapshot HTTP/1.1\r\nHost: w\r\nConnection: close\r\n\r\n"
+        "GET /v1/tasks/{task}/snapshot HTTP/1.1\r\nHost: w\r\n{authorization}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut response = Vec::new();
@@ -274,6 +283,12 @@ fn scale_down_two_to_one(delivery: &'static str) {
         "the surplus worker serves"
     );
     assert_eq!(snapshot_status(&mut w1, 0), 404, "it never had task 0");
+    assert_eq!(
+        snapshot_status_as(&mut w1, 1, None),
+        401,
+        "a caller without the pipeline's token gets nothing"
+    );
+    assert_eq!(snapshot_status_as(&mut w1, 1, Some("guess")), 401);
     assert_eq!(
         snapshot_status(&mut w0, 1),
         409,

@@ -61,6 +61,13 @@ operator/src/rbac.rs (WATCH_RULES) by tests/tests/chart.rs.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["create", "delete", "list", "patch", "watch"]
+# The hand-off token Secret of each pipeline: created, never read (no get, list or watch).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["create", "delete", "list", "patch", "watch"]
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors"]
   verbs: ["create", "patch"]

@@ -243,7 +243,8 @@ pub fn decide(ctx: &Context<'_>, observation: &Observation, history: &Recommenda
         .tasks
         .map_or_else(|| "task count unknown".into(), |t| format!("{t} tasks"));
     let wants = format!(
-        "{basis}: {recommendation} workers ({tasks}, bounds {lower}..{upper}, now {})",
+        "{basis}: {} ({tasks}, bounds {lower}..{upper}, now {})",
+        crate::message::workers(recommendation),
         ctx.current
     );
     let decided = |desired: i32, kind: &'static str, reason: String| Decision {
@@ -305,8 +306,9 @@ pub fn decide(ctx: &Context<'_>, observation: &Observation, history: &Recommenda
             current,
             HOLD,
             format!(
-                "{wants}; within the last {}s up to {stable} workers were needed",
-                window / 1000
+                "{wants}; within the last {}s up to {} were needed",
+                window / 1000,
+                crate::message::workers(stable)
             ),
         );
     }

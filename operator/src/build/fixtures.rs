@@ -82,5 +82,7 @@ pub fn params(parallelism: i32) -> BuildParams {
         assignment_epoch: 1,
         handoff: None,
         service_monitor: false,
+        network_policy: true,
+        scrape_namespaces: Vec::new(),
     }
 }

@@ -6,7 +6,9 @@
 //! label.
 
 mod config_map;
+mod network_policy;
 mod pod_disruption_budget;
+mod secret;
 mod service;
 mod service_monitor;
 mod stateful_set;
@@ -15,6 +17,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::DynamicObject;
@@ -22,7 +25,9 @@ use kube::{Resource, ResourceExt};
 use tidemark_api::MarketingPipeline;
 
 pub use config_map::{config_hash, config_map, pipeline_manifest, runtime_yaml};
+pub use network_policy::network_policy;
 pub use pod_disruption_budget::pod_disruption_budget;
+pub use secret::handoff_secret;
 pub use service::{headless_service, metrics_service};
 pub use service_monitor::{service_monitor, service_monitor_resource};
 pub use stateful_set::stateful_set;
@@ -43,6 +48,10 @@ pub struct BuildParams {
     pub handoff: Option<tidemark_api::HandoffStatus>,
     /// Whether the ServiceMonitor CRD exists (and the operator may create ServiceMonitors).
     pub service_monitor: bool,
+    /// Whether to build the workers' NetworkPolicy.
+    pub network_policy: bool,
+    /// Namespaces whose pods may reach the workers' port (Prometheus scraping).
+    pub scrape_namespaces: Vec<String>,
 }
 
 impl BuildParams {
@@ -71,6 +80,8 @@ pub struct Desired {
     pub pod_disruption_budget: Option<PodDisruptionBudget>,
     /// Prometheus Operator scrape config, when that CRD exists.
     pub service_monitor: Option<DynamicObject>,
+    /// The workers' NetworkPolicy, unless turned off.
+    pub network_policy: Option<NetworkPolicy>,
 }
 
 /// Failed to build the owned objects.
@@ -97,6 +108,9 @@ pub fn desired(pipeline: &MarketingPipeline, params: &BuildParams) -> Result<Des
         pod_disruption_budget: (params.assignment().replicas() > 1)
             .then(|| pod_disruption_budget(&context)),
         service_monitor: params.service_monitor.then(|| service_monitor(&context)),
+        network_policy: params
+            .network_policy
+            .then(|| network_policy(&context, &params.scrape_namespaces)),
         config_map,
     })
 }
@@ -132,6 +146,11 @@ impl Context {
             namespace,
             owner,
         })
+    }
+
+    /// The pipeline's uid.
+    pub fn uid(&self) -> &str {
+        &self.owner.uid
     }
 
     /// Labels of every owned object.

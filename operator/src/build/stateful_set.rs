@@ -195,6 +195,11 @@ fn env(context: &Context) -> Vec<EnvVar> {
             value_from: None,
         },
         EnvVar {
+            name: HANDOFF_TOKEN_ENV.into(),
+            value: Some(format!("{HANDOFF_DIR}/{HANDOFF_TOKEN_KEY}")),
+            value_from: None,
+        },
+        EnvVar {
             name: "RUST_LOG".into(),
             value: Some("info".into()),
             value_from: None,
@@ -233,7 +238,8 @@ fn default_resources() -> ResourceRequirements {
 }
 
 /// Volumes and mounts: config files (by `subPath`: pods see a config only through a restart,
-/// which the config hash triggers, never a half-updated one), `/tmp`, and the optional Secrets.
+/// which the config hash triggers, never a half-updated one), `/tmp`, the hand-off token and the
+/// optional Secrets.
 fn volumes(context: &Context, pipeline: &MarketingPipeline) -> (Vec<Volume>, Vec<VolumeMount>) {
     let mount = |name: &str, path: String, sub_path: Option<&str>, read_only: bool| VolumeMount {
         name: name.into(),
@@ -276,6 +282,12 @@ fn volumes(context: &Context, pipeline: &MarketingPipeline) -> (Vec<Volume>, Vec
     let spec = &pipeline.spec;
     let kafka = spec.kafka.as_ref();
     let secrets = [
+        // Always: the bearer token of the snapshot hand-off (created by the operator).
+        (
+            "handoff-token",
+            Some(handoff_secret_name(&context.name, context.uid())),
+            HANDOFF_DIR,
+        ),
         (
             "kafka-tls",
             kafka

@@ -226,8 +226,9 @@ fn worker_image_and_resources_from_the_spec_override_the_defaults() {
             .volumes
             .iter()
             .flatten()
-            .all(|v| v.secret.is_none()),
-        "no secrets asked for"
+            .filter_map(|v| v.secret.as_ref())
+            .all(|s| s.secret_name.as_deref() == Some("demo-handoff-5f0c6d52")),
+        "no secrets asked for but the hand-off token"
     );
 }
 

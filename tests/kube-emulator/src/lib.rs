@@ -16,7 +16,7 @@
 //!
 //! Layers, from pure to I/O: [`store`] (objects, revisions, event log) → [`schema`],
 //! [`cel_rules`], [`merge`], [`ssa`], [`fieldpath`], [`selector`], [`jsonpath`], [`table`],
-//! [`discovery`] (pure functions) → [`registry`] (API semantics) → `http` (axum) → [`server`].
+//! [`discovery`], [`warnings`] (pure functions) → [`registry`] (API semantics) → `http` (axum) → [`server`].
 
 pub mod cel_rules;
 pub mod discovery;
@@ -34,6 +34,7 @@ pub mod server;
 pub mod ssa;
 pub mod store;
 pub mod table;
+pub mod warnings;
 
 pub use error::ApiError;
 pub use server::{kubeconfig_yaml, Emulator, EmulatorHandle, Options, StartError};

@@ -140,6 +140,17 @@ impl EmulatorHandle {
         self.app.set_unavailable(down);
     }
 
+    /// A restart of the API server: down (every request 503, open watches closed) for
+    /// `outage`, then back with an empty watch cache, so every watch resumed from before the
+    /// restart answers 410 Gone ("too old resource version") and must relist, as after a real
+    /// kube-apiserver restart. Objects survive.
+    pub async fn restart(&self, outage: Duration) {
+        self.app.set_unavailable(true);
+        tokio::time::sleep(outage).await;
+        self.app.mutate(|state| state.store.restart());
+        self.app.set_unavailable(false);
+    }
+
     /// Delays every request by `latency` (zero to turn off).
     pub fn set_latency(&self, latency: Duration) {
         self.app.set_latency(latency);

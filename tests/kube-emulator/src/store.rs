@@ -193,6 +193,16 @@ impl Store {
         Ok(self.log.iter().filter(|e| e.rv > rv).cloned().collect())
     }
 
+    /// What a restart of kube-apiserver does to watches: the new server's watch cache starts
+    /// empty at the current revision (moved on by one, as etcd moves on while the server is
+    /// down), so every watch resumed from an older `resourceVersion` answers 410 Gone and its
+    /// client must relist. Objects are kept.
+    pub fn restart(&mut self) {
+        self.revision += 1;
+        self.log.clear();
+        self.compacted = self.revision;
+    }
+
     /// Takes the events recorded since the last call, in revision order.
     pub fn take_pending(&mut self) -> Vec<Arc<Event>> {
         std::mem::take(&mut self.pending)
@@ -209,6 +219,23 @@ fn set_resource_version(object: &mut Value, rv: u64) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn after_a_restart_every_watch_resumed_from_before_it_is_too_old() {
+        let mut store = Store::default();
+        store.put(key("a"), json!({"metadata": {"name": "a"}}));
+        let seen = store.revision();
+        store.restart();
+        assert_eq!(
+            store.events_since(seen).err(),
+            Some(TooOld {
+                requested: seen,
+                oldest: seen + 1
+            })
+        );
+        assert!(store.events_since(store.revision()).is_ok());
+        assert!(store.get(&key("a")).is_some(), "objects survive a restart");
+    }
 
     fn key(name: &str) -> ObjectKey {
         ObjectKey {

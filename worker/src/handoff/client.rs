@@ -62,6 +62,15 @@ pub enum ClientError {
 
 /// `GET {base}{path}` with `Connection: close`.
 pub fn get(base: &str, path: &str) -> Result<Response, ClientError> {
+    get_with(base, path, None)
+}
+
+/// `GET {base}{path}` with `Connection: close` and, when given, an `Authorization` header.
+pub fn get_with(
+    base: &str,
+    path: &str,
+    authorization: Option<&str>,
+) -> Result<Response, ClientError> {
     let (authority, prefix) = parse_base(base)?;
     let addrs: Vec<_> = authority
         .to_socket_addrs()
@@ -83,9 +92,13 @@ pub fn get(base: &str, path: &str) -> Result<Response, ClientError> {
     stream.set_read_timeout(Some(READ_TIMEOUT)).map_err(io)?;
     stream.set_write_timeout(Some(READ_TIMEOUT)).map_err(io)?;
     // One write: a server that reads the request in one go sees all of it.
+    let authorization = authorization
+        .filter(|a| !a.contains(['\r', '\n']))
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
     let request = format!(
         "GET {prefix}{path} HTTP/1.1\r\nHost: {authority}\r\nAccept: application/octet-stream\r\n\
-         Connection: close\r\n\r\n"
+         {authorization}Connection: close\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).map_err(io)?;
     stream.flush().map_err(io)?;

@@ -21,7 +21,9 @@
 //! ids of the store it lands in), while a later epoch's owner always started from the newest
 //! state of the earlier ones. Ties are copies of one checkpoint; the local one is kept.
 
+pub mod auth;
 pub mod client;
+mod peers;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -34,6 +36,7 @@ use tracing::{info, warn};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 use crate::http::{Health, CHECKPOINT_ID_HEADER};
+pub use peers::Peers;
 
 /// Where a worker reaches worker `{ordinal}` when the operator does not say: the StatefulSet pod
 /// `{pipeline}-{ordinal}` behind the headless Service `{pipeline}-workers`.
@@ -203,47 +206,6 @@ impl HandoffPlan {
     }
 }
 
-/// How to reach a peer by ordinal.
-#[derive(Clone, Debug)]
-pub struct Peers {
-    template: String,
-    overrides: BTreeMap<u32, String>,
-    pipeline: String,
-    namespace: String,
-}
-
-impl Peers {
-    /// From the flags, the runtime file's template and the pipeline's name and namespace.
-    pub fn new(
-        opts: &PeerOptions,
-        runtime_template: Option<&str>,
-        pipeline: &str,
-        namespace: &str,
-    ) -> Self {
-        Self {
-            template: opts
-                .url_template
-                .clone()
-                .or_else(|| runtime_template.map(str::to_owned))
-                .unwrap_or_else(|| DEFAULT_PEER_URL.to_owned()),
-            overrides: opts.peers.clone(),
-            pipeline: pipeline.to_owned(),
-            namespace: namespace.to_owned(),
-        }
-    }
-
-    /// The base URL of worker `ordinal`.
-    pub fn url(&self, ordinal: u32) -> String {
-        if let Some(url) = self.overrides.get(&ordinal) {
-            return url.clone();
-        }
-        self.template
-            .replace("{ordinal}", &ordinal.to_string())
-            .replace("{pipeline}", &self.pipeline)
-            .replace("{namespace}", &self.namespace)
-    }
-}
-
 /// A peer's answer for one task.
 #[derive(Debug)]
 enum Answer {
@@ -262,7 +224,7 @@ fn ask(peers: &Peers, ordinal: u32, task: u32, id: Option<u64>) -> Answer {
         Some(id) => format!("/v1/tasks/{task}/snapshot?id={id}"),
         None => format!("/v1/tasks/{task}/snapshot"),
     };
-    let response = match client::get(&base, &path) {
+    let response = match client::get_with(&base, &path, peers.authorization()) {
         Ok(response) => response,
         Err(err) => return Answer::Retry(error_chain(&err)),
     };
@@ -270,6 +232,12 @@ fn ask(peers: &Peers, ordinal: u32, task: u32, id: Option<u64>) -> Answer {
         200 => {}
         404 => return Answer::Nothing,
         409 => return Answer::Retry(format!("{base} still runs task {task}")),
+        401 => {
+            return Answer::Retry(format!(
+                "{base} refused the hand-off token (401): is {} mounted?",
+                auth::TOKEN_FILE_ENV
+            ))
+        }
         status => {
             return Answer::Retry(format!("{base} answered {status}: {}", response.text()));
         }

@@ -94,6 +94,14 @@ impl Peer {
     }
 
     fn start_at(store: &CheckpointStore, addr: SocketAddr) -> Peer {
+        Self::start_with(store, addr, Arc::new(http::SnapshotAuth::open()))
+    }
+
+    fn start_with(
+        store: &CheckpointStore,
+        addr: SocketAddr,
+        auth: Arc<http::SnapshotAuth>,
+    ) -> Peer {
         let health = Arc::new(Health::new(http::DEFAULT_STALE_AFTER));
         let state = AppState {
             metrics: Metrics::new("p").unwrap(),
@@ -108,7 +116,7 @@ impl Peer {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                let (bound, server) = http::serve(addr, state, stopped).await.unwrap();
+                let (bound, server) = http::serve_with(addr, state, auth, stopped).await.unwrap();
                 bound_tx.send(bound).unwrap();
                 server.await.unwrap();
             });
@@ -225,6 +233,38 @@ fn the_earlier_owners_newer_checkpoint_is_validated_and_written_here_then_never_
     assert_eq!(hand_off(&mine, 1, &p, &peers, None), "Acquired");
     // Not moved: nobody is asked.
     assert_eq!(hand_off(&mine, 0, &p, &peers, None), "NotMoved");
+}
+
+#[test]
+fn a_peer_serves_a_snapshot_only_with_the_pipelines_token_and_counts_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let theirs = CheckpointStore::new(dir.path().join("worker-1"), 3);
+    let mine = CheckpointStore::new(dir.path().join("worker-0"), 3);
+    write(&theirs, 1, 7, 1, b"user ids and revenue");
+    let auth = Arc::new(http::SnapshotAuth::with_token("t0k3n"));
+    let peer = Peer::start_with(&theirs, "127.0.0.1:0".parse().unwrap(), auth);
+    let path = "/v1/tasks/1/snapshot";
+
+    let anonymous = client::get(&peer.url, path).unwrap();
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(anonymous.header("www-authenticate"), Some("Bearer"));
+    assert!(!String::from_utf8_lossy(&anonymous.body).contains("revenue"));
+    let wrong = client::get_with(&peer.url, path, Some("Bearer t0k3m")).unwrap();
+    assert_eq!(wrong.status, 401);
+    let metrics = String::from_utf8(client::get(&peer.url, "/metrics").unwrap().body).unwrap();
+    assert!(metrics.contains("tidemark_handoff_refused_total{reason=\"missing_token\"} 1\n"));
+    assert!(metrics.contains("tidemark_handoff_refused_total{reason=\"wrong_token\"} 1\n"));
+
+    // A worker of the same pipeline presents the token and gets the state.
+    let peers = peers_at(1, &peer.url).with_token(Some("t0k3n"));
+    assert_eq!(
+        hand_off(&mine, 1, &plan(0, 1, 2, &[2], false), &peers, None),
+        "Remote"
+    );
+    assert_eq!(
+        mine.latest_valid(1).unwrap().checkpoint.unwrap().state(),
+        b"user ids and revenue"
+    );
 }
 
 #[test]

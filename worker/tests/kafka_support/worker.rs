@@ -8,6 +8,21 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The bearer token of the snapshot hand-off the test workers share.
+pub const TOKEN: &str = "test-token-of-this-pipeline";
+
+/// A token file shared by every worker of this test process, as the operator's Secret is shared
+/// by every worker of a pipeline.
+fn token_file() -> std::path::PathBuf {
+    static FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!("tidemark-test-token-{}", std::process::id()));
+        std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
+        path
+    })
+    .clone()
+}
+
 /// A worker process; killed (SIGKILL) when dropped if still running.
 pub struct WorkerProcess {
     child: Child,
@@ -59,6 +74,8 @@ impl WorkerProcess {
     /// of [`Self::start`].
     pub fn spawn(mut command: Command) -> WorkerProcess {
         let mut child = command
+            // As in a pod: the snapshot hand-off needs the pipeline's bearer token.
+            .env(tidemark_worker::handoff::auth::TOKEN_FILE_ENV, token_file())
             .env("RUST_LOG", "warn,tidemark_worker=info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

@@ -100,6 +100,22 @@ fn respond(result: Result<Value, ApiError>, code: StatusCode) -> Response {
     }
 }
 
+/// Like [`respond`], for a write: a success carries the API server's warnings about the
+/// written object as `Warning` headers.
+fn respond_write(def: &ResourceDef, result: Result<Value, ApiError>, code: StatusCode) -> Response {
+    let warnings = result
+        .as_ref()
+        .map(|object| crate::warnings::on_write(&def.group, object))
+        .unwrap_or_default();
+    let mut response = respond(result, code);
+    for text in warnings {
+        if let Ok(value) = header::HeaderValue::from_str(&crate::warnings::header_value(&text)) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
+}
+
 /// Handles one resource request.
 pub async fn handle(
     app: &Arc<App>,
@@ -143,7 +159,7 @@ pub async fn handle(
             let opts = write_options(&req);
             let result =
                 body_json(&req).and_then(|body| app.mutate(|s| s.create(&def, ns, body, &opts)));
-            respond(result, StatusCode::CREATED)
+            respond_write(&def, result, StatusCode::CREATED)
         }
         (None, Method::DELETE) => delete_collection(app, &def, ns, &req),
         (Some(_), _) if def.namespaced && ns.is_none() => not_found(),
@@ -152,7 +168,7 @@ pub async fn handle(
             let opts = write_options(&req);
             let result = body_json(&req)
                 .and_then(|body| app.mutate(|s| s.replace(&def, ns, name, body, sub, &opts)));
-            respond(result, StatusCode::OK)
+            respond_write(&def, result, StatusCode::OK)
         }
         (Some(name), Method::PATCH) => {
             let Some(kind) = PatchKind::from_content_type(req.header(header::CONTENT_TYPE)) else {
@@ -169,7 +185,7 @@ pub async fn handle(
             } else {
                 StatusCode::CREATED
             };
-            respond(result, code)
+            respond_write(&def, result, code)
         }
         (Some(name), Method::DELETE) if sub == Sub::Main => {
             let body = body_json(&req).unwrap_or_else(|_| json!({}));

@@ -290,3 +290,72 @@ pub fn validate_name(def: &ResourceDef, object: &Value) -> Vec<(String, String)>
         )]
     }
 }
+
+/// Longest `note` of an `events.k8s.io` Event (kube-apiserver's `NoteLengthLimit`, in bytes).
+pub const EVENT_NOTE_LIMIT: usize = 1024;
+
+/// The few built-in field rules Tidemark's clients can trip over (built-ins are otherwise not
+/// validated): an Event's note (`message` in the core form the API server validates) of at most
+/// [`EVENT_NOTE_LIMIT`] bytes, worded as kube-apiserver words it.
+pub fn validate_builtin(def: &ResourceDef, object: &Value) -> Vec<(String, String)> {
+    let text_field = match (def.group.as_str(), def.kind.as_str()) {
+        ("events.k8s.io", "Event") => "/note",
+        ("", "Event") => "/message",
+        _ => return Vec::new(),
+    };
+    let text = object
+        .pointer(text_field)
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if text.len() > EVENT_NOTE_LIMIT {
+        vec![(
+            "message".into(),
+            format!("Invalid value: \"\": can have at most {EVENT_NOTE_LIMIT} characters"),
+        )]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Fields of a StatefulSet's spec that may change after creation (kube-apiserver's
+/// `ValidateStatefulSetUpdate`); any other change, e.g. of `volumeClaimTemplates`, is refused.
+const STATEFUL_SET_MUTABLE: [&str; 7] = [
+    "replicas",
+    "ordinals",
+    "template",
+    "updateStrategy",
+    "persistentVolumeClaimRetentionPolicy",
+    "minReadySeconds",
+    "revisionHistoryLimit",
+];
+
+/// Update rules of built-ins that clients hit: a StatefulSet's spec is immutable but for
+/// [`STATEFUL_SET_MUTABLE`], with kube-apiserver's message.
+pub fn validate_builtin_update(
+    def: &ResourceDef,
+    old: &Value,
+    new: &Value,
+) -> Vec<(String, String)> {
+    if (def.group.as_str(), def.kind.as_str()) != ("apps", "StatefulSet") {
+        return Vec::new();
+    }
+    let fixed = |object: &Value| {
+        let mut spec = object.get("spec").cloned().unwrap_or(Value::Null);
+        if let Some(map) = spec.as_object_mut() {
+            STATEFUL_SET_MUTABLE.iter().for_each(|field| {
+                map.remove(*field);
+            });
+        }
+        spec
+    };
+    if fixed(old) == fixed(new) {
+        return Vec::new();
+    }
+    vec![(
+        "spec".into(),
+        "Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', \
+         'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and \
+         'minReadySeconds' are forbidden"
+            .into(),
+    )]
+}

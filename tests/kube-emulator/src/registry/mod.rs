@@ -329,6 +329,10 @@ impl State {
         strict: bool,
     ) -> Result<(), ApiError> {
         let mut causes: Vec<(String, String)> = meta::validate_name(def, new);
+        causes.extend(meta::validate_builtin(def, new));
+        if let Some(old) = old {
+            causes.extend(meta::validate_builtin_update(def, old, new));
+        }
         if let Some(schema) = &def.schema {
             let unknown = crate::schema::prune_and_default(new, schema);
             if strict && !unknown.is_empty() {

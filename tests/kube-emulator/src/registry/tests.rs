@@ -329,3 +329,35 @@ fn strict_field_validation_rejects_unknown_fields_of_custom_resources() {
         "strict decoding error: unknown field \"spec.colour\""
     );
 }
+
+#[test]
+fn an_event_note_over_1024_bytes_is_rejected_as_the_api_server_rejects_it() {
+    let mut state = State::default();
+    let events = def(&state, "events.k8s.io", "v1", "events");
+    let event = |name: &str, note: String| {
+        json!({"metadata": {"name": name}, "reason": "R", "action": "A", "note": note,
+               "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "c",
+               "reportingInstance": "i", "type": "Warning"})
+    };
+    state
+        .create(
+            &events,
+            Some("default"),
+            event("fits", "x".repeat(1024)),
+            &opts("t"),
+        )
+        .expect("a 1024-byte note fits");
+    let err = state
+        .create(
+            &events,
+            Some("default"),
+            event("long", "x".repeat(1025)),
+            &opts("t"),
+        )
+        .expect_err("a 1025-byte note is too long");
+    assert_eq!(err.code(), 422);
+    assert_eq!(
+        err.to_string(),
+        "Event.events.k8s.io \"long\" is invalid: message: Invalid value: \"\": can have at most 1024 characters"
+    );
+}
