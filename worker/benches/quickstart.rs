@@ -209,8 +209,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 fn checkpoint(label: &str, manifest: &str) {
     use tidemark_worker::engine::Task;
     let pipeline = parse_manifest(manifest).expect("benchmark manifest is valid");
-    let plan =
-        || tidemark_worker::operators::Plan::compile("quickstart", &pipeline.spec).expect("plan");
+    let plan = || tidemark_worker::plan::Plan::compile("quickstart", &pipeline.spec).expect("plan");
     let mut task = Task::new(plan(), 0);
     let mut out = tidemark_worker::result::Output::default();
     let mut line = String::new();

@@ -12,15 +12,16 @@ use std::collections::BTreeMap;
 
 use crate::analytics::{AnalyticCapture, Emit, TaskAnalytic};
 use crate::event::{Event, FieldValue, Reason, Rejection};
-use crate::global::Progress;
-use crate::operators::{AnalyticPlan, Plan};
+use crate::partials::Progress;
+use crate::plan::{AnalyticPlan, Plan};
 use crate::privacy::{PseudonymBuf, PSEUDONYM_LEN};
 use crate::quality::Deduplicator;
+pub use crate::restore::RestoreError;
 use crate::result::{DeadLetter, Encoder, InternalRecord, Output};
 use crate::watermark::Watermarks;
 use crate::window::codec::{DecodeError, Reader, Writer};
 use crate::window::snapshot::WindowsSnapshot;
-use crate::window::{Refused, WindowStats};
+use crate::window::WindowStats;
 
 /// Version of the task snapshot encoding written now. Format 1 (postcard, [`TaskSnapshotV1`])
 /// is still read.
@@ -34,38 +35,6 @@ struct TaskSnapshotV1 {
     analytics: Vec<(String, WindowsSnapshot)>,
     watermark: i64,
     max_times: Vec<(String, i64)>,
-}
-
-/// Why a snapshot cannot be restored.
-#[derive(Debug, thiserror::Error)]
-pub enum RestoreError {
-    /// The bytes are not a task snapshot of format 1.
-    #[error("failed to decode task snapshot")]
-    Decode(#[from] postcard::Error),
-    /// The bytes are not a task snapshot of format 2.
-    #[error("failed to decode task snapshot: {0}")]
-    Corrupt(#[from] DecodeError),
-    /// Written by a newer (or unknown) format.
-    #[error(
-        "failed to restore task snapshot of format {0}: this worker reads formats 1 to {SNAPSHOT_FORMAT}"
-    )]
-    Format(u16),
-    /// The analytic's window kind, size or slide changed since the snapshot.
-    #[error("failed to restore analytic {0:?}: its window differs from the snapshot's")]
-    WindowKind(String),
-    /// The analytic's aggregates changed since the snapshot.
-    #[error("failed to restore analytic {0:?}: its aggregates differ from the snapshot's")]
-    Layout(String),
-}
-
-impl RestoreError {
-    fn refused(analytic: &str, refused: Refused) -> Self {
-        match refused {
-            Refused::Kind => RestoreError::WindowKind(analytic.to_owned()),
-            Refused::Layout => RestoreError::Layout(analytic.to_owned()),
-            Refused::Corrupt(err) => RestoreError::Corrupt(err),
-        }
-    }
 }
 
 /// A copy of a task's state taken by [`Task::capture`] between records, to be encoded with

@@ -1,16 +1,14 @@
 //! The worker's HTTP endpoint (default `0.0.0.0:9102`): `/metrics`, `/healthz`, `/readyz` and the
 //! snapshot hand-off `GET /v1/tasks/{t}/snapshot` (docs/design.md, delivery, checkpoints and recovery).
 //!
-//! Owns the routes and the shared [`Health`] the worker loop reports into (heartbeat, readiness,
-//! tasks running here). The snapshot route answers 401 without the pipeline's bearer token
+//! Owns the routes; they read the [`Health`] the worker loop reports into (`crate::health`). The snapshot route answers 401 without the pipeline's bearer token
 //! ([`SnapshotAuth`], from `$TIDEMARK_HANDOFF_TOKEN_FILE`); its refusals are counted in
 //! `tidemark_handoff_refused_total`. Does not own the worker loop, checkpoints' contents or the fetching side
 //! of a hand-off; it serves what the store holds.
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::{Path, Query, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
@@ -24,6 +22,8 @@ use tokio::sync::watch;
 
 use crate::checkpoint::CheckpointStore;
 pub use crate::handoff::auth::SnapshotAuth;
+pub use crate::handoff::{CHECKPOINT_ID_HEADER, EPOCH_HEADER};
+pub use crate::health::Health;
 use crate::metrics::Metrics;
 
 /// The default listen address.
@@ -31,10 +31,6 @@ pub const DEFAULT_ADDR: &str = "0.0.0.0:9102";
 /// A heartbeat older than this turns `/healthz` red by default: several checkpoint intervals,
 /// so one slow checkpoint or a long restore does not get the pod restarted.
 pub const DEFAULT_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
-/// Header carrying the id of the checkpoint a snapshot response holds.
-pub const CHECKPOINT_ID_HEADER: &str = "x-tidemark-checkpoint-id";
-/// Header carrying the assignment epoch of the checkpoint a snapshot response holds.
-pub const EPOCH_HEADER: &str = "x-tidemark-epoch";
 
 /// Failed to serve HTTP.
 #[derive(Debug, thiserror::Error)]
@@ -45,80 +41,6 @@ pub enum HttpError {
     /// The server stopped with an error.
     #[error("failed to serve HTTP")]
     Serve(#[source] std::io::Error),
-}
-
-/// What the worker loop tells the probes: a heartbeat, readiness and the tasks it runs.
-/// Shared between the loop and the server; every method is cheap and never blocks for long.
-#[derive(Debug)]
-pub struct Health {
-    stale_after: Duration,
-    beat: Mutex<Instant>,
-    ready: Mutex<Result<(), String>>,
-    running: Mutex<BTreeSet<u32>>,
-}
-
-impl Health {
-    /// Healthy while the last heartbeat is at most `stale_after` old (the creation counts as
-    /// the first beat); not ready ("starting") until [`Health::set_ready`].
-    pub fn new(stale_after: Duration) -> Self {
-        Self {
-            stale_after,
-            beat: Mutex::new(Instant::now()),
-            ready: Mutex::new(Err("starting".to_owned())),
-            running: Mutex::new(BTreeSet::new()),
-        }
-    }
-
-    /// Records that the worker loop is alive. Call it from the loop itself (not a side task),
-    /// so a stuck loop turns `/healthz` red.
-    pub fn beat(&self) {
-        *lock(&self.beat) = Instant::now();
-    }
-
-    /// `Ok` while the heartbeat is fresh at `now`, else how old it is.
-    pub fn liveness(&self, now: Instant) -> Result<(), Duration> {
-        let age = now.saturating_duration_since(*lock(&self.beat));
-        if age > self.stale_after {
-            Err(age)
-        } else {
-            Ok(())
-        }
-    }
-
-    /// The worker has restored its tasks and consumes.
-    pub fn set_ready(&self) {
-        *lock(&self.ready) = Ok(());
-    }
-
-    /// The worker does not serve traffic, with a reason shown by `/readyz`.
-    pub fn set_not_ready(&self, reason: impl Into<String>) {
-        *lock(&self.ready) = Err(reason.into());
-    }
-
-    /// Readiness and, when not ready, why.
-    pub fn readiness(&self) -> Result<(), String> {
-        lock(&self.ready).clone()
-    }
-
-    /// Marks `task` as running here: its snapshot is refused (409) because it still changes.
-    pub fn claim(&self, task: u32) {
-        lock(&self.running).insert(task);
-    }
-
-    /// Marks `task` as released after its final checkpoint: its snapshot may be served.
-    pub fn release(&self, task: u32) {
-        lock(&self.running).remove(&task);
-    }
-
-    /// Whether `task` runs here.
-    pub fn is_running(&self, task: u32) -> bool {
-        lock(&self.running).contains(&task)
-    }
-}
-
-/// A poisoned lock only means a panic elsewhere while holding plain data; the data is still valid.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// What the routes share.

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use tidemark_api::{GeneratorSpec, MarketingPipeline};
 
 use crate::engine::Task;
-use crate::operators::{Plan, PlanError};
+use crate::operators::PlanError;
+use crate::plan::Plan;
 use crate::privacy::{PrivacyError, Pseudonymizer};
 use crate::result::{rfc3339, Output};
 use crate::sink::{LineSink, SinkError, Sinks};

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::engine::Task;
 use crate::event::{FieldValue, Reason};
-use crate::operators::Plan;
+use crate::plan::Plan;
 use crate::result::Output;
 
 fn event(id: &str, time: i64) -> Event<'static> {

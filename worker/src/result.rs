@@ -13,10 +13,20 @@ use std::io::Write;
 
 use chrono::{DateTime, SecondsFormat};
 
-use crate::analytics::top_n::Item;
 use crate::event::Reason;
 use crate::window::accumulate::Value;
 use crate::window::Emission;
+
+/// One key-window of a window being ranked (`crate::analytics::top_n`): what a ranking lists.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Item {
+    /// The key (a product, say).
+    pub key: String,
+    /// The key-window's revision (0 for its first result, then one more per update).
+    pub revision: u32,
+    /// Its ranked value.
+    pub value: Value,
+}
 
 /// A result ready for a sink.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,7 +68,7 @@ impl DeadLetter {
     }
 }
 
-/// A record of the partials topic (`crate::global::record`), for the global stage.
+/// A record of the partials topic (`crate::partials`), for the global stage.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InternalRecord {
     /// Kafka key (informative: the task's partition of the topic is chosen by the task).

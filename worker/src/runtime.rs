@@ -39,7 +39,8 @@ use crate::kafka::{
     GLOBAL_SOURCE,
 };
 use crate::metrics::{Metrics, TaskMetrics};
-use crate::operators::{Plan, PlanError};
+use crate::operators::PlanError;
+use crate::plan::Plan;
 use crate::privacy::{PrivacyError, Pseudonymizer};
 use crate::result::Output;
 use rdkafka::consumer::ConsumerGroupMetadata;

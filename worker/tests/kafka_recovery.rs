@@ -15,7 +15,7 @@ use tidemark_worker::kafka::{
     KafkaRecord, KafkaSource, SinkOptions, SinkRoutes, SourceOptions, SourceTopic, TaskInput,
     TaskSink,
 };
-use tidemark_worker::operators::Plan;
+use tidemark_worker::plan::Plan;
 use tidemark_worker::result::Output;
 use tidemark_worker::source::generator::Generator;
 

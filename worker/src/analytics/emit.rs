@@ -1,7 +1,7 @@
 //! The one way out of an analytic, in a task and in the global stage alike: results (encoded
 //! as JSON records, the result shape of docs/design.md) and partials for the global stage, counted as they go.
 
-use crate::global::Partial;
+use crate::partials::Partial;
 use crate::result::{Encoder, InternalRecord, Output, ResultRecord};
 use crate::window::accumulate::Value;
 

@@ -11,9 +11,10 @@ use std::sync::Arc;
 use tidemark_api::{AggregateAnalytic, GroupSpec, JoinAnalytic, JoinType, WindowKind as SpecKind};
 
 use super::merge::KeyedMerge;
+use super::AnalyticPlan;
 use super::{AnalyticCapture, Compiled, Emit, GlobalAnalytic, KindPlan, TaskAnalytic};
 use crate::event::Event;
-use crate::operators::plan::{input_for, AnalyticPlan, PlanError, SourcePlan};
+use crate::operators::{input_for, PlanError, SourcePlan};
 use crate::window::accumulate::AccLayout;
 use crate::window::codec::{Reader, Writer};
 use crate::window::snapshot::WindowsSnapshot;

@@ -21,6 +21,7 @@ pub mod emit;
 pub mod funnel;
 pub mod keyed;
 pub mod merge;
+pub mod plan;
 pub mod top_n;
 
 use std::fmt::Debug;
@@ -29,11 +30,12 @@ use std::sync::Arc;
 use tidemark_api::AnalyticSpec;
 
 pub use emit::Emit;
+pub use plan::AnalyticPlan;
 
-use crate::engine::RestoreError;
 use crate::event::Event;
-use crate::global::Partial;
-use crate::operators::plan::{AnalyticPlan, PlanError, SourcePlan};
+use crate::operators::{PlanError, SourcePlan};
+use crate::partials::Partial;
+use crate::restore::RestoreError;
 use crate::window::codec::{Reader, Writer};
 use crate::window::snapshot::WindowsSnapshot;
 use crate::window::{Refused, WindowStats};

@@ -16,9 +16,11 @@ use tidemark_api::TopNAnalytic;
 
 use super::keyed::{compile_group, compiled, KeyedPlan};
 use super::merge::KeyedMerge;
+use super::AnalyticPlan;
 use super::{AnalyticCapture, Compiled, Emit, GlobalAnalytic, KindPlan, TaskAnalytic};
 use crate::event::Event;
-use crate::operators::plan::{AnalyticPlan, PlanError, SourcePlan};
+use crate::operators::{PlanError, SourcePlan};
+pub use crate::result::Item;
 use crate::window::accumulate::Value;
 use crate::window::codec::Reader;
 use crate::window::{Emission, Refused, WindowKind, WindowStats, Windows};
@@ -32,17 +34,6 @@ pub struct TopNPlan {
     pub rank: usize,
     /// Its name, written as `rankBy` into results.
     pub rank_name: String,
-}
-
-/// One key-window of the window being ranked.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Item {
-    /// The key (a product, say).
-    pub key: String,
-    /// The key-window's revision (0 for its first result, then one more per update).
-    pub revision: u32,
-    /// Its ranked value.
-    pub value: Value,
 }
 
 /// Highest value first; no value (`null`, e.g. an average of nothing) last; equal values by

@@ -28,17 +28,16 @@
 //! not merged: a session of the whole stream is not known from the tasks' sessions as each
 //! closes, so an analytic with sessions must be keyed by the user (the plan refuses others).
 
-pub mod record;
 #[cfg(test)]
 pub(crate) mod tests;
 #[cfg(test)]
 mod top_tests;
 
-pub use record::{Partial, Progress, Record};
+pub use crate::partials::{Partial, Progress, Record};
 
 use crate::analytics::{Emit, GlobalAnalytic, Merge};
-use crate::engine::RestoreError;
-use crate::operators::Plan;
+use crate::plan::Plan;
+use crate::restore::RestoreError;
 use crate::result::{Encoder, Output};
 use crate::window::codec::{Reader, Writer};
 use crate::window::WindowStats;

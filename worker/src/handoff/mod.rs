@@ -35,8 +35,13 @@ use serde::Deserialize;
 use tracing::{info, warn};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
-use crate::http::{Health, CHECKPOINT_ID_HEADER};
+use crate::health::Health;
 pub use peers::Peers;
+
+/// Header carrying the id of the checkpoint a snapshot response holds.
+pub const CHECKPOINT_ID_HEADER: &str = "x-tidemark-checkpoint-id";
+/// Header carrying the assignment epoch of the checkpoint a snapshot response holds.
+pub const EPOCH_HEADER: &str = "x-tidemark-epoch";
 
 /// Where a worker reaches worker `{ordinal}` when the operator does not say: the StatefulSet pod
 /// `{pipeline}-{ordinal}` behind the headless Service `{pipeline}-workers`.

@@ -135,7 +135,7 @@ impl Windows {
 
     /// Counts a key-window first emitted after its window fired (a late event of a new key)
     /// from revision 1 instead of 0: the key-windows of a top-N analytic, whose ranking's
-    /// revision is the sum of theirs (`crate::operators::top::rank`). False for sessions,
+    /// revision is the sum of theirs (`crate::analytics::top_n`). False for sessions,
     /// which a top-N does not use.
     pub fn rank_revisions(&mut self) -> bool {
         match self {

@@ -56,7 +56,7 @@ pub struct PaneWindows {
     /// The block of the partial being emitted.
     encoded: Writer,
     /// Revision of a key-window first emitted after its window fired: 0, or 1 for a top-N,
-    /// whose ranking revision is the sum of its key-windows' (`crate::operators::top::rank`).
+    /// whose ranking revision is the sum of its key-windows' (`crate::analytics::top_n`).
     first_late_revision: u32,
 }
 

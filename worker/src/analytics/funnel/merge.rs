@@ -9,8 +9,8 @@ use std::sync::Arc;
 use super::tally::Tally;
 use super::FunnelPlan;
 use crate::analytics::{Emit, GlobalAnalytic, Merge};
-use crate::engine::RestoreError;
-use crate::global::Partial;
+use crate::partials::Partial;
+use crate::restore::RestoreError;
 use crate::window::codec::{DecodeError, Reader, Writer};
 use crate::window::WindowStats;
 

@@ -24,9 +24,10 @@ use std::sync::Arc;
 use tidemark_api::{Attribution, FunnelAnalytic, FunnelOrder, FunnelUnit, WindowKind as SpecKind};
 
 use super::{Compiled, GlobalAnalytic, KindPlan, TaskAnalytic};
+use crate::analytics::AnalyticPlan;
 use crate::event::Event;
 use crate::expr::Expr;
-use crate::operators::plan::{input_for, AnalyticPlan, PlanError, SourcePlan, PARTITION_KEY};
+use crate::operators::{input_for, PlanError, SourcePlan, PARTITION_KEY};
 use crate::window::accumulate::Input;
 use crate::window::WindowKind;
 use unit::{Order, Rules, UnitKind};

@@ -10,7 +10,7 @@ use proptest::prelude::*;
 
 use crate::engine::Task;
 use crate::global::GlobalStage;
-use crate::operators::Plan;
+use crate::plan::Plan;
 use crate::result::{Output, ResultRecord};
 
 /// One funnel configuration under test.
