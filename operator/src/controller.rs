@@ -4,7 +4,7 @@
 //! (in-flight reconciles finish, no new ones start).
 //!
 //! The top of the reconcile stack: it imports [`crate::reconcile`] and [`crate::context`], and
-//! nothing but [`crate::run`] imports it.
+//! nothing but [`mod@crate::run`] imports it.
 
 use std::future::Future;
 use std::sync::Arc;

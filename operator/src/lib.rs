@@ -7,7 +7,7 @@
 //! wires the steps into kube-runtime; [`leader`], [`metrics`] and [`http`] are the process
 //! around it. The binary's `main` only parses flags and calls [`run`].
 //!
-//! Modules are layered, with no import cycle: [`run`] uses [`controller`], which uses
+//! Modules are layered, with no import cycle: [`mod@run`] uses [`controller`], which uses
 //! [`reconcile`]; [`reconcile`] uses the steps ([`status`], [`autoscale`], …), never the reverse.
 //! What several layers share sits below them all: the reconcile [`context`], the [`conditions`]
 //! helpers, and the one-line error text of [`message`].
