@@ -2,10 +2,12 @@
 //! watched namespace (or one cluster-wide), watches of the owned kinds that map changes back to
 //! their pipeline, the error policy (exponential backoff per pipeline) and graceful shutdown
 //! (in-flight reconciles finish, no new ones start).
+//!
+//! The top of the reconcile stack: it imports [`crate::reconcile`] and [`crate::context`], and
+//! nothing but [`mod@crate::run`] imports it.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -20,12 +22,10 @@ use kube::runtime::{Controller, WatchStreamExt};
 use kube::{Api, Client};
 use tidemark_api::MarketingPipeline;
 
-use crate::autoscale::Autoscaler;
-use crate::events::Recorder;
-use crate::metrics::Metrics;
+use crate::context::Context;
+use crate::message::error_chain;
 use crate::names::{CONTROLLER_NAME, LABEL_MANAGED_BY};
-use crate::reconcile::{error_chain, reconcile, ReconcileError};
-use crate::secret::HandoffSecrets;
+use crate::reconcile::{reconcile, ReconcileError};
 use crate::trigger;
 
 /// First retry delay after a failed reconcile; doubles per failure.
@@ -36,78 +36,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// them keeps a burst (operator start with hundreds of pipelines, a relist) from flooding the
 /// API server, and queued pipelines simply wait their turn.
 const CONCURRENCY: u16 = 8;
-
-/// What every reconcile shares.
-pub struct Context {
-    /// API client.
-    pub client: Client,
-    /// Event recorder.
-    pub recorder: Recorder,
-    /// Operator metrics.
-    pub metrics: Arc<Metrics>,
-    /// Default worker image.
-    pub worker_image: String,
-    /// The autoscaler of every pipeline.
-    pub autoscaler: Autoscaler,
-    /// Which pipelines' hand-off token Secrets exist.
-    pub handoff_secrets: HandoffSecrets,
-    /// Whether each pipeline gets a NetworkPolicy over its workers.
-    pub network_policy: bool,
-    /// Namespaces whose pods may reach the workers' port 9102 (Prometheus scraping).
-    pub scrape_namespaces: Vec<String>,
-    /// Consecutive failures per pipeline, for the backoff.
-    failures: Mutex<HashMap<ObjectRef<MarketingPipeline>, u32>>,
-}
-
-impl Context {
-    /// A context with no failures recorded.
-    pub fn new(
-        client: Client,
-        recorder: Recorder,
-        metrics: Arc<Metrics>,
-        worker_image: String,
-        autoscaler: Autoscaler,
-    ) -> Self {
-        Self {
-            client,
-            recorder,
-            metrics,
-            worker_image,
-            autoscaler,
-            handoff_secrets: HandoffSecrets::default(),
-            network_policy: true,
-            scrape_namespaces: Vec::new(),
-            failures: Mutex::default(),
-        }
-    }
-
-    /// With the workers' NetworkPolicy on or off, admitting `scrape_namespaces`.
-    pub fn with_network_policy(mut self, enabled: bool, scrape_namespaces: Vec<String>) -> Self {
-        self.network_policy = enabled;
-        self.scrape_namespaces = scrape_namespaces;
-        self
-    }
-
-    /// Counts a failure of `pipeline` and returns how many in a row.
-    fn count_failure(&self, pipeline: &MarketingPipeline) -> u32 {
-        let mut failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let count = failures.entry(ObjectRef::from(pipeline)).or_insert(0);
-        *count = count.saturating_add(1);
-        *count
-    }
-
-    /// Clears the failure count of `pipeline` after a successful reconcile.
-    pub fn forget_failures(&self, pipeline: &MarketingPipeline) {
-        let mut failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        failures.remove(&ObjectRef::from(pipeline));
-    }
-}
 
 /// Delay before retry number `failures` (1-based): 1 s, 2 s, 4 s, … capped at 5 min.
 pub fn backoff(failures: u32) -> Duration {

@@ -187,7 +187,7 @@ impl Elector {
                 Ok(true) => return true,
                 Ok(false) => {}
                 Err(err) => {
-                    tracing::warn!(error = %crate::reconcile::error_chain(&err), "leader election")
+                    tracing::warn!(error = %crate::message::error_chain(&err), "leader election")
                 }
             }
             tokio::select! {
@@ -219,7 +219,7 @@ impl Elector {
                     return false;
                 }
                 Ok(Err(err)) => {
-                    tracing::warn!(error = %crate::reconcile::error_chain(&err), "failed to renew the Lease")
+                    tracing::warn!(error = %crate::message::error_chain(&err), "failed to renew the Lease")
                 }
                 Err(_) => tracing::warn!("failed to renew the Lease: no answer in time"),
             }

@@ -6,11 +6,18 @@
 //! (pure) steps a change of parallelism through the workers' snapshot hand-off. [`controller`]
 //! wires the steps into kube-runtime; [`leader`], [`metrics`] and [`http`] are the process
 //! around it. The binary's `main` only parses flags and calls [`run`].
+//!
+//! Modules are layered, with no import cycle: [`mod@run`] uses [`controller`], which uses
+//! [`reconcile`]; [`reconcile`] uses the steps ([`status`], [`autoscale`], …), never the reverse.
+//! What several layers share sits below them all: the reconcile [`context`], the [`conditions`]
+//! helpers, and the one-line error text of [`message`].
 
 pub mod apply;
 pub mod autoscale;
 pub mod build;
 pub mod call;
+pub mod conditions;
+pub mod context;
 pub mod controller;
 pub mod crd;
 pub mod dereference;

@@ -24,15 +24,15 @@ use crate::apply::{apply, ApplyError};
 use crate::autoscale;
 use crate::build::{config_hash, desired, selector_string, BuildError, BuildParams};
 use crate::call::{call, CallError};
-use crate::controller::Context;
+use crate::conditions::condition;
+use crate::context::Context;
 use crate::dereference::{dereference, DereferenceError};
 use crate::events::{self, publish};
-pub use crate::message::error_chain;
-use crate::message::workers as plural;
+use crate::message::{error_chain, workers as plural};
 use crate::metrics::ReconcileResult;
 use crate::names::FIELD_MANAGER;
 use crate::rescale::{self, Assignment, Scale};
-use crate::status::{self, condition, Inputs, Outcome, Workers};
+use crate::status::{self, Inputs, Outcome, Workers};
 use crate::validate::{summary, validate};
 
 /// Time between reconciles of a pipeline with no change: a safety net, changes come by watch.

@@ -13,7 +13,8 @@ use kube::Client;
 use tokio::sync::watch;
 
 use crate::autoscale::Autoscaler;
-use crate::controller::{self, Context};
+use crate::context::Context;
+use crate::controller;
 use crate::events::Recorder;
 use crate::http;
 use crate::leader::{Elector, LeaseConfig};
@@ -150,7 +151,7 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     }
     if let Some(elector) = elector.as_ref().filter(|_| !lost) {
         if let Err(err) = elector.release().await {
-            tracing::warn!(error = %crate::reconcile::error_chain(&err), "Lease not released");
+            tracing::warn!(error = %crate::message::error_chain(&err), "Lease not released");
         }
         metrics.set_leader(false);
     }

@@ -1,21 +1,21 @@
 //! Status: what a reconcile reports in `MarketingPipeline.status`. Pure: the previous status, what
 //! the reconcile decided and what the StatefulSet reports go in, the new status comes out.
 //!
-//! Conditions keep their `lastTransitionTime` unless their `status` changes, and the result is
-//! equal to the previous status when nothing changed, so the caller can skip the write and a
-//! status update never triggers another one.
+//! Conditions keep their `lastTransitionTime` unless their `status` changes (the rule lives in
+//! [`crate::conditions`]), and the result is equal to the previous status when nothing changed,
+//! so the caller can skip the write and a status update never triggers another one.
 
-use crate::message::workers as plural;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use tidemark_api::{
-    MarketingPipelineStatus, Phase, CONDITION_AUTOSCALING, CONDITION_DEGRADED,
+    HandoffStep, MarketingPipelineStatus, Phase, CONDITION_AUTOSCALING, CONDITION_DEGRADED,
     CONDITION_PROGRESSING, CONDITION_READY,
 };
 
 use crate::autoscale::{AutoscalingCondition, Evaluation};
+use crate::conditions::set_condition;
+use crate::message::workers as plural;
 use crate::rescale::Scale;
-use tidemark_api::HandoffStep;
 
 /// Condition reason: the spec cannot run.
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
@@ -304,28 +304,6 @@ fn failing_message(failing: &[(String, f64)]) -> String {
          checkpoint; check their volumes and logs",
         who.join(", ")
     )
-}
-
-/// Puts `condition` into `conditions`, keeping the old `lastTransitionTime` when its status is
-/// unchanged, and keeping the order `Ready, Progressing, Degraded, Autoscaling` of first insertion.
-pub fn set_condition(conditions: &mut Vec<Condition>, mut condition: Condition) {
-    match conditions.iter_mut().find(|c| c.type_ == condition.type_) {
-        Some(existing) => {
-            if existing.status == condition.status {
-                condition.last_transition_time = existing.last_transition_time.clone();
-            }
-            *existing = condition;
-        }
-        None => conditions.push(condition),
-    }
-}
-
-/// The condition of type `type_`, if set.
-pub fn condition<'a>(
-    status: Option<&'a MarketingPipelineStatus>,
-    type_: &str,
-) -> Option<&'a Condition> {
-    status?.conditions.iter().find(|c| c.type_ == type_)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use k8s_openapi::jiff::Timestamp;
 use tidemark_api::{MarketingPipelineStatus, Phase};
 
 use super::*;
+use crate::conditions::condition;
 use crate::rescale::{Assignment, Scale};
 
 fn at(text: &str) -> Time {

@@ -266,7 +266,7 @@ impl Autoscaler {
         }
         let Some(auto) = auto else {
             if let Some(Err(err)) = &observed {
-                tracing::debug!(pipeline = %key, error = %crate::reconcile::error_chain(err), "lag not observed");
+                tracing::debug!(pipeline = %key, error = %crate::message::error_chain(err), "lag not observed");
             }
             return evaluation;
         };
@@ -284,7 +284,7 @@ impl Autoscaler {
             Some(Err(err)) => Decision::refuse(
                 decide::PROMETHEUS_UNAVAILABLE,
                 current,
-                crate::reconcile::error_chain(&err),
+                crate::message::error_chain(&err),
             ),
             Some(Ok(observation)) => {
                 let history = self
@@ -353,7 +353,7 @@ fn initial(parallelism: i32, auto: &AutoscalingSpec) -> i32 {
 }
 
 fn previous_condition(pipeline: &MarketingPipeline) -> Option<AutoscalingCondition> {
-    let c = crate::status::condition(pipeline.status.as_ref(), CONDITION_AUTOSCALING)?;
+    let c = crate::conditions::condition(pipeline.status.as_ref(), CONDITION_AUTOSCALING)?;
     (c.reason != REASON_DISABLED).then(|| AutoscalingCondition {
         active: c.status == "True",
         reason: c.reason.clone(),
