@@ -369,13 +369,7 @@ fn check_group(p: &mut Problems, path: &str, group: &GroupSpec, inputs: &[&Sourc
         );
     }
     check_window(p, &format!("{path}.window"), &group.window);
-    if group.window.offset.is_some() {
-        // Keyed windows (panes, sessions) align to the epoch; offsets are a funnel's for now.
-        p.push(
-            format!("{path}.window.offset"),
-            "window offsets are supported by funnel windows only",
-        );
-    }
+    funnel::check_offset(p, &format!("{path}.window"), &group.window);
     check_unique(
         p,
         &format!("{path}.aggregates"),

@@ -99,6 +99,16 @@ fn the_quickstart_is_valid_and_has_the_seed_jobs_shape() {
     "{ type: sliding, size: 1h, slide: 2h }",
     "spec.analytics[0].join.window.slide: must not exceed size"
 )]
+#[case::offset_not_shorter_than_the_window(
+    "{ type: tumbling, size: 1h }",
+    "{ type: tumbling, size: 1h, offset: 1h }",
+    "spec.analytics[0].join.window.offset: must be shorter than the slide"
+)]
+#[case::offset_of_a_session(
+    "{ type: tumbling, size: 1h }",
+    "{ type: session, gap: 30m, offset: 5m }",
+    "spec.analytics[0].join.window.offset: session windows take no offset"
+)]
 #[case::bad_cel(
     "eventTypes: [purchase]",
     "eventTypes: [purchase]\n      filter: 'event.price >'",
@@ -128,6 +138,17 @@ fn each_invalid_manifest_names_the_field(
         problems.iter().any(|p| p.starts_with(expected)),
         "expected {expected:?} in {problems:#?}"
     );
+}
+
+#[test]
+fn keyed_windows_take_an_offset_shorter_than_their_slide() {
+    for window in [
+        "{ type: tumbling, size: 1h, offset: 59m }",
+        "{ type: sliding, size: 1h, slide: 20m, offset: 5m }",
+    ] {
+        let manifest = QUICKSTART.replacen("{ type: tumbling, size: 1h }", window, 1);
+        assert_eq!(problems(&manifest), Vec::<String>::new(), "{window}");
+    }
 }
 
 #[test]

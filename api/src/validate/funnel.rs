@@ -1,4 +1,4 @@
-//! Validation of `funnel` analytics and of window offsets.
+//! Validation of `funnel` analytics, and of window offsets (every windowed analytic).
 
 use super::{check_cel, check_unique, check_window, source_fields, Problems};
 use crate::spec::*;

@@ -31,6 +31,8 @@ pub struct KeyedPlan {
     pub require: Vec<usize>,
     /// Value names: aggregates then ratios.
     pub value_names: Vec<String>,
+    /// Window starts past the epoch alignment, ms (`window.offset`).
+    pub offset: i64,
 }
 
 impl KindPlan for KeyedPlan {
@@ -47,6 +49,10 @@ impl KindPlan for KeyedPlan {
 
     fn global_state(&self, analytic: &AnalyticPlan) -> Box<dyn GlobalAnalytic> {
         Box::new(KeyedMerge::new(self.clone(), analytic.lateness, None))
+    }
+
+    fn window_offset(&self) -> i64 {
+        self.offset
     }
 }
 
@@ -65,6 +71,10 @@ impl KeyedPlan {
             self.layout.clone(),
             require,
         );
+        if self.offset != 0 {
+            let panes = windows.set_offset(self.offset);
+            debug_assert!(panes, "validation refuses offsets of session windows");
+        }
         if partials {
             let panes = windows.emit_partials();
             debug_assert!(panes, "Plan::for_tasks refuses global session windows");
@@ -264,6 +274,7 @@ pub fn compile_group(
         layout,
         require,
         value_names,
+        offset: group.window.offset.as_ref().map_or(0, |d| d.millis_i64()),
     })
 }
 

@@ -109,6 +109,10 @@ impl KindPlan for TopNKind {
         ))
     }
 
+    fn window_offset(&self) -> i64 {
+        self.keyed.offset
+    }
+
     fn always_global(&self) -> bool {
         true
     }

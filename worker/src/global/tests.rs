@@ -11,7 +11,7 @@ use crate::source::generator::Generator;
 /// Analytics keyed by product and category (global over several tasks) next to one keyed by
 /// user: every aggregate, a sliding window, an inner join, lateness; and two top-N rankings
 /// (global over several tasks whatever their key): products by views with ties, users by
-/// revenue over sliding windows.
+/// revenue over sliding windows. Some windows start at an offset past the hour.
 const PIPELINE: &str = r#"
 apiVersion: tidemark.dev/v1alpha1
 kind: MarketingPipeline
@@ -30,7 +30,7 @@ spec:
       aggregate:
         sources: [clicks, purchases]
         keyBy: product
-        window: { type: tumbling, size: 1h }
+        window: { type: tumbling, size: 1h, offset: 15m }
         allowedLateness: 3h
         aggregates:
           - { name: views, op: count, source: clicks }
@@ -46,7 +46,7 @@ spec:
       aggregate:
         sources: [clicks]
         keyBy: category
-        window: { type: sliding, size: 1h, slide: 20m }
+        window: { type: sliding, size: 1h, slide: 20m, offset: 7m }
         allowedLateness: 3h
         aggregates:
           - { name: events, op: count }
@@ -447,7 +447,7 @@ fn a_snapshot_with_changed_aggregates_is_refused_and_damage_never_panics() {
 #[test]
 fn session_windows_keyed_by_another_field_are_refused_over_several_tasks() {
     let text = PIPELINE.replace(
-        "window: { type: sliding, size: 1h, slide: 20m }",
+        "window: { type: sliding, size: 1h, slide: 20m, offset: 7m }",
         "window: { type: session, gap: 5m }",
     );
     let pipeline = tidemark_api::parse_manifest(&text).unwrap();

@@ -124,12 +124,19 @@ impl Windows {
     /// (docs/design.md, execution model). Only tumbling and sliding windows emit partials: a session of the whole
     /// stream is not a union of the tasks' sessions known when each closes. False for sessions.
     pub fn emit_partials(&mut self) -> bool {
+        self.panes().map(PaneWindows::emit_partials).is_some()
+    }
+
+    /// Starts windows `offset` ms past the epoch alignment (before the first event); false for
+    /// sessions, which take no offset.
+    pub fn set_offset(&mut self, offset: i64) -> bool {
+        self.panes().map(|w| w.set_offset(offset)).is_some()
+    }
+
+    fn panes(&mut self) -> Option<&mut PaneWindows> {
         match self {
-            Windows::Panes(w) => {
-                w.emit_partials();
-                true
-            }
-            Windows::Sessions(_) => false,
+            Windows::Panes(w) => Some(w),
+            Windows::Sessions(_) => None,
         }
     }
 
@@ -183,9 +190,15 @@ impl Windows {
     /// Loads state written by [`WindowsCapture::encode`] into this (empty) state.
     pub fn restore_from(&mut self, r: &mut Reader<'_>) -> Result<(), Refused> {
         match (self, r.u8()?) {
-            (Windows::Panes(w), snapshot::PANES) => w.restore_from(r)?,
+            (Windows::Panes(w), snapshot::PANES) => w.restore_from(r, 0)?,
+            (Windows::Panes(w), snapshot::PANES_OFFSET) => {
+                let offset = r.i64()?;
+                w.restore_from(r, offset)?;
+            }
             (Windows::Sessions(w), snapshot::SESSIONS) => w.restore_from(r)?,
-            (_, snapshot::PANES | snapshot::SESSIONS) => return Err(Refused::Kind),
+            (_, snapshot::PANES | snapshot::PANES_OFFSET | snapshot::SESSIONS) => {
+                return Err(Refused::Kind)
+            }
             _ => return Err(DecodeError("unknown window kind").into()),
         }
         r.finish()?;

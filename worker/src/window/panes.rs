@@ -28,6 +28,9 @@ pub struct PaneWindows {
     size: i64,
     slide: i64,
     pane: i64,
+    /// Window starts lie at `offset + n * slide` (ms, `0 <= offset < slide`): the panes work
+    /// in time shifted by `-offset`, and results are shifted back.
+    offset: i64,
     lateness: i64,
     layout: AccLayout,
     /// Sources that must have events in a window for it to produce a result (joins).
@@ -92,6 +95,7 @@ impl PaneWindows {
             size,
             slide,
             pane,
+            offset: 0,
             lateness,
             arena: AccArena::new(layout.width),
             scratch: vec![0; layout.width],
@@ -110,6 +114,22 @@ impl PaneWindows {
             partials: false,
             encoded: Writer::default(),
             first_late_revision: 0,
+        }
+    }
+
+    /// Starts windows at `offset` past the epoch alignment (a week from Monday, a day from a
+    /// time zone's midnight). Set before the first event.
+    pub fn set_offset(&mut self, offset: i64) {
+        self.offset = offset;
+    }
+
+    /// `t` (an event time or a watermark) in the shifted time the panes work in; the
+    /// watermark's "nothing yet" and "everything" stay what they are.
+    fn shifted(&self, t: i64) -> i64 {
+        if t == i64::MIN || t == i64::MAX {
+            t
+        } else {
+            t - self.offset
         }
     }
 
@@ -201,7 +221,8 @@ impl PaneWindows {
         wm: i64,
         out: EmitFn<'_>,
     ) -> bool {
-        let q = event.time.div_euclid(self.pane);
+        let (time, wm) = (self.shifted(event.time), self.shifted(wm));
+        let q = time.div_euclid(self.pane);
         let last = self.last_end(q);
         if last.saturating_add(self.lateness) <= wm {
             return false;
@@ -300,8 +321,8 @@ impl PaneWindows {
                 .write_block(block, &self.distinct, &mut self.encoded);
             out(&Emission {
                 key: self.keys.name(k),
-                start,
-                end,
+                start: start + self.offset,
+                end: end + self.offset,
                 revision,
                 values: &[],
                 partial: Some(self.encoded.as_bytes()),
@@ -310,8 +331,8 @@ impl PaneWindows {
             self.layout.finish(block, &self.distinct, &mut self.values);
             out(&Emission {
                 key: self.keys.name(k),
-                start,
-                end,
+                start: start + self.offset,
+                end: end + self.offset,
                 revision,
                 values: &self.values,
                 partial: None,
@@ -327,6 +348,7 @@ impl PaneWindows {
     /// time order (a purge at `t` happens before results due after `t`, which ends the chains of
     /// keys whose last panes it drops).
     pub fn advance(&mut self, wm: i64, out: EmitFn<'_>) {
+        let wm = self.shifted(wm);
         loop {
             let fire = self
                 .fire
@@ -360,6 +382,7 @@ impl PaneWindows {
     /// are still held (within the allowed lateness; none without lateness): what a top-N
     /// re-ranks after a late update. Changes nothing in the state.
     pub fn fired_window(&mut self, end: i64, out: EmitFn<'_>) {
+        let end = self.shifted(end);
         let Some(scheduled) = self.purge.get(&(end + self.lateness)) else {
             return;
         };
@@ -427,6 +450,7 @@ impl PaneWindows {
         // Buffers the state no longer needs (it shrank) are freed here.
         let mut spare = std::mem::take(&mut *super::lock(&self.spare));
         PaneCapture {
+            offset: self.offset,
             size: self.size,
             slide: self.slide,
             layout: self.layout.clone(),
@@ -443,8 +467,8 @@ impl PaneWindows {
 
     /// Loads state written by [`PaneCapture::encode`] (after its kind byte) into this (empty)
     /// state.
-    pub fn restore_from(&mut self, r: &mut Reader<'_>) -> Result<(), Refused> {
-        if r.i64()? != self.size || r.i64()? != self.slide {
+    pub fn restore_from(&mut self, r: &mut Reader<'_>, offset: i64) -> Result<(), Refused> {
+        if offset != self.offset || r.i64()? != self.size || r.i64()? != self.slide {
             return Err(Refused::Kind);
         }
         if !format::read_layout(r, &self.layout)? {
@@ -559,6 +583,10 @@ impl PaneWindows {
 
     /// Loads a format-1 `snapshot` into this (empty) state.
     pub fn restore(&mut self, snapshot: &PaneSnapshot) -> Result<(), Refused> {
+        if self.offset != 0 {
+            // Format 1 knew no offsets: its windows were aligned to the epoch.
+            return Err(Refused::Kind);
+        }
         let mut ids = Vec::with_capacity(snapshot.keys.len());
         for key in &snapshot.keys {
             let (k, new) = self.keys.intern_new(&key.name);
@@ -633,6 +661,7 @@ impl PaneWindows {
 /// it leaves its buffers to the next capture.
 #[derive(Debug)]
 pub struct PaneCapture {
+    offset: i64,
     size: i64,
     slide: i64,
     layout: AccLayout,
@@ -662,7 +691,12 @@ impl PaneCapture {
     /// layout, keys and their next result, panes in key and time order with their blocks, the
     /// fire and purge lists in their order, and the fired windows.
     pub fn encode(&mut self, w: &mut Writer) {
-        w.u8(format::PANES);
+        if self.offset == 0 {
+            w.u8(format::PANES);
+        } else {
+            w.u8(format::PANES_OFFSET);
+            w.i64(self.offset);
+        }
         w.i64(self.size);
         w.i64(self.slide);
         format::write_layout(w, &self.layout);

@@ -21,6 +21,8 @@ use super::keys::{KeyTable, KeysCapture};
 pub const PANES: u8 = 0;
 /// Section kind of session windows in format 2.
 pub const SESSIONS: u8 = 1;
+/// Section kind of pane windows shifted by an offset (its milliseconds follow the kind byte).
+pub const PANES_OFFSET: u8 = 2;
 
 /// Position of an id that is not in a snapshot.
 pub const ABSENT: u32 = u32::MAX;

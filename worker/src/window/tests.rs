@@ -99,6 +99,18 @@ fn run_engine(
     run_engine_cut(kind, lateness, bound, require, events, None)
 }
 
+/// Like [`run_engine_cut`], with windows starting `offset` past the epoch alignment.
+fn run_engine_offset(
+    kind: WindowKind,
+    offset: i64,
+    lateness: i64,
+    bound: i64,
+    events: &[Ev],
+    cut: Option<(usize, Format)>,
+) -> (Vec<Out>, Vec<usize>) {
+    run_engine_with(kind, offset, lateness, bound, vec![], events, cut)
+}
+
 /// Snapshot formats.
 #[derive(Clone, Copy, Debug)]
 enum Format {
@@ -125,7 +137,26 @@ fn run_engine_cut(
     events: &[Ev],
     cut: Option<(usize, Format)>,
 ) -> (Vec<Out>, Vec<usize>) {
-    let fresh = || Windows::new(kind, lateness, layout(!require.is_empty()), require.clone());
+    run_engine_with(kind, 0, lateness, bound, require, events, cut)
+}
+
+fn run_engine_with(
+    kind: WindowKind,
+    offset: i64,
+    lateness: i64,
+    bound: i64,
+    require: Vec<usize>,
+    events: &[Ev],
+    cut: Option<(usize, Format)>,
+) -> (Vec<Out>, Vec<usize>) {
+    let fresh = || {
+        let mut windows =
+            Windows::new(kind, lateness, layout(!require.is_empty()), require.clone());
+        if offset != 0 {
+            assert!(windows.set_offset(offset));
+        }
+        windows
+    };
     let mut windows = fresh();
     let mut out = Vec::new();
     let mut late = Vec::new();
@@ -206,8 +237,22 @@ fn oracle_panes(
     require: &[usize],
     events: &[Ev],
 ) -> (Vec<Out>, Vec<usize>) {
+    oracle_panes_offset(size, slide, 0, lateness, bound, require, events)
+}
+
+/// [`oracle_panes`] of windows starting at `offset + n * slide`.
+fn oracle_panes_offset(
+    size: i64,
+    slide: i64,
+    offset: i64,
+    lateness: i64,
+    bound: i64,
+    require: &[usize],
+    events: &[Ev],
+) -> (Vec<Out>, Vec<usize>) {
     let windows_of = |t: i64| {
-        let last_start = t.div_euclid(slide) * slide;
+        // The newest start at or before t: offset + n * slide.
+        let last_start = offset + (t - offset).div_euclid(slide) * slide;
         (0..)
             .map(move |i| last_start - i * slide)
             .take_while(move |s| s + size > t)
@@ -419,6 +464,16 @@ proptest! {
     }
 
     #[test]
+    fn windows_with_an_offset_match_the_oracle(evs in events(30), slide in 2i64..60, factor in 1i64..4, offset_part in 1i64..1000, lateness in prop_oneof![Just(0i64), 1i64..100], cut in proptest::option::of(0usize..120)) {
+        let size = slide * factor;
+        let offset = 1 + offset_part % (slide - 1);
+        let kind = if factor == 1 { WindowKind::Tumbling { size } } else { WindowKind::Sliding { size, slide } };
+        let cut = cut.map(|c| (c % evs.len(), Format::V2));
+        let engine = run_engine_offset(kind, offset, lateness, 30, &evs, cut);
+        prop_assert_eq!(engine, oracle_panes_offset(size, slide, offset, lateness, 30, &[], &evs));
+    }
+
+    #[test]
     fn session_windows_match_the_oracle(evs in events(25), gap in 1i64..60) {
         let engine = run_engine(WindowKind::Session { gap }, 0, 25, vec![], &evs);
         prop_assert_eq!(engine, oracle_sessions(gap, 25, &evs));
@@ -613,4 +668,44 @@ fn corrupt_window_state_is_refused_without_panicking() {
         let refused = wrong.restore_from(&mut super::codec::Reader::new(&bytes));
         assert!(matches!(refused, Err(super::Refused::Layout)), "{kind:?}");
     }
+}
+
+#[test]
+fn a_snapshot_is_refused_by_windows_of_another_offset() {
+    let kind = WindowKind::Tumbling { size: 10 };
+    let with_offset = |offset: i64| {
+        let mut windows = Windows::new(kind, 0, layout(false), vec![]);
+        assert!(windows.set_offset(offset));
+        windows
+    };
+    let ev = Ev {
+        key: 1,
+        time: 7,
+        source: 0,
+        price: 3,
+        product: 1,
+    };
+    for (from, to) in [(3, 0), (0, 3), (3, 4)] {
+        let mut windows = with_offset(from);
+        assert!(windows.add("u1", 0, &event(&ev), i64::MIN, &mut |_| {}));
+        let bytes = encode(&windows);
+        let refused = with_offset(to).restore_from(&mut super::codec::Reader::new(&bytes));
+        assert!(
+            matches!(refused, Err(super::Refused::Kind)),
+            "offset {from} restored into offset {to}: {refused:?}"
+        );
+    }
+    let mut same = with_offset(3);
+    let mut windows = with_offset(3);
+    windows.add("u1", 0, &event(&ev), i64::MIN, &mut |_| {});
+    let bytes = encode(&windows);
+    same.restore_from(&mut super::codec::Reader::new(&bytes))
+        .expect("the same offset restores");
+    let mut out = Vec::new();
+    same.advance(i64::MAX, &mut |e| out.push((e.start, e.end)));
+    assert_eq!(
+        out,
+        vec![(3, 13)],
+        "7 lies in the window [3, 13) of offset 3"
+    );
 }
