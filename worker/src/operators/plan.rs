@@ -9,7 +9,7 @@ use crate::analytics::KindPlan;
 use crate::decode::Decoder;
 use crate::expr::{Expr, ExprError};
 use crate::privacy::Pseudonymizer;
-use crate::quality::QualityPlan;
+use crate::quality::{QualityPlan, ReportPlan};
 use crate::window::accumulate::Input;
 use crate::window::WindowKind;
 
@@ -248,6 +248,10 @@ impl Plan {
                 (fields, d.horizon.millis_i64())
             }),
             max_future_skew: spec.data_quality.max_future_skew.millis_i64(),
+            report: spec.data_quality.report.as_ref().map(|r| ReportPlan {
+                window: r.window.millis_i64(),
+                sink: r.sink.clone(),
+            }),
         };
         Ok(Plan {
             pipeline: pipeline.to_owned(),
