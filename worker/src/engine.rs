@@ -485,14 +485,7 @@ impl Task {
         };
         let source = source.unwrap_or_else(|| report.unrouted());
         let outcome = out.dead_letters.get(mark).map(|d| d.reason);
-        let newest = self
-            .watermarks
-            .max_times()
-            .into_iter()
-            .max()
-            .unwrap_or(i64::MIN);
-        let wall = self.wall_clock.unwrap_or(now);
-        report.count(source, time, outcome, newest, wall);
+        report.count(source, time, outcome, self.wall_clock.unwrap_or(now));
     }
 
     /// Processes one record whose source is chosen by its event type: the first source (in spec

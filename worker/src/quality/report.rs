@@ -11,7 +11,8 @@
 //! record whose own window was already reported counts in the first open one, so every record
 //! is counted exactly once and no report is revised. A record without a usable time (it did not
 //! decode, or its time is ahead of the wall clock) counts at its *arrival*: the newest event time
-//! the task accepted, or, before any, the runner's wall clock.
+//! of the records counted valid or late so far (those that moved the watermark), or, before
+//! any, the runner's wall clock.
 //!
 //! **Lag** is the runner's wall clock when the record was processed minus its event time (0 for
 //! an event slightly ahead), for valid records, in a DDSketch (relative accuracy 1 %): exact to
@@ -93,6 +94,8 @@ pub struct QualityReport {
     open: BTreeMap<(i64, usize), Tally>,
     /// Windows ending at or before this were reported.
     frontier: i64,
+    /// Newest event time of a record counted valid or late (`i64::MIN`: none yet).
+    newest: i64,
 }
 
 impl QualityReport {
@@ -106,6 +109,7 @@ impl QualityReport {
             sources,
             open: BTreeMap::new(),
             frontier: i64::MIN,
+            newest: i64::MIN,
         }
     }
 
@@ -119,22 +123,18 @@ impl QualityReport {
         &self.open
     }
 
-    /// Counts one record of `source`: its event time if usable, its fate (`None`: valid), the
-    /// newest event time the task accepted (`i64::MIN`: none) and the runner's wall clock.
-    pub fn count(
-        &mut self,
-        source: usize,
-        time: Option<i64>,
-        outcome: Option<Reason>,
-        newest: i64,
-        wall: i64,
-    ) {
+    /// Counts one record of `source`: its event time if it decoded, its fate (`None`: valid)
+    /// and the runner's wall clock (epoch ms).
+    pub fn count(&mut self, source: usize, time: Option<i64>, outcome: Option<Reason>, wall: i64) {
         let usable = time.filter(|_| outcome != Some(Reason::ClockSkew));
         let at = match usable {
             Some(t) => t,
-            None if newest != i64::MIN => newest,
+            None if self.newest != i64::MIN => self.newest,
             None => wall,
         };
+        if let (Some(t), None | Some(Reason::Late)) = (usable, outcome) {
+            self.newest = self.newest.max(t);
+        }
         let at = at.max(self.frontier).min(i64::MAX - self.window);
         let start = at.div_euclid(self.window) * self.window;
         let tally = self.open.entry((start, source)).or_default();
@@ -182,10 +182,11 @@ impl QualityReport {
         }
     }
 
-    /// Appends the state: frontier, then per open window its start, source name, counts and
+    /// Appends the state: frontier, newest event time, then per open window its start, source name, counts and
     /// lag sketch.
     pub fn write(&self, w: &mut Writer) {
         w.i64(self.frontier);
+        w.i64(self.newest);
         w.len_prefix(self.open.len());
         for ((start, source), tally) in &self.open {
             w.i64(*start);
@@ -206,6 +207,7 @@ impl QualityReport {
     /// source's windows are dropped); so are reasons.
     pub fn read(&mut self, r: &mut Reader<'_>) -> Result<(), DecodeError> {
         self.frontier = r.i64()?;
+        self.newest = r.i64()?;
         self.open.clear();
         for _ in 0..r.len_prefix()? {
             let start = r.i64()?;
@@ -288,3 +290,7 @@ fn record_json(
     );
     v
 }
+
+#[cfg(test)]
+#[path = "report_tests.rs"]
+mod tests;
