@@ -135,7 +135,7 @@ fn rules_file(dir: &Path) -> anyhow::Result<PathBuf> {
             "--namespace",
             "tidemark-system",
             "--set=prometheusRules.enabled=true",
-            &format!("--set=prometheusRules.invalidShareThreshold={THRESHOLD}"),
+            &format!("--set-json=prometheusRules.invalidShareThreshold={THRESHOLD}"),
             "--set=prometheusRules.invalidShareWindow=5s",
             "--set=prometheusRules.invalidShareFor=2s",
         ],
