@@ -100,7 +100,7 @@ spec:
       aggregate:
         sources: [clicks]
         window: { type: tumbling, size: 1h }
-        aggregates: [{ name: n, op: count }]
+        aggregates: [{ name: events, op: count }]
   sinks: [{ name: out, stdout: {} }]
 "#;
 
