@@ -153,7 +153,12 @@ fn a_report_to_a_declared_sink_is_valid() {
         1,
     );
     assert_eq!(problems(&text), Vec::<String>::new());
-    let report = parse_manifest(&text).unwrap().spec.data_quality.report.unwrap();
+    let report = parse_manifest(&text)
+        .unwrap()
+        .spec
+        .data_quality
+        .report
+        .unwrap();
     assert_eq!(report.window.millis(), 60_000);
     assert_eq!(report.sink, "reports");
 }

@@ -66,7 +66,14 @@ fn worker_binary() -> anyhow::Result<PathBuf> {
         .unwrap_or("debug")
         .to_owned();
     let mut cargo = std::process::Command::new(env!("CARGO"));
-    cargo.args(["build", "--quiet", "-p", "tidemark-worker", "--bin", "tidemark"]);
+    cargo.args([
+        "build",
+        "--quiet",
+        "-p",
+        "tidemark-worker",
+        "--bin",
+        "tidemark",
+    ]);
     cargo
         .arg("--target-dir")
         .arg(profile_dir.parent().context("no target directory")?);
@@ -101,7 +108,14 @@ fn start_worker(
         .args(["run", "--embedded", "--quiet", "--partitions", "1"])
         .arg("-f")
         .arg(&file)
-        .args(["--rate", "400", "--out-of-order", "0", "--duplicates", duplicates])
+        .args([
+            "--rate",
+            "400",
+            "--out-of-order",
+            "0",
+            "--duplicates",
+            duplicates,
+        ])
         .arg(format!("--http-addr={addr}"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -189,7 +203,10 @@ async fn share(prometheus: SocketAddr, pipeline: &str) -> Option<f64> {
         .collect();
     let (_, body) = get(prometheus, &format!("/api/v1/query?query={encoded}")).await?;
     let reply: Value = serde_json::from_str(&body).ok()?;
-    reply["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    reply["data"]["result"][0]["value"][1]
+        .as_str()?
+        .parse()
+        .ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,7 +327,10 @@ async fn invalid_share_alert_fires_above_the_threshold_and_not_below() -> anyhow
     let duplicates = value["reasons"]["duplicate"]["count"]
         .as_u64()
         .context("duplicates")?;
-    assert!(records_in > 0 && valid + duplicates <= records_in, "{value}");
+    assert!(
+        records_in > 0 && valid + duplicates <= records_in,
+        "{value}"
+    );
     let _ = get(high_addr, "/metrics").await;
     Ok(())
 }

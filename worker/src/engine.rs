@@ -121,7 +121,7 @@ pub struct Counters {
     /// Partials emitted for the global stage per analytic.
     pub partials: Vec<u64>,
     /// Events ahead of the wall clock per source, by how far (`crate::quality::skew`).
-    pub clock_skew: Vec<SkewCounts>,
+    pub clock_skew: Box<[SkewCounts]>,
 }
 
 /// One task of a pipeline.
@@ -212,7 +212,7 @@ impl Task {
             results: vec![0; plan.analytics.len()],
             late: vec![0; plan.analytics.len()],
             partials: vec![0; plan.analytics.len()],
-            clock_skew: vec![SkewCounts::default(); plan.sources.len()],
+            clock_skew: vec![SkewCounts::default(); plan.sources.len()].into(),
         };
         let report = plan.quality.report.as_ref().map(|r| {
             let names: Vec<String> = plan.sources.iter().map(|s| s.name.clone()).collect();

@@ -30,7 +30,7 @@ fn skew(leads_ms: &[i64]) -> Counters {
     Counters {
         records_in: vec![0, 0],
         filtered: vec![0, 0],
-        clock_skew: vec![counts, SkewCounts::default()],
+        clock_skew: vec![counts, SkewCounts::default()].into(),
         ..Counters::default()
     }
 }
@@ -54,7 +54,11 @@ fn clock_skew_is_a_histogram_per_source_published_as_deltas() {
     );
     let text = metrics.render();
     assert!(text.contains(&format!("# TYPE {CLOCK_SKEW_SECONDS} histogram")));
-    assert_eq!(bucket(&text, "buys", "+Inf"), Some(0.0), "series exist at 0");
+    assert_eq!(
+        bucket(&text, "buys", "+Inf"),
+        Some(0.0),
+        "series exist at 0"
+    );
 
     task.publish(&metrics, &skew(&[50, 700, 2_000]));
     task.publish(&metrics, &skew(&[50, 700, 2_000]));
@@ -126,10 +130,20 @@ fn a_task_feeds_records_in_dead_letters_by_reason_and_clock_skew() {
     publisher.publish_task(&metrics, &task, wall);
     let text = metrics.render();
     let source = [("pipeline", "p"), ("source", "clicks")];
-    assert_eq!(sample(&text, "tidemark_records_in_total", &source), Some(5.0));
-    for (reason, n) in [("duplicate", 1.0), ("clock_skew", 1.0), ("malformed_json", 1.0)] {
+    assert_eq!(
+        sample(&text, "tidemark_records_in_total", &source),
+        Some(5.0)
+    );
+    for (reason, n) in [
+        ("duplicate", 1.0),
+        ("clock_skew", 1.0),
+        ("malformed_json", 1.0),
+    ] {
         let labels = [("pipeline", "p"), ("reason", reason), ("source", "clicks")];
-        assert_eq!(sample(&text, "tidemark_dead_letter_total", &labels), Some(n));
+        assert_eq!(
+            sample(&text, "tidemark_dead_letter_total", &labels),
+            Some(n)
+        );
     }
     // Two events ahead of the wall clock (30 s, within the bound; 10 min, rejected).
     assert_eq!(

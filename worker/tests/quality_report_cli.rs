@@ -44,7 +44,10 @@ fn the_report_goes_to_its_sink_and_accounts_for_every_line() {
     let mut lines = Vec::new();
     for i in 0..120_i64 {
         let t = 1_767_225_600_000 + i * 1_000;
-        lines.push(format!(r#"{{"user_id":"u{}","ts":{t},"event_id":"e{i}"}}"#, i % 3));
+        lines.push(format!(
+            r#"{{"user_id":"u{}","ts":{t},"event_id":"e{i}"}}"#,
+            i % 3
+        ));
         if i % 60 == 10 {
             lines.push(format!(r#"{{"user_id":"u0","ts":{t},"event_id":"e{i}"}}"#));
             lines.push("{broken".to_owned());
@@ -64,12 +67,20 @@ fn the_report_goes_to_its_sink_and_accounts_for_every_line() {
             .collect()
     };
     let results = read("results.jsonl");
-    assert!(results.iter().all(|r| r["report"].is_null()), "no report among results");
+    assert!(
+        results.iter().all(|r| r["report"].is_null()),
+        "no report among results"
+    );
     let quality = read("quality.jsonl");
-    let reports: Vec<&serde_json::Value> =
-        quality.iter().filter(|r| r["report"] == "quality").collect();
+    let reports: Vec<&serde_json::Value> = quality
+        .iter()
+        .filter(|r| r["report"] == "quality")
+        .collect();
     assert_eq!(reports.len(), 2, "one per minute: {quality:?}");
-    for (report, start) in reports.iter().zip(["2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z"]) {
+    for (report, start) in reports
+        .iter()
+        .zip(["2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z"])
+    {
         assert_eq!(report["window"]["start"], start);
         assert_eq!(report["records_in"], 62);
         assert_eq!(report["valid"]["count"], 60);
