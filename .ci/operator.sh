@@ -3,7 +3,8 @@
 #
 #   .ci/operator.sh
 #
-# 1. installs the real kubectl and helm (.ci/tools/kube.sh, cached in target/tools/bin);
+# 1. installs the real kubectl and helm (.ci/tools/kube.sh, cached in target/tools/bin) and the
+#    real Prometheus (.ci/tools/prometheus.sh);
 # 2. checks that crds/ and the chart's crds/ match the API types;
 # 3. helm lint --strict and helm template with the default and the full value sets;
 # 4. runs the operator and end-to-end tests with TIDEMARK_KUBECTL_TESTS=1, so the kubectl and
@@ -15,6 +16,11 @@ cd "$repo_root"
 
 bin_dir="$(.ci/tools/kube.sh | tail -n1)"
 export PATH="$bin_dir:$PATH"
+# The real Prometheus (Debian package) for the alert-rule test (tests/tests/quality_alert.rs)
+# and the autoscaler tests; they fail instead of skipping.
+prometheus_dir="$(bash .ci/tools/prometheus.sh | tail -n1)"
+export PATH="$prometheus_dir:$PATH"
+export TIDEMARK_REQUIRE_PROMETHEUS=1
 
 echo "--- CRD freshness" >&2
 expected="$(cargo run --quiet -p tidemark-operator -- crd)"

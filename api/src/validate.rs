@@ -10,6 +10,7 @@ use std::fmt;
 use crate::spec::*;
 
 mod funnel;
+mod quality;
 
 /// One thing wrong with a spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,6 +89,7 @@ pub fn validate(spec: &MarketingPipelineSpec) -> Vec<Problem> {
         let kinds = [dl.kafka.is_some(), dl.file.is_some(), dl.stderr.is_some()];
         check_one_of(p, "spec.deadLetter", &kinds, "kafka, file or stderr");
     }
+    quality::check_quality(p, spec);
     if spec.sources.is_empty() {
         p.push("spec.sources", "at least one source is required");
     }

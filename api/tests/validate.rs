@@ -119,6 +119,21 @@ fn the_quickstart_is_valid_and_has_the_seed_jobs_shape() {
     "parallelism: 0",
     "spec.parallelism: must be at least 1"
 )]
+#[case::report_to_unknown_sink(
+    "parallelism: 2",
+    "parallelism: 2\n  dataQuality: { report: { window: 1m, sink: nowhere } }",
+    "spec.dataQuality.report.sink: unknown sink \"nowhere\""
+)]
+#[case::report_window_zero(
+    "parallelism: 2",
+    "parallelism: 2\n  dataQuality: { report: { window: 0s, sink: reports } }",
+    "spec.dataQuality.report.window: must be positive"
+)]
+#[case::dedup_horizon_zero(
+    "parallelism: 2",
+    "parallelism: 2\n  dataQuality: { deduplicate: { field: event_id, horizon: 0s } }",
+    "spec.dataQuality.deduplicate.horizon: must be positive"
+)]
 #[case::wrong_kind(
     "kind: MarketingPipeline",
     "kind: Pipeline",
@@ -149,6 +164,24 @@ fn keyed_windows_take_an_offset_shorter_than_their_slide() {
         let manifest = QUICKSTART.replacen("{ type: tumbling, size: 1h }", window, 1);
         assert_eq!(problems(&manifest), Vec::<String>::new(), "{window}");
     }
+}
+
+#[test]
+fn a_report_to_a_declared_sink_is_valid() {
+    let text = QUICKSTART.replacen(
+        "parallelism: 2",
+        "parallelism: 2\n  dataQuality: { report: { window: 1m, sink: reports } }",
+        1,
+    );
+    assert_eq!(problems(&text), Vec::<String>::new());
+    let report = parse_manifest(&text)
+        .unwrap()
+        .spec
+        .data_quality
+        .report
+        .unwrap();
+    assert_eq!(report.window.millis(), 60_000);
+    assert_eq!(report.sink, "reports");
 }
 
 #[test]

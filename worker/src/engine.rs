@@ -15,7 +15,7 @@ use crate::event::{Event, FieldValue, Reason, Rejection};
 use crate::partials::Progress;
 use crate::plan::{AnalyticPlan, Plan};
 use crate::privacy::{PseudonymBuf, PSEUDONYM_LEN};
-use crate::quality::Deduplicator;
+use crate::quality::{Deduplicator, QualityReport, SkewCounts};
 pub use crate::restore::RestoreError;
 use crate::result::{DeadLetter, Encoder, InternalRecord, Output};
 use crate::watermark::Watermarks;
@@ -89,6 +89,8 @@ pub struct Counters {
     pub late: Vec<u64>,
     /// Partials emitted for the global stage per analytic.
     pub partials: Vec<u64>,
+    /// Events ahead of the wall clock per source, by how far (`crate::quality::skew`).
+    pub clock_skew: Box<[SkewCounts]>,
 }
 
 /// One task of a pipeline.
@@ -112,6 +114,14 @@ pub struct Task {
     /// The wall clock its runner last gave the task (epoch ms), for the clock-skew check;
     /// none (tests, replays without one): no check.
     wall_clock: Option<i64>,
+    /// The quality report's open windows, when the pipeline asks for one.
+    quality_report: Option<Box<QualityReport>>,
+}
+
+impl AnalyticCapture for QualityReport {
+    fn encode(&mut self, w: &mut Writer) {
+        self.write(w);
+    }
 }
 
 impl AnalyticCapture for Deduplicator {
@@ -123,6 +133,8 @@ impl AnalyticCapture for Deduplicator {
 /// Name of the snapshot section holding the deduplication state: not an analytic name (those
 /// have no dots), so an older worker skips it as a removed analytic.
 const DEDUP_SECTION: &str = "tidemark.dedup";
+/// Name of the snapshot section holding the quality report's open windows (skipped the same way).
+const REPORT_SECTION: &str = "tidemark.quality";
 
 /// Fresh state of every analytic of `plan`.
 fn states_of(plan: &Plan) -> Vec<Box<dyn TaskAnalytic>> {
@@ -169,7 +181,12 @@ impl Task {
             results: vec![0; plan.analytics.len()],
             late: vec![0; plan.analytics.len()],
             partials: vec![0; plan.analytics.len()],
+            clock_skew: vec![SkewCounts::default(); plan.sources.len()].into(),
         };
+        let report = plan.quality.report.as_ref().map(|r| {
+            let names: Vec<String> = plan.sources.iter().map(|s| s.name.clone()).collect();
+            Box::new(QualityReport::new(r, plan.analytics.len(), &names))
+        });
         Self {
             watermarks: Watermarks::new(
                 plan.sources.len(),
@@ -187,6 +204,7 @@ impl Task {
             reported: (i64::MIN, false),
             dedup,
             wall_clock: None,
+            quality_report: report,
         }
     }
 
@@ -257,6 +275,9 @@ impl Task {
         if let Some(dedup) = &self.dedup {
             analytics.push((DEDUP_SECTION.to_owned(), Box::new((**dedup).clone())));
         }
+        if let Some(report) = &self.quality_report {
+            analytics.push((REPORT_SECTION.to_owned(), Box::new((**report).clone())));
+        }
         Capture {
             analytics,
             watermark: self.watermarks.current(),
@@ -322,6 +343,7 @@ impl Task {
         let mut windows = self.fresh_windows();
         let mut seen = vec![false; windows.len()];
         let mut dedup_state = None;
+        let mut report_state = None;
         for _ in 0..r.len_prefix()? {
             let name = r.str()?;
             let mut section = r.section()?;
@@ -331,6 +353,15 @@ impl Task {
                     dedup.read(&mut section)?;
                     section.finish()?;
                     dedup_state = Some(dedup);
+                }
+                continue;
+            }
+            if name == REPORT_SECTION {
+                if let Some(report) = &self.quality_report {
+                    let mut restored = (**report).clone();
+                    restored.read(&mut section)?;
+                    section.finish()?;
+                    report_state = Some(restored);
                 }
                 continue;
             }
@@ -347,6 +378,9 @@ impl Task {
         r.finish()?;
         if let Some(dedup) = dedup_state {
             self.dedup = Some(Box::new(dedup));
+        }
+        if let Some(report) = report_state {
+            self.quality_report = Some(Box::new(report));
         }
         Ok((windows, watermark, max_times))
     }
@@ -388,16 +422,45 @@ impl Task {
 
     /// Processes one record of source `source` received at processing time `now`.
     pub fn process(&mut self, source: usize, raw: &[u8], now: i64, out: &mut Output) {
+        let mark = out.dead_letters.len();
         self.counters.records_in[source] += 1;
-        match self.plan.sources[source].decoder.decode(raw) {
-            Ok(event) => self.process_event(source, event, raw, now, out),
-            Err(rejection) => self.dead_letter(Some(source), rejection, raw, out),
-        }
+        let time = match self.plan.sources[source].decoder.decode(raw) {
+            Ok(event) => {
+                let time = event.time;
+                self.process_event(source, event, raw, now, out);
+                Some(time)
+            }
+            Err(rejection) => {
+                self.dead_letter(Some(source), rejection, raw, out);
+                None
+            }
+        };
+        self.tally(Some(source), time, mark, now, out);
+    }
+
+    /// Counts a record in the quality report (when there is one): of `source` (none:
+    /// unrouted), with event time `time` if it decoded, its fate the first dead letter it
+    /// caused after `mark` in `out` (none: valid).
+    fn tally(
+        &mut self,
+        source: Option<usize>,
+        time: Option<i64>,
+        mark: usize,
+        now: i64,
+        out: &Output,
+    ) {
+        let Some(report) = &mut self.quality_report else {
+            return;
+        };
+        let source = source.unwrap_or_else(|| report.unrouted());
+        let outcome = out.dead_letters.get(mark).map(|d| d.reason);
+        report.count(source, time, outcome, self.wall_clock.unwrap_or(now));
     }
 
     /// Processes one record whose source is chosen by its event type: the first source (in spec
     /// order) whose `eventTypes` include it. Records of no source's type are dead-lettered.
     pub fn route(&mut self, raw: &[u8], now: i64, out: &mut Output) {
+        let mark = out.dead_letters.len();
         // One decode per record when the sources share a field mapping (the usual case); a
         // source with another mapping decodes again. No allocation per record.
         let mut cached: Option<(usize, Result<Event<'_>, Rejection>)> = None;
@@ -410,7 +473,9 @@ impl Task {
             match cached.take() {
                 Some((_, Ok(event))) if accepts(&self.plan.sources[source].event_types, &event) => {
                     self.counters.records_in[source] += 1;
-                    return self.process_event(source, event, raw, now, out);
+                    let time = event.time;
+                    self.process_event(source, event, raw, now, out);
+                    return self.tally(Some(source), Some(time), mark, now, out);
                 }
                 Some((_, Err(rejection))) => {
                     first_error.get_or_insert_with(|| rejection.clone());
@@ -423,6 +488,7 @@ impl Task {
             Rejection::new(Reason::UnexpectedType, "no source carries this event type")
         });
         self.dead_letter(None, rejection, raw, out);
+        self.tally(None, None, mark, now, out);
     }
 
     fn dead_letter(
@@ -456,6 +522,9 @@ impl Task {
         // would drag the watermark into the future; a duplicate would count twice.
         if let Some(wall) = self.wall_clock {
             let lead = event.time.saturating_sub(wall);
+            if lead > 0 {
+                self.counters.clock_skew[source].observe(lead);
+            }
             if lead > self.plan.quality.max_future_skew {
                 let detail = format!("event time is {} s ahead of the wall clock", lead / 1000);
                 let rejection = Rejection::new(Reason::ClockSkew, detail);
@@ -579,6 +648,10 @@ impl Task {
                 out,
             );
             state.advance(wm, &mut out);
+        }
+        if let Some(report) = &mut self.quality_report {
+            let (pipeline, at) = (&self.plan.pipeline, self.encoder.now_text());
+            report.advance(wm, pipeline, self.id, at, &mut out.results);
         }
         self.report(false, out);
     }

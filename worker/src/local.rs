@@ -202,13 +202,22 @@ fn sinks(pipeline: &MarketingPipeline, opts: &LocalOptions) -> Result<Sinks, Loc
         Some(path) => vec![(None, LineSink::file(path)?)],
         None => {
             let mut sinks = Vec::new();
+            let report = spec.data_quality.report.as_ref();
             for sink in &spec.sinks {
-                let analytics = (!sink.analytics.is_empty()).then(|| {
+                let mut analytics: Option<Vec<usize>> = (!sink.analytics.is_empty()).then(|| {
                     sink.analytics
                         .iter()
                         .filter_map(|name| spec.analytics.iter().position(|a| &a.name == name))
                         .collect()
                 });
+                // The quality report (analytic index `spec.analytics.len()`) goes to its sink
+                // only: a sink of every analytic lists them.
+                if report.is_some() {
+                    let list = analytics.get_or_insert_with(|| (0..spec.analytics.len()).collect());
+                    if report.is_some_and(|r| r.sink == sink.name) {
+                        list.push(spec.analytics.len());
+                    }
+                }
                 let line_sink = match (&sink.kafka, &sink.file) {
                     (Some(_), _) => {
                         return Err(LocalError::NeedsKafka {

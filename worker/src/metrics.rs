@@ -23,6 +23,9 @@ pub use tidemark_api::metrics::{
 use crate::engine::{Counters, Task};
 use crate::event::Reason;
 use crate::global::{task_label, GlobalCounters, GlobalStage};
+use crate::quality::SkewHistogram;
+
+pub use crate::quality::skew::CLOCK_SKEW_SECONDS;
 use crate::window::WindowStats;
 
 /// Counter of records written, by `sink`.
@@ -98,6 +101,7 @@ pub struct Metrics {
     handoff_bytes: IntCounter,
     handoff_duration: Histogram,
     sink_fenced: IntCounterVec,
+    clock_skew: SkewHistogram,
 }
 
 impl Metrics {
@@ -246,6 +250,11 @@ impl Metrics {
                     )
                     .buckets(vec![0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0]),
                 )?;
+                registry.register(Box::new(h.clone()))?;
+                h
+            },
+            clock_skew: {
+                let h = SkewHistogram::new()?;
                 registry.register(Box::new(h.clone()))?;
                 h
             },
@@ -398,6 +407,7 @@ impl TaskMetrics {
         for source in &sources {
             metrics.records_in.with_label_values(&[source]);
             metrics.filtered.with_label_values(&[source]);
+            metrics.clock_skew.touch(source);
             for reason in Reason::ALL {
                 metrics
                     .dead_letter
@@ -507,6 +517,15 @@ impl TaskMetrics {
                 .global_partials
                 .with_label_values(&["emitted"])
                 .inc_by(emitted);
+        }
+        for (i, source) in self.sources.iter().enumerate() {
+            if let Some(now) = counters.clock_skew.get(i) {
+                let before = self.last.clock_skew.get(i).cloned().unwrap_or_default();
+                let delta = now.since(&before);
+                if delta.count() > 0 {
+                    metrics.clock_skew.add(source, &delta);
+                }
+            }
         }
         for ((source, reason), &now) in &counters.dead_letters {
             let before = self

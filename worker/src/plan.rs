@@ -8,7 +8,7 @@ pub use crate::analytics::AnalyticPlan;
 use crate::expr::Expr;
 use crate::operators::{compile_sources, input_for, PlanError, SourcePlan, PARTITION_KEY};
 use crate::privacy::Pseudonymizer;
-use crate::quality::QualityPlan;
+use crate::quality::{QualityPlan, ReportPlan};
 use crate::window::WindowKind;
 
 /// A compiled pipeline.
@@ -103,6 +103,10 @@ impl Plan {
                 (fields, d.horizon.millis_i64())
             }),
             max_future_skew: spec.data_quality.max_future_skew.millis_i64(),
+            report: spec.data_quality.report.as_ref().map(|r| ReportPlan {
+                window: r.window.millis_i64(),
+                sink: r.sink.clone(),
+            }),
         };
         Ok(Plan {
             pipeline: pipeline.to_owned(),

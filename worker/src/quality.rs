@@ -1,7 +1,8 @@
 //! Data quality checks a task makes of every decoded event before any analytic sees it:
 //! duplicates by an event id within a horizon of event time, and clock skew (an event time
 //! ahead of the wall clock). Rejected events go to the dead letters with their reason; this
-//! module only decides.
+//! module only decides. The quality report lives in [`report`], the clock-skew histogram in
+//! [`skew`]; docs/data-quality.md describes all three.
 //!
 //! **Duplicates, exactly.** A record is a duplicate when the last record with the same id that
 //! was not a duplicate is still remembered and lies within the horizon of it: `|t − t₀| ≤
@@ -16,6 +17,12 @@ use std::hash::BuildHasher;
 
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
+pub mod report;
+pub mod skew;
+
+pub use report::{QualityReport, ReportPlan};
+pub use skew::{SkewCounts, SkewHistogram};
+
 use crate::event::Event;
 use crate::window::accumulate::Input;
 use crate::window::codec::{DecodeError, Reader, Writer};
@@ -28,6 +35,8 @@ pub struct QualityPlan {
     pub dedup: Option<(Vec<Option<Input>>, i64)>,
     /// Largest lead of event time over the wall clock, ms.
     pub max_future_skew: i64,
+    /// The quality report, when the pipeline asks for one.
+    pub report: Option<ReportPlan>,
 }
 
 /// Ids seen, by hash, with the event time of the last one accepted.

@@ -278,7 +278,8 @@ pub fn write_value(v: &mut Vec<u8>, value: Value) {
     }
 }
 
-fn json_string(s: &str) -> String {
+/// `s` as a JSON string (quoted and escaped).
+pub fn json_string(s: &str) -> String {
     serde_json::to_string(s).expect("a string always serializes")
 }
 

@@ -34,6 +34,7 @@ fn counters(records_in: u64, dead: u64) -> Counters {
         results: vec![3],
         late: vec![1],
         partials: vec![records_in / 5],
+        clock_skew: Box::default(),
     }
 }
 

@@ -1,4 +1,4 @@
-//! Data quality: duplicate events and clock skew.
+//! Data quality: duplicate events, clock skew and the per-source quality report.
 
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
@@ -18,6 +18,10 @@ pub struct DataQualitySpec {
     /// future.
     #[serde(default = "default_max_future_skew")]
     pub max_future_skew: Duration,
+    /// A quality report per source and window of event time: records in, valid, counts and
+    /// shares by dead-letter reason, and event-time lag p50/p99, written to a sink.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<QualityReportSpec>,
 }
 
 impl Default for DataQualitySpec {
@@ -25,6 +29,7 @@ impl Default for DataQualitySpec {
         Self {
             deduplicate: None,
             max_future_skew: default_max_future_skew(),
+            report: None,
         }
     }
 }
@@ -38,6 +43,18 @@ pub struct DeduplicateSpec {
     pub field: String,
     /// How far apart in event time two records with the same id are still duplicates.
     pub horizon: Duration,
+}
+
+/// The data-quality report (docs/data-quality.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QualityReportSpec {
+    /// Size of the report's tumbling windows of event time (e.g. `1m`); a window's report is
+    /// written when the watermark passes its end.
+    pub window: Duration,
+    /// Name of the sink (in `spec.sinks`) that receives the report records.
+    #[schemars(length(min = 1))]
+    pub sink: String,
 }
 
 fn default_max_future_skew() -> Duration {

@@ -38,7 +38,8 @@ impl SinkRoutes {
     }
 
     /// The Kafka routes of a pipeline: each Kafka sink's topic for the analytics it names (all
-    /// when it names none), and the dead-letter topic when the dead-letter output is Kafka.
+    /// when it names none), the quality report's sink (as analytic index
+    /// `spec.analytics.len()`), and the dead-letter topic when the dead-letter output is Kafka.
     pub fn from_spec(spec: &MarketingPipelineSpec) -> Self {
         let mut routes = Self {
             dead_letter: spec
@@ -53,6 +54,20 @@ impl SinkRoutes {
                 .sinks
                 .iter()
                 .filter(|sink| sink.analytics.is_empty() || sink.analytics.contains(&analytic.name))
+                .filter_map(|sink| {
+                    let topic = sink.kafka.as_ref()?.topic.clone();
+                    Some(routes.sink(topic, sink.name.clone()))
+                })
+                .collect();
+            routes.per_analytic.push(indexes);
+        }
+        // The quality report's records carry the index after the last analytic and go to the
+        // one sink it names, whatever analytics that sink lists.
+        if let Some(report) = &spec.data_quality.report {
+            let indexes = spec
+                .sinks
+                .iter()
+                .filter(|sink| sink.name == report.sink)
                 .filter_map(|sink| {
                     let topic = sink.kafka.as_ref()?.topic.clone();
                     Some(routes.sink(topic, sink.name.clone()))
