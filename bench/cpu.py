@@ -12,7 +12,9 @@ comparison is bench/compare.sh.
       --job after=target/release/tidemark:examples/quickstart.yaml
 
 Prints a Markdown table: job, input, events, median CPU seconds (min–max), events per CPU-second,
-and the state the run reported at its peak (bytes, and per live key of the analytic's state).
+the state when the most windows were open (their number and bytes per open window: per
+key-window for keyed analytics), and the most state at any moment with the live keys then (bytes
+per key: per live user for a funnel).
 """
 import argparse
 import os
@@ -23,7 +25,8 @@ import sys
 import tempfile
 
 DONE = re.compile(
-    r"done: (\d+) events in .*?peak (\d+) open windows \((\d+) bytes of state\)"
+    r"done: (\d+) events in .*?peak (\d+) open windows \((\d+) bytes of state\), "
+    r"most state (\d+) bytes for (\d+) live keys"
 )
 
 
@@ -63,7 +66,7 @@ def run_once(binary, manifest, events, core, out_dir):
     m = DONE.search(stderr.decode())
     if not m:
         sys.exit(f"cpu.py: no summary line from {binary}: {stderr.decode()[-300:]}")
-    return int(m.group(1)), int(m.group(3))
+    return int(m.group(1)), tuple(int(m.group(i)) for i in range(2, 6))
 
 
 def cpu_of(binary, manifest, events, core, out_dir):
@@ -76,8 +79,9 @@ def cpu_of(binary, manifest, events, core, out_dir):
 
 def main():
     args, jobs = parse_args()
-    print("| job | input | events | CPU s, median (min–max) | events per CPU-s | peak state bytes |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("| job | input | events | CPU s, median (min–max) | events per CPU-s "
+          "| peak open windows | bytes per window then | most state, bytes | live keys then | bytes per key |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as out_dir:
         for events in args.input:
             cpus = {label: [] for label, _, _ in jobs}
@@ -88,11 +92,14 @@ def main():
                     cpus[label].append(cpu)
                     seen[label] = (records, state)
             for label, _, _ in jobs:
-                records, state = seen[label]
+                records, (windows, state, most, keys) = seen[label]
                 med = statistics.median(cpus[label])
-                print(f"| {label} | {os.path.basename(events)} | {records:,} | {med:.3f} "
-                      f"({min(cpus[label]):.3f}–{max(cpus[label]):.3f}) | "
-                      f"{records / med:,.0f} | {state:,} |".replace(",", " "), flush=True)
+                num = lambda n: f"{n:,.0f}".replace(",", " ")
+                per = lambda a, b: num(a / b) if b else "–"
+                print(f"| {label} | {os.path.basename(events)} | {num(records)} | {med:.3f} "
+                      f"({min(cpus[label]):.3f}–{max(cpus[label]):.3f}) | {num(records / med)} "
+                      f"| {num(windows)} | {per(state, windows)} | {num(most)} | {num(keys)} "
+                      f"| {per(most, keys)} |", flush=True)
 
 
 if __name__ == "__main__":

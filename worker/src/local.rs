@@ -56,6 +56,11 @@ pub struct RunSummary {
     pub peak_windows: usize,
     /// State bytes at that moment.
     pub peak_state_bytes: usize,
+    /// The most state bytes at any moment (a funnel's state peaks with its users, not its
+    /// windows).
+    pub max_state_bytes: usize,
+    /// Live keys (users, for a funnel) at that moment.
+    pub keys_at_max_state: usize,
     /// Whether the run was interrupted before its input ended.
     pub interrupted: bool,
     /// Dead-lettered records by reason.
@@ -355,6 +360,10 @@ pub fn run_local(
         if stats.windows > summary.peak_windows {
             summary.peak_windows = stats.windows;
             summary.peak_state_bytes = stats.bytes;
+        }
+        if stats.bytes > summary.max_state_bytes {
+            summary.max_state_bytes = stats.bytes;
+            summary.keys_at_max_state = stats.keys;
         }
         if opts.progress && last_progress.elapsed() >= Duration::from_secs(2) {
             last_progress = Instant::now();

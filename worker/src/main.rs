@@ -393,7 +393,7 @@ fn run(pipeline: &MarketingPipeline, args: &RunArgs) -> anyhow::Result<()> {
             .map(|(r, n)| format!("{r} {n}"))
             .collect();
         eprintln!(
-            "tidemark: {} {} events in {:.2}s ({:.0}/s), {} results, {} dead letters{}, peak {} open windows ({} bytes of state)",
+            "tidemark: {} {} events in {:.2}s ({:.0}/s), {} results, {} dead letters{}, peak {} open windows ({} bytes of state), most state {} bytes for {} live keys",
             if summary.interrupted { "interrupted after" } else { "done:" },
             summary.records,
             secs,
@@ -402,7 +402,9 @@ fn run(pipeline: &MarketingPipeline, args: &RunArgs) -> anyhow::Result<()> {
             summary.dead_letters,
             if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(", ")) },
             summary.peak_windows,
-            summary.peak_state_bytes
+            summary.peak_state_bytes,
+            summary.max_state_bytes,
+            summary.keys_at_max_state
         );
     }
     Ok(())

@@ -23,7 +23,7 @@ pub mod skew;
 pub use report::{QualityReport, ReportPlan};
 pub use skew::{SkewCounts, SkewHistogram};
 
-use crate::event::Event;
+use crate::event::{Event, FieldValue};
 use crate::window::accumulate::Input;
 use crate::window::codec::{DecodeError, Reader, Writer};
 
@@ -61,11 +61,17 @@ impl Deduplicator {
     /// Whether `event`, whose id `field` reads, is a duplicate at watermark `wm`; remembers it
     /// when it is not. Events without the id pass.
     pub fn is_duplicate(&mut self, field: Input, event: &Event<'_>, wm: i64) -> bool {
-        self.buf.clear();
-        if !field.read(event).write_key(&mut self.buf) {
-            return false;
-        }
-        let hash = FxBuildHasher.hash_one(self.buf.as_bytes());
+        // The hash of the id's text: a string's own bytes (no copy), other values as written
+        // as a key, so `7` and `"7"` are one id.
+        let hash = match field.read(event) {
+            FieldValue::Str(s) => FxBuildHasher.hash_one(s.as_bytes()),
+            FieldValue::Null => return false,
+            other => {
+                self.buf.clear();
+                other.write_key(&mut self.buf);
+                FxBuildHasher.hash_one(self.buf.as_bytes())
+            }
+        };
         let t = event.time;
         let oldest = wm.saturating_sub(self.horizon);
         match self.ids.get_mut(&hash) {
