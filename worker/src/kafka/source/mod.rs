@@ -102,6 +102,10 @@ pub enum SourceError {
 /// The source name of the global stage's input in its checkpoints' offsets.
 pub const GLOBAL_SOURCE: &str = "tidemark.partials";
 
+/// Polls in a row that find no record before the shared queue counts as drained after an
+/// assignment (a poll that serves another event also finds none).
+const DRAIN_EMPTY_POLLS: u32 = 16;
+
 /// The global stage's input: the partials topic, whole.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GlobalInput {
@@ -354,7 +358,18 @@ impl KafkaSource {
             }
             None => None,
         };
-        while let Some(result) = self.consumer.poll(Duration::ZERO) {
+        // `poll` also answers `None` when it served an event that is not a record (an offset
+        // commit's result, say) while records wait behind it: stopping at the first `None` left
+        // records in the shared queue, which `serve` then found (`SourceError::Unsplit`, seen in
+        // the exactly-once crash test). The queue is drained once several polls in a row find
+        // no record.
+        let mut empty_polls = 0;
+        while empty_polls < DRAIN_EMPTY_POLLS {
+            let Some(result) = self.consumer.poll(Duration::ZERO) else {
+                empty_polls += 1;
+                continue;
+            };
+            empty_polls = 0;
             let message = result.map_err(SourceError::Consume)?;
             let partition = message.partition();
             let (input, source) = match self.topics.iter().position(|t| t.topic == message.topic())
