@@ -261,3 +261,62 @@ fn a_global_analytic_over_two_worker_processes_survives_kills() {
     );
     drop(mock);
 }
+
+/// Deduplication across kills: each round repeats the last events of the round before (the
+/// same `event_id`s, within the horizon) after ordinal 0 was killed past a checkpoint holding
+/// their originals, so the repeats are dropped only if the restored worker still remembers
+/// those ids (the `tidemark.dedup` snapshot section). The reports must be those of the events
+/// without the repeats.
+#[test]
+fn a_deduplicating_worker_killed_mid_stream_remembers_the_ids_it_saw() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mock, bootstrap) = start_mock();
+    let manifest = write_manifest(dir.path(), "500ms");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let text = text
+        .replace(
+            "eventTypes: [view, click, add_to_cart]",
+            "eventTypes: [view, click, add_to_cart]\n      fields: { extra: [event_id] }",
+        )
+        .replace(
+            "eventTypes: [purchase]",
+            "eventTypes: [purchase]\n      fields: { extra: [event_id] }",
+        )
+        .replace(
+            "  watermark:",
+            "  dataQuality:\n    deduplicate: { field: event_id, horizon: 1h }\n  watermark:",
+        );
+    assert!(text.contains("deduplicate"), "{text}");
+    std::fs::write(&manifest, text).unwrap();
+    let events = events(8_000, PARTITIONS);
+    let (real, flush) = events.split_at(events.len() - flush_events(0, PARTITIONS).len());
+    assert!(real.iter().all(|e| e.value.contains("\"event_id\"")));
+    let expected = oracle(&events);
+    let steady = worker(&manifest, &bootstrap, 1, dir.path());
+    let mut victim = worker(&manifest, &bootstrap, 0, dir.path());
+    let task_dir = dir.path().join("worker-0/task-0");
+    let chunks: Vec<&[Event]> = real.chunks(real.len() / 8 + 1).collect();
+    let (mut repeated, mut kills) = (0, 0);
+    for (round, chunk) in chunks.iter().enumerate() {
+        let mut batch: Vec<Event> = Vec::new();
+        if round > 0 {
+            // The last 40 events of the round before, again: duplicates 20 s of event time
+            // after their originals at most.
+            let before = chunks[round - 1];
+            batch.extend_from_slice(&before[before.len().saturating_sub(40)..]);
+            repeated += batch.len();
+        }
+        batch.extend_from_slice(chunk);
+        let before = newest_checkpoint(&task_dir);
+        produce_all(&bootstrap, &batch);
+        kill_after_a_new_checkpoint(&mut victim, &task_dir, before);
+        kills += 1;
+        victim = worker(&manifest, &bootstrap, 0, dir.path());
+    }
+    produce_all(&bootstrap, flush);
+    let comparison = read_and_check(&bootstrap, &expected);
+    eprintln!("{repeated} repeated events, ordinal 0 killed {kills} times: {comparison:?}");
+    assert!(terminate(victim).success());
+    assert!(terminate(steady).success());
+    drop(mock);
+}
