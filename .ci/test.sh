@@ -34,6 +34,8 @@ export TIDEMARK_REQUIRE_NOIDA=1
 echo "--- formatting and lints" >&2
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# No import cycles between the top-level modules of a crate.
+python3 .ci/modules.py api/src worker/src operator/src tests/kube-emulator/src
 
 echo "--- api, worker and emulator tests" >&2
 cargo nextest run --workspace --exclude tidemark-operator --exclude tidemark-e2e
