@@ -14,7 +14,7 @@ pub use duration::{Duration, DurationError, DURATION_PATTERN};
 pub use manifest::{parse_manifest, ManifestError};
 pub use spec::*;
 pub use status::*;
-pub use validate::{validate, Problem};
+pub use validate::{placeholders, validate, Problem};
 
 /// API group of Tidemark's resources.
 pub const GROUP: &str = "tidemark.dev";

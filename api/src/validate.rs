@@ -10,6 +10,8 @@ use std::fmt;
 use crate::spec::*;
 
 mod funnel;
+mod pattern;
+pub use pattern::placeholders;
 mod quality;
 
 /// One thing wrong with a spec.
@@ -278,11 +280,19 @@ fn check_analytic(
             analytic.join.is_some(),
             analytic.top_n.is_some(),
             analytic.funnel.is_some(),
+            analytic.pattern.is_some(),
+            analytic.action.is_some(),
         ],
-        "aggregate, join, topN or funnel",
+        "aggregate, join, topN, funnel, pattern or action",
     );
     if let Some(f) = &analytic.funnel {
         funnel::check_funnel(p, &format!("{path}.funnel"), f, spec);
+    }
+    if let Some(pattern) = &analytic.pattern {
+        pattern::check_pattern(p, &format!("{path}.pattern"), pattern, spec);
+    }
+    if let Some(action) = &analytic.action {
+        pattern::check_action(p, &format!("{path}.action"), action, spec);
     }
     let find = |name: &str| spec.sources.iter().find(|s| s.name == name);
     let check_sources = |p: &mut Problems, path: &str, names: &[String], filter: Option<&str>| {

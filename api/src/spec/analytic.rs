@@ -5,13 +5,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::Duration;
 
-/// One computation whose results go to the sinks. Exactly one of `aggregate`, `join`, `topN`
-/// or `funnel` is set.
+/// One computation whose results go to the sinks. Exactly one of `aggregate`, `join`, `topN`,
+/// `funnel`, `pattern` or `action` is set.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kube::core::Rule::new(
-    "[has(self.aggregate), has(self.join), has(self.topN), has(self.funnel)].filter(x, x).size() == 1"
-).message("exactly one of aggregate, join, topN or funnel must be set"))]
+    "[has(self.aggregate), has(self.join), has(self.topN), has(self.funnel), has(self.pattern), has(self.action)].filter(x, x).size() == 1"
+).message("exactly one of aggregate, join, topN, funnel, pattern or action must be set"))]
 pub struct AnalyticSpec {
     /// Name of the analytic; the first part of each result's Kafka key.
     #[schemars(
@@ -34,6 +34,14 @@ pub struct AnalyticSpec {
     /// each later step within the conversion window, per window and breakdown value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub funnel: Option<crate::spec::funnel::FunnelAnalytic>,
+    /// An intent pattern per user (e.g. an abandoned cart: `add_to_cart` not followed by
+    /// `purchase` within 30 minutes): one result per match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<crate::spec::pattern::PatternAnalytic>,
+    /// A marketing action (coupon, discount, message) on a pattern's matches, with cooldown,
+    /// budget, holdout and an uplift report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<crate::spec::action::ActionAnalytic>,
 }
 
 /// A top-N ranking: the events of `sources` (optionally filtered) aggregated per `keyBy` and

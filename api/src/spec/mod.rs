@@ -7,14 +7,18 @@
 #![allow(clippy::duplicated_attributes)]
 
 mod analytic;
+pub mod action;
 pub mod funnel;
+pub mod pattern;
 mod operations;
 pub mod quality;
 mod sink;
 mod source;
 
 pub use analytic::*;
+pub use action::*;
 pub use funnel::*;
+pub use pattern::*;
 pub use operations::*;
 pub use quality::*;
 pub use sink::*;

@@ -14,13 +14,17 @@
 //! | `aggregate`, `join` | [`keyed`]: window state of `crate::window` | [`merge`]: accumulator blocks merged per key-window |
 //! | `topN` | [`top_n`]: keyed windows, then a ranking per window | [`merge`], then the same ranking |
 //! | `funnel` | [`funnel`]: per-user event runs, evaluated when a window is final | [`funnel`]: per-window step counts summed |
+//! | `pattern` | [`pattern`]: per-user events, evaluated when a match's time passes | never global (keyed by the user) |
+//! | `action` | [`action`]: a pattern's final matches and the users' conversions | [`action`]: decisions per interval, uplift reports |
 //!
 //! A new kind is its api type, one file (or folder) here, and one arm in [`compile`].
 
+pub mod action;
 pub mod emit;
 pub mod funnel;
 pub mod keyed;
 pub mod merge;
+pub mod pattern;
 pub mod plan;
 pub mod top_n;
 
@@ -155,22 +159,44 @@ pub trait GlobalAnalytic: Debug + Send {
     fn stats(&self) -> WindowStats;
 }
 
-/// Compiles the kind of `spec.analytics[a]` (`path`): the one place that lists the kinds.
-/// Returns the kind, the names of its input sources and its filter text.
+/// Compiles the kind of `all[a]` (`path`) of pipeline `pipeline`: the one place that lists
+/// the kinds. Returns the kind, the names of its input sources and its filter text.
 pub fn compile(
-    spec: &AnalyticSpec,
+    pipeline: &str,
+    all: &[AnalyticSpec],
+    a: usize,
     path: &str,
     sources: &[SourcePlan],
 ) -> Result<Compiled, PlanError> {
-    match (&spec.aggregate, &spec.join, &spec.top_n, &spec.funnel) {
-        (Some(agg), None, None, None) => keyed::compile_aggregate(agg, path, sources),
-        (None, Some(join), None, None) => keyed::compile_join(join, path, sources),
-        (None, None, Some(top), None) => top_n::compile(top, path, sources),
-        (None, None, None, Some(funnel)) => funnel::compile(funnel, path, sources),
-        _ => Err(PlanError::Reference {
+    let spec = &all[a];
+    let set = [
+        spec.aggregate.is_some(),
+        spec.join.is_some(),
+        spec.top_n.is_some(),
+        spec.funnel.is_some(),
+        spec.pattern.is_some(),
+        spec.action.is_some(),
+    ];
+    if set.iter().filter(|s| **s).count() != 1 {
+        return Err(PlanError::Reference {
             path: path.to_owned(),
-            message: "exactly one of aggregate, join, topN or funnel must be set".into(),
-        }),
+            message: "exactly one of aggregate, join, topN, funnel, pattern or action must be set"
+                .into(),
+        });
+    }
+    if let Some(agg) = &spec.aggregate {
+        keyed::compile_aggregate(agg, path, sources)
+    } else if let Some(join) = &spec.join {
+        keyed::compile_join(join, path, sources)
+    } else if let Some(top) = &spec.top_n {
+        top_n::compile(top, path, sources)
+    } else if let Some(f) = &spec.funnel {
+        funnel::compile(f, path, sources)
+    } else if let Some(p) = &spec.pattern {
+        pattern::compile(&spec.name, p, path, sources)
+    } else {
+        let action = spec.action.as_ref().expect("one kind is set");
+        action::compile(pipeline, &spec.name, action, path, all, sources)
     }
 }
 

@@ -1,0 +1,706 @@
+//! Intent patterns against a brute-force oracle written from `docs/patterns.md` (not from the
+//! engine): one to three steps, repeated steps with and without `sameValue` (on the last and on
+//! an earlier step), a `when` condition, with and without `within` and `notFollowedBy`, captured
+//! fields, out-of-order input, late events within and past lateness, the timing of emission and
+//! finality; one task, 2–5 tasks, and a restore mid-stream; plus worked examples.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+use crate::engine::Task;
+use crate::event::Reason;
+use crate::plan::Plan;
+use crate::result::{Output, ResultRecord};
+
+const MIN: i64 = 60_000;
+const START: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+const OUT_OF_ORDER: i64 = 10_000;
+const WITHIN: i64 = 20 * MIN;
+const QUIET: i64 = 15 * MIN; // notFollowedBy.within
+
+/// The steps of a configuration.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Shape {
+    /// carted
+    Cart,
+    /// viewed → carted
+    ViewCart,
+    /// viewed → clicked (maybe `when: price > 50`) → carted
+    ViewClickCart,
+    /// browsed: 3 views of one category
+    Browse,
+    /// browsed (3 views of one category) → carted
+    BrowseCart,
+    /// viewed ×2 → carted ×2
+    Twice,
+}
+
+/// One pattern configuration under test.
+#[derive(Clone, Debug)]
+struct Config {
+    shape: Shape,
+    /// `within: 20m` on a one-step pattern (other shapes always have it).
+    within: bool,
+    /// `when: 'event.price > 50.0'` on the clicked step.
+    pricey: bool,
+    /// `notFollowedBy: { eventTypes: [purchase], within: 15m }`.
+    absence: bool,
+    lateness_min: i64,
+}
+
+struct Step {
+    name: &'static str,
+    kind: &'static str,
+    times: usize,
+    same: bool,
+    pricey: bool,
+}
+
+impl Config {
+    fn steps(&self) -> Vec<Step> {
+        let step = |name, kind| Step {
+            name,
+            kind,
+            times: 1,
+            same: false,
+            pricey: false,
+        };
+        let browsed = || Step {
+            times: 3,
+            same: true,
+            ..step("browsed", "view")
+        };
+        match self.shape {
+            Shape::Cart => vec![step("carted", "add_to_cart")],
+            Shape::ViewCart => vec![step("viewed", "view"), step("carted", "add_to_cart")],
+            Shape::ViewClickCart => vec![
+                step("viewed", "view"),
+                Step {
+                    pricey: self.pricey,
+                    ..step("clicked", "click")
+                },
+                step("carted", "add_to_cart"),
+            ],
+            Shape::Browse => vec![browsed()],
+            Shape::BrowseCart => vec![browsed(), step("carted", "add_to_cart")],
+            Shape::Twice => vec![
+                Step {
+                    times: 2,
+                    ..step("viewed", "view")
+                },
+                Step {
+                    times: 2,
+                    ..step("carted", "add_to_cart")
+                },
+            ],
+        }
+    }
+
+    fn within(&self) -> Option<i64> {
+        (self.within || self.shape != Shape::Cart).then_some(WITHIN)
+    }
+
+    fn manifest(&self) -> String {
+        let steps: String = self
+            .steps()
+            .iter()
+            .map(|s| {
+                let times = if s.times > 1 {
+                    format!(", times: {}", s.times)
+                } else {
+                    String::new()
+                };
+                let same = if s.same { ", sameValue: category" } else { "" };
+                let when = if s.pricey {
+                    ", when: 'event.price > 50.0'"
+                } else {
+                    ""
+                };
+                format!(
+                    "          - {{ name: {}, eventTypes: [{}]{times}{same}{when} }}\n",
+                    s.name, s.kind
+                )
+            })
+            .collect();
+        let within = if self.within().is_some() {
+            "within: 20m"
+        } else {
+            ""
+        };
+        let absence = if self.absence {
+            "notFollowedBy: { eventTypes: [purchase], within: 15m }"
+        } else {
+            ""
+        };
+        format!(
+            r#"
+apiVersion: tidemark.dev/v1alpha1
+kind: MarketingPipeline
+metadata: {{ name: patterns }}
+spec:
+  sources:
+    - name: events
+      generator: {{}}
+      fields: {{ extra: [channel, session_id] }}
+  watermark: {{ maxOutOfOrderness: 10s, idleTimeout: 1h }}
+  analytics:
+    - name: intent
+      pattern:
+        sources: [events]
+        steps:
+{steps}        {within}
+        {absence}
+        capture: [product, price]
+        allowedLateness: {lateness}m
+  sinks:
+    - name: out
+      stdout: {{}}
+"#,
+            lateness = self.lateness_min,
+        )
+    }
+
+    fn plan(&self, tasks: u32) -> Plan {
+        let pipeline = tidemark_api::parse_manifest(&self.manifest()).unwrap();
+        let problems = tidemark_api::validate(&pipeline.spec);
+        assert!(problems.is_empty(), "{problems:?}");
+        Plan::compile("patterns", &pipeline.spec)
+            .unwrap()
+            .for_tasks(tasks)
+            .unwrap()
+    }
+}
+
+/// A test event.
+#[derive(Clone, Debug)]
+struct Ev {
+    user: u8,
+    kind: &'static str,
+    time: i64,
+    product: Option<u8>,
+    category: &'static str,
+    price: f64,
+}
+
+impl Ev {
+    fn line(&self) -> Vec<u8> {
+        let product = self
+            .product
+            .map_or(String::new(), |p| format!(r#","product_id":"p{p}""#));
+        format!(
+            r#"{{"type":"{}","user_id":"u{}"{product},"category":"{}","price":{:.2},"ts":{}}}"#,
+            self.kind, self.user, self.category, self.price, self.time
+        )
+        .into_bytes()
+    }
+}
+
+const KINDS: [&str; 6] = ["view", "view", "click", "add_to_cart", "purchase", "search"];
+const CATEGORIES: [&str; 3] = ["toys", "books", "garden"];
+/// Users and categories drawn unevenly, so that some users are busy enough to match.
+const USERS: [u8; 9] = [0, 0, 0, 1, 1, 2, 3, 4, 5];
+const CATEGORY_DRAW: [usize; 4] = [0, 0, 1, 2];
+/// Steps of the clock in units of 10 s: times on a 30 s grid (delays on a 10 s one), so that
+/// ties and the bounds of `within`, `notFollowedBy` and lateness are hit exactly.
+const STEPS: [i64; 9] = [0, 3, 6, 6, 6, 9, 12, 12, 12];
+const TICK: i64 = 10_000;
+
+/// Events over about 3 h by up to 6 users, in arrival order: mostly in time order, some later
+/// by up to `delay_min` minutes.
+fn events(delay_min: i64) -> impl Strategy<Value = Vec<Ev>> {
+    let one = (
+        (prop::sample::select(&USERS[..]), 0usize..KINDS.len()),
+        (0u8..5, prop::sample::select(&CATEGORY_DRAW[..]), 0u32..100),
+        (
+            prop::sample::select(&STEPS[..]),
+            0u32..100,
+            0..=delay_min * 6,
+        ),
+    );
+    prop::collection::vec(one, 20..160).prop_map(|raw| {
+        let mut clock = START;
+        raw.into_iter()
+            .map(
+                |((user, kind), (product, category, price), (step, late, delay))| {
+                    clock += step * TICK;
+                    let time = if late < 12 {
+                        clock - delay * TICK
+                    } else {
+                        clock
+                    };
+                    Ev {
+                        user,
+                        kind: KINDS[kind],
+                        time: time.max(START),
+                        product: (product < 4).then_some(product),
+                        category: CATEGORIES[category],
+                        price: f64::from(price) + 0.5,
+                    }
+                },
+            )
+            .collect()
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The oracle
+
+/// A match as results report it: window end, `(step, first occurrence)`, captured fields.
+#[derive(Clone, Debug, PartialEq)]
+struct Match {
+    end: i64,
+    steps: Vec<(String, i64)>,
+    captured: Value,
+}
+
+/// Matches by `(user, completion time)`.
+type Matches = BTreeMap<(String, i64), Match>;
+
+fn step_matches(s: &Step, e: &Ev) -> bool {
+    e.kind == s.kind && (!s.pricey || e.price > 50.0)
+}
+
+fn cancels(c: &Config, e: &Ev) -> bool {
+    c.absence && e.kind == "purchase"
+}
+
+/// The events the task keeps, in arrival order, and the number dead-lettered as late: an event
+/// that matches a step or `notFollowedBy` is late when its time plus the lateness is below the
+/// watermark it arrives at (newest time so far minus 10 s); other events are ignored.
+fn admitted(c: &Config, events: &[Ev]) -> (Vec<Ev>, usize) {
+    let steps = c.steps();
+    let lateness = c.lateness_min * MIN;
+    let mut wm: Option<i64> = None;
+    let mut kept = Vec::new();
+    let mut late = 0;
+    for e in events {
+        if steps.iter().any(|s| step_matches(s, e)) || cancels(c, e) {
+            if wm.is_some_and(|w| e.time + lateness < w) {
+                late += 1;
+            } else {
+                kept.push(e.clone());
+            }
+        }
+        let candidate = e.time - OUT_OF_ORDER;
+        wm = Some(wm.map_or(candidate, |w| w.max(candidate)));
+    }
+    (kept, late)
+}
+
+/// Whether `mine[i]` completes the pattern (going back, each step takes its latest
+/// occurrences within `within` of it): the time of each step's first occurrence.
+fn completion(steps: &[Step], within: Option<i64>, mine: &[&Ev], i: usize) -> Option<Vec<i64>> {
+    let e = mine[i];
+    let last = steps.len() - 1;
+    if !step_matches(&steps[last], e) {
+        return None;
+    }
+    let near = |x: &Ev| within.is_none_or(|w| e.time - x.time <= w);
+    let mut at = vec![0; steps.len()];
+    // The last step: `e` and its latest earlier occurrences (of `e`'s value with sameValue).
+    let s = &steps[last];
+    let taken: Vec<usize> = (0..i)
+        .rev()
+        .filter(|&j| step_matches(s, mine[j]) && near(mine[j]))
+        .filter(|&j| !s.same || mine[j].category == e.category)
+        .take(s.times - 1)
+        .collect();
+    if taken.len() < s.times - 1 {
+        return None;
+    }
+    let mut bound = taken.last().copied().unwrap_or(i);
+    at[last] = mine[bound].time;
+    // Earlier steps: before the earliest occurrence of the next step. With sameValue, every
+    // value is tried; the one whose occurrences complete first going back (the latest
+    // `times`-th latest occurrence) wins.
+    for k in (0..last).rev() {
+        let s = &steps[k];
+        let occurrences: Vec<usize> = (0..bound)
+            .rev()
+            .filter(|&j| step_matches(s, mine[j]) && near(mine[j]))
+            .collect();
+        let values: &[&str] = if s.same { &CATEGORIES } else { &[""] };
+        let first = values
+            .iter()
+            .filter_map(|v| {
+                occurrences
+                    .iter()
+                    .filter(|&&j| !s.same || mine[j].category == *v)
+                    .nth(s.times - 1)
+                    .copied()
+            })
+            .max()?;
+        bound = first;
+        at[k] = mine[first].time;
+    }
+    Some(at)
+}
+
+/// The matches over every kept event, and the number of late events.
+fn oracle(c: &Config, events: &[Ev]) -> (Matches, usize) {
+    let (kept, late) = admitted(c, events);
+    let steps = c.steps();
+    let within = c.within();
+    let mut out = Matches::new();
+    for user in 0..6u8 {
+        let mut mine: Vec<&Ev> = kept.iter().filter(|e| e.user == user).collect();
+        mine.sort_by_key(|e| e.time); // stable: arrival order within a time
+        let completions: Vec<(i64, usize, Vec<i64>)> = (0..mine.len())
+            .filter_map(|i| completion(&steps, within, &mine, i).map(|at| (mine[i].time, i, at)))
+            .collect();
+        for (j, (t, i, at)) in completions.iter().enumerate() {
+            let t = *t;
+            let end = if c.absence {
+                let cancelled = mine
+                    .iter()
+                    .any(|x| cancels(c, x) && t <= x.time && x.time < t + QUIET);
+                let replaced = completions[j + 1..].iter().any(|(u, ..)| *u < t + QUIET);
+                if cancelled || replaced {
+                    continue;
+                }
+                t + QUIET
+            } else {
+                let burst = completions[..j]
+                    .iter()
+                    .any(|(u, ..)| within.map_or(*u == t, |w| t - *u < w));
+                if burst {
+                    continue;
+                }
+                t
+            };
+            let e = mine[*i];
+            let captured = json!({"product": e.product.map(|p| format!("p{p}")), "price": e.price});
+            let names = steps.iter().map(|s| s.name.to_owned());
+            let m = Match {
+                end,
+                steps: names.zip(at.iter().copied()).collect(),
+                captured,
+            };
+            out.insert((format!("u{user}"), t), m);
+        }
+    }
+    (out, late)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading results back
+
+fn ms(v: &Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap())
+        .unwrap()
+        .timestamp_millis()
+}
+
+fn parse(r: &ResultRecord) -> Value {
+    assert_eq!(r.analytic, 0);
+    serde_json::from_slice(&r.value).unwrap()
+}
+
+/// The final (highest) revision of each Kafka key, without retracted ones, and the revisions
+/// each key was emitted with.
+fn finals(results: &[ResultRecord]) -> (Matches, BTreeMap<String, Vec<u64>>) {
+    let mut last: BTreeMap<String, (u64, Value)> = BTreeMap::new();
+    let mut revisions: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for r in results {
+        let v = parse(r);
+        let rev = v["revision"].as_u64().unwrap();
+        revisions.entry(r.key.clone()).or_default().push(rev);
+        if last.get(&r.key).is_none_or(|(old, _)| *old < rev) {
+            last.insert(r.key.clone(), (rev, v));
+        }
+    }
+    let mut out = Matches::new();
+    for (key, (_, v)) in last {
+        assert_eq!(v["pipeline"], "patterns");
+        assert_eq!(v["analytic"], "intent");
+        if v["retracted"].as_bool().unwrap() {
+            continue;
+        }
+        let user = v["key"].as_str().unwrap().to_owned();
+        // Like every window's key: the completion time (`window.start`) in RFC 3339.
+        let start = &v["window"]["start"];
+        assert_eq!(key, format!("intent/{user}/{}", start.as_str().unwrap()));
+        let start = ms(start);
+        let steps = v["steps"].as_array().unwrap();
+        let steps = steps
+            .iter()
+            .map(|s| (s["name"].as_str().unwrap().to_owned(), ms(&s["at"])))
+            .collect();
+        let m = Match {
+            end: ms(&v["window"]["end"]),
+            steps,
+            captured: v["captured"].clone(),
+        };
+        out.insert((user, start), m);
+    }
+    (out, revisions)
+}
+
+fn assert_revisions_count_up(revisions: &BTreeMap<String, Vec<u64>>) {
+    for (key, revs) in revisions {
+        let want: Vec<u64> = (0..revs.len() as u64).collect();
+        assert_eq!(revs, &want, "{key}: revisions 0, 1, 2, ... each once");
+    }
+}
+
+fn late_letters(out: &Output) -> usize {
+    let late = out.dead_letters.iter().filter(|d| d.reason == Reason::Late);
+    let late = late.count();
+    assert_eq!(late, out.dead_letters.len(), "only late events");
+    late
+}
+
+/// One task over `events`: results before `finish`, all results, late events. Checks on the
+/// way that no result is emitted before the watermark passes its time, and no revision after
+/// the match is final.
+fn one_task(c: &Config, events: &[Ev]) -> (Vec<ResultRecord>, Vec<ResultRecord>, usize) {
+    let lateness = c.lateness_min * MIN;
+    let mut task = Task::new(c.plan(1), 0);
+    let mut out = Output::default();
+    let mut wm = i64::MIN;
+    for e in events {
+        let before = out.results.len();
+        task.route(&e.line(), 0, &mut out);
+        let wm_before = wm;
+        wm = wm.max(e.time - OUT_OF_ORDER);
+        for r in &out.results[before..] {
+            let v = parse(r);
+            let Some(end) = v["window"]["end"].as_str().map(|_| ms(&v["window"]["end"])) else {
+                continue;
+            };
+            assert!(end <= wm, "{}: emitted at watermark {wm}", r.key);
+            if v["revision"].as_u64() != Some(0) {
+                assert!(end + lateness >= wm_before, "{}: revised when final", r.key);
+            }
+        }
+    }
+    let early = out.results.clone();
+    task.finish(0, &mut out);
+    let late = late_letters(&out);
+    (early, out.results, late)
+}
+
+fn configs() -> impl Strategy<Value = Config> {
+    (
+        prop::sample::select(vec![
+            Shape::Cart,
+            Shape::ViewCart,
+            Shape::ViewClickCart,
+            Shape::Browse,
+            Shape::BrowseCart,
+            Shape::Twice,
+        ]),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        prop::sample::select(vec![0i64, 30, 240]),
+    )
+        .prop_map(|(shape, within, pricey, absence, lateness_min)| Config {
+            shape,
+            within,
+            pricey,
+            absence,
+            lateness_min,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn one_task_reports_what_the_oracle_computes(c in configs(), events in events(60)) {
+        let (early, results, late) = one_task(&c, &events);
+        let (want, want_late) = oracle(&c, &events);
+        let (got, revisions) = finals(&results);
+        prop_assert_eq!(late, want_late, "late events dead-lettered");
+        prop_assert_eq!(&got, &want);
+        assert_revisions_count_up(&revisions);
+        // Matches final by the last watermark were emitted, as they end, before `finish`.
+        let wm = events.iter().map(|e| e.time).max().unwrap() - OUT_OF_ORDER;
+        let lateness = c.lateness_min * MIN;
+        let settled = |m: &Matches| -> Matches {
+            m.iter()
+                .filter(|(_, m)| m.end + lateness < wm)
+                .map(|(k, m)| (k.clone(), m.clone()))
+                .collect()
+        };
+        prop_assert_eq!(settled(&finals(&early).0), settled(&want), "final before finish");
+    }
+
+    #[test]
+    fn two_to_five_tasks_report_what_one_task_does(
+        c in configs(),
+        events in events(60),
+        tasks in 2u32..=5,
+    ) {
+        // Lateness covers the disorder, so no task drops an event and the finals compare.
+        let c = Config { lateness_min: 240, ..c };
+        let (_, single, _) = one_task(&c, &events);
+        let mut runs: Vec<Task> =
+            (0..tasks).map(|t| Task::new(c.plan(tasks), 0).with_id(t)).collect();
+        let mut out = Output::default();
+        for e in &events {
+            runs[(u32::from(e.user) % tasks) as usize].route(&e.line(), 0, &mut out);
+        }
+        for task in &mut runs {
+            task.finish(0, &mut out);
+        }
+        prop_assert!(out.partials.is_empty(), "patterns need no global stage");
+        prop_assert_eq!(late_letters(&out), 0);
+        let (got, revisions) = finals(&out.results);
+        prop_assert_eq!(&got, &finals(&single).0);
+        assert_revisions_count_up(&revisions);
+        prop_assert_eq!(got, oracle(&c, &events).0);
+    }
+
+    #[test]
+    fn a_task_restored_mid_stream_emits_what_an_uninterrupted_one_does(
+        c in configs(),
+        events in events(60),
+        cut in 0.0f64..1.0,
+    ) {
+        let (_, whole, _) = one_task(&c, &events);
+        let at = (events.len() as f64 * cut) as usize;
+        let mut first = Task::new(c.plan(1), 0);
+        let mut out = Output::default();
+        for e in &events[..at] {
+            first.route(&e.line(), 0, &mut out);
+        }
+        let snapshot = first.snapshot();
+        let mut second = Task::new(c.plan(1), 0);
+        second.restore(&snapshot).unwrap();
+        prop_assert_eq!(second.snapshot(), snapshot, "a restored state encodes as it was");
+        for e in &events[at..] {
+            second.route(&e.line(), 0, &mut out);
+        }
+        second.finish(0, &mut out);
+        let strip = |rs: &[ResultRecord]| -> Vec<(String, String)> {
+            let text = |r: &ResultRecord| String::from_utf8(r.value.clone()).unwrap();
+            rs.iter().map(|r| (r.key.clone(), text(r))).collect()
+        };
+        prop_assert_eq!(strip(&out.results), strip(&whole));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Worked examples
+
+fn cart_config(lateness_min: i64) -> Config {
+    Config {
+        shape: Shape::Cart,
+        within: false,
+        pricey: false,
+        absence: true,
+        lateness_min,
+    }
+}
+
+fn ev(user: u8, kind: &'static str, minute: i64, category: &'static str) -> Ev {
+    Ev {
+        user,
+        kind,
+        time: START + minute * MIN,
+        product: Some(7),
+        category,
+        price: 19.5,
+    }
+}
+
+fn values(results: &[ResultRecord]) -> Vec<Value> {
+    results.iter().map(parse).collect()
+}
+
+/// `(retracted, revision)` of a result.
+fn status(v: &Value) -> (Option<bool>, Option<u64>) {
+    (v["retracted"].as_bool(), v["revision"].as_u64())
+}
+
+#[test]
+fn a_purchase_within_the_quiet_period_cancels_an_abandoned_cart() {
+    let events = [
+        ev(1, "add_to_cart", 10, "toys"),
+        ev(1, "purchase", 20, "toys"),
+        ev(2, "search", 120, "toys"),
+    ];
+    let (_, results, late) = one_task(&cart_config(0), &events);
+    assert_eq!(late, 0);
+    assert!(results.is_empty(), "{:?}", values(&results));
+}
+
+#[test]
+fn an_abandoned_cart_matches_when_the_user_stays_quiet() {
+    let events = [
+        ev(1, "add_to_cart", 10, "toys"),
+        ev(1, "purchase", 26, "toys"), // after the quiet period
+        ev(2, "search", 40, "toys"),
+    ];
+    let (early, results, _) = one_task(&cart_config(0), &events);
+    assert_eq!(early.len(), 1, "emitted once the watermark passes 10:25");
+    assert_eq!(results.len(), 1);
+    let t = START + 10 * MIN;
+    assert_eq!(results[0].key, "intent/u1/2026-01-01T00:10:00Z");
+    let v = parse(&results[0]);
+    assert_eq!(v["key"], "u1");
+    assert_eq!(ms(&v["window"]["start"]), t);
+    assert_eq!(ms(&v["window"]["end"]), t + QUIET);
+    assert_eq!(v["steps"][0]["name"], "carted");
+    assert_eq!(ms(&v["steps"][0]["at"]), t);
+    assert_eq!(v["captured"], json!({"product": "p7", "price": 19.5}));
+    assert_eq!(status(&v), (Some(false), Some(0)));
+}
+
+#[test]
+fn a_late_purchase_within_lateness_retracts_a_reported_cart() {
+    let events = [
+        ev(1, "add_to_cart", 10, "toys"),
+        ev(2, "search", 30, "toys"), // watermark 29:50: the match (10:25) is emitted
+        ev(1, "purchase", 20, "toys"), // 20 + 30 ≥ 29:50: within lateness
+    ];
+    let (early, results, late) = one_task(&cart_config(30), &events);
+    assert_eq!(late, 0);
+    assert_eq!(
+        early.len(),
+        2,
+        "the retraction follows the late purchase at once"
+    );
+    let v = values(&results);
+    assert_eq!(v.len(), 2);
+    assert_eq!(results[0].key, results[1].key);
+    assert_eq!(status(&v[0]), (Some(false), Some(0)));
+    assert_eq!(status(&v[1]), (Some(true), Some(1)));
+    // Past lateness, the purchase is a dead letter and the match stands.
+    let (_, results, late) = one_task(&cart_config(0), &events);
+    assert_eq!((late, results.len()), (1, 1));
+}
+
+#[test]
+fn three_views_of_one_category_match_and_of_three_categories_do_not() {
+    let c = Config {
+        shape: Shape::Browse,
+        within: true,
+        pricey: false,
+        absence: false,
+        lateness_min: 0,
+    };
+    let one = [
+        ev(1, "view", 1, "toys"),
+        ev(1, "view", 2, "books"),
+        ev(1, "view", 3, "toys"),
+        ev(1, "view", 4, "toys"),
+    ];
+    let (_, results, _) = one_task(&c, &one);
+    let v = values(&results);
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(ms(&v[0]["window"]["start"]), START + 4 * MIN);
+    assert_eq!(ms(&v[0]["window"]["end"]), START + 4 * MIN);
+    assert_eq!(ms(&v[0]["steps"][0]["at"]), START + MIN);
+    let three = [
+        ev(1, "view", 1, "toys"),
+        ev(1, "view", 2, "books"),
+        ev(1, "view", 3, "garden"),
+    ];
+    let (_, results, _) = one_task(&c, &three);
+    assert!(results.is_empty(), "{:?}", values(&results));
+}
