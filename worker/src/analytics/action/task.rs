@@ -32,8 +32,14 @@ pub struct ActionState {
     pattern: PatternState,
     /// Each user's conversions within reach: time and revenue, by time.
     conversions: FxHashMap<Box<str>, Vec<(i64, f64)>>,
-    /// The conversions by time, to drop them when out of reach.
+    /// The conversions by time, to drop them when out of reach: first once no late
+    /// completion can come before them, then (for users with pattern state or candidates)
+    /// once no candidate can attribute them.
     expiry: BinaryHeap<Reverse<(i64, Box<str>)>>,
+    /// Conversions kept for the candidates of their users, by time.
+    attributable: BinaryHeap<Reverse<(i64, Box<str>)>>,
+    /// Candidates waiting for their outcome, per user.
+    attributing: FxHashMap<Box<str>, u32>,
     /// Candidates whose outcome is pending: (when it is known, user, time).
     waiting: BTreeSet<(i64, Box<str>, i64)>,
     /// The decisions, when this task is the only one.
@@ -49,6 +55,8 @@ impl ActionState {
             plan,
             conversions: FxHashMap::default(),
             expiry: BinaryHeap::new(),
+            attributable: BinaryHeap::new(),
+            attributing: FxHashMap::default(),
             waiting: BTreeSet::new(),
         }
     }
@@ -73,6 +81,7 @@ impl ActionState {
             };
             let due = c.time + plan.attribution + plan.lateness;
             self.waiting.insert((due, c.user.clone(), c.time));
+            *self.attributing.entry(c.user.clone()).or_insert(0) += 1;
             match &mut self.decider {
                 Some(d) => {
                     d.candidate(c);
@@ -100,6 +109,12 @@ impl ActionState {
                     revenue += r;
                 }
             }
+            if let Some(n) = self.attributing.get_mut(&user) {
+                *n -= 1;
+                if *n == 0 {
+                    self.attributing.remove(&user);
+                }
+            }
             let outcome = Outcome { converted, revenue };
             match &mut self.decider {
                 Some(d) => {
@@ -114,24 +129,43 @@ impl ActionState {
                 }
             }
         }
-        let horizon = wm
-            .saturating_sub(plan.lateness)
-            .saturating_sub(plan.attribution);
+        // A conversion too old for a late completion before it matters only to users with
+        // pattern state or candidates; past the attribution window, to nobody.
+        let late = wm.saturating_sub(plan.lateness);
         while let Some(Reverse((t, _))) = self.expiry.peek() {
+            if *t >= late {
+                break;
+            }
+            let Reverse((t, user)) = self.expiry.pop().expect("a first conversion");
+            if self.pattern.holds(&user) || self.attributing.contains_key(&user) {
+                self.attributable.push(Reverse((t, user)));
+            } else {
+                self.forget(&user, late);
+            }
+        }
+        let horizon = late.saturating_sub(plan.attribution);
+        while let Some(Reverse((t, _))) = self.attributable.peek() {
             if *t >= horizon {
                 break;
             }
-            let Reverse((_, user)) = self.expiry.pop().expect("a first conversion");
-            if let Some(list) = self.conversions.get_mut(&user) {
-                let cut = list.partition_point(|(t, _)| *t < horizon);
-                list.drain(..cut);
-                if list.is_empty() {
-                    self.conversions.remove(&user);
-                }
-            }
+            let Reverse((_, user)) = self.attributable.pop().expect("a first conversion");
+            self.forget(&user, horizon);
         }
         if let Some(d) = &mut self.decider {
             d.advance(wm, out);
+        }
+    }
+}
+
+impl ActionState {
+    /// Drops `user`'s conversions before `horizon`.
+    fn forget(&mut self, user: &str, horizon: i64) {
+        if let Some(list) = self.conversions.get_mut(user) {
+            let cut = list.partition_point(|(t, _)| *t < horizon);
+            list.drain(..cut);
+            if list.is_empty() {
+                self.conversions.remove(user);
+            }
         }
     }
 }
@@ -228,6 +262,7 @@ impl TaskAnalytic for ActionState {
         for _ in 0..r.len_prefix()? {
             let due = r.i64()?;
             let user: Box<str> = r.str()?.into();
+            *self.attributing.entry(user.clone()).or_insert(0) += 1;
             self.waiting.insert((due, user, r.i64()?));
         }
         match (r.u8()?, &mut self.decider) {
@@ -241,7 +276,8 @@ impl TaskAnalytic for ActionState {
     fn stats(&self) -> WindowStats {
         let p = self.pattern.stats();
         let conversions: usize = self.conversions.values().map(|l| 16 * l.capacity() + 64).sum::<usize>()
-            + self.expiry.len() * 40;
+            + (self.expiry.len() + self.attributable.len()) * 40
+            + self.attributing.len() * 48;
         let (waiting, reports) = self.decider.as_ref().map_or((0, 0), Decider::sizes);
         WindowStats {
             keys: p.keys,

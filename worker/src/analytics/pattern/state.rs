@@ -110,6 +110,11 @@ impl PatternState {
         }
     }
 
+    /// Whether `user` has events or matches in the state.
+    pub fn holds(&self, user: &str) -> bool {
+        self.ids.contains_key(user)
+    }
+
     /// The matches that became final since the last call, in the order they did.
     pub fn take_finals(&mut self) -> Vec<FinalMatch> {
         self.finals.as_mut().map(std::mem::take).unwrap_or_default()

@@ -20,20 +20,16 @@ const OUT_OF_ORDER: i64 = 10_000;
 const WITHIN: i64 = 20 * MIN;
 const QUIET: i64 = 15 * MIN; // notFollowedBy.within
 
-/// The steps of a configuration.
+/// The steps of a configuration (see [`Config::steps`]): carted; viewed → carted; viewed →
+/// clicked (maybe `when`) → carted; browsed (3 views of one category); browsed → carted;
+/// viewed ×2 → carted ×2.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Shape {
-    /// carted
     Cart,
-    /// viewed → carted
     ViewCart,
-    /// viewed → clicked (maybe `when: price > 50`) → carted
     ViewClickCart,
-    /// browsed: 3 views of one category
     Browse,
-    /// browsed (3 views of one category) → carted
     BrowseCart,
-    /// viewed ×2 → carted ×2
     Twice,
 }
 
@@ -58,43 +54,38 @@ struct Step {
     pricey: bool,
 }
 
+fn step(name: &'static str, kind: &'static str, times: usize, same: bool, pricey: bool) -> Step {
+    Step {
+        name,
+        kind,
+        times,
+        same,
+        pricey,
+    }
+}
+
+/// `text` when `on`.
+fn when(on: bool, text: &str) -> &str {
+    if on {
+        text
+    } else {
+        ""
+    }
+}
+
 impl Config {
     fn steps(&self) -> Vec<Step> {
-        let step = |name, kind| Step {
-            name,
-            kind,
-            times: 1,
-            same: false,
-            pricey: false,
-        };
-        let browsed = || Step {
-            times: 3,
-            same: true,
-            ..step("browsed", "view")
-        };
+        let carted = |times| step("carted", "add_to_cart", times, false, false);
+        let viewed = |times| step("viewed", "view", times, false, false);
+        let browsed = || step("browsed", "view", 3, true, false);
+        let clicked = step("clicked", "click", 1, false, self.pricey);
         match self.shape {
-            Shape::Cart => vec![step("carted", "add_to_cart")],
-            Shape::ViewCart => vec![step("viewed", "view"), step("carted", "add_to_cart")],
-            Shape::ViewClickCart => vec![
-                step("viewed", "view"),
-                Step {
-                    pricey: self.pricey,
-                    ..step("clicked", "click")
-                },
-                step("carted", "add_to_cart"),
-            ],
+            Shape::Cart => vec![carted(1)],
+            Shape::ViewCart => vec![viewed(1), carted(1)],
+            Shape::ViewClickCart => vec![viewed(1), clicked, carted(1)],
             Shape::Browse => vec![browsed()],
-            Shape::BrowseCart => vec![browsed(), step("carted", "add_to_cart")],
-            Shape::Twice => vec![
-                Step {
-                    times: 2,
-                    ..step("viewed", "view")
-                },
-                Step {
-                    times: 2,
-                    ..step("carted", "add_to_cart")
-                },
-            ],
+            Shape::BrowseCart => vec![browsed(), carted(1)],
+            Shape::Twice => vec![viewed(2), carted(2)],
         }
     }
 
@@ -107,33 +98,22 @@ impl Config {
             .steps()
             .iter()
             .map(|s| {
-                let times = if s.times > 1 {
-                    format!(", times: {}", s.times)
-                } else {
-                    String::new()
-                };
-                let same = if s.same { ", sameValue: category" } else { "" };
-                let when = if s.pricey {
-                    ", when: 'event.price > 50.0'"
-                } else {
-                    ""
-                };
+                let times = format!(", times: {}", s.times);
                 format!(
-                    "          - {{ name: {}, eventTypes: [{}]{times}{same}{when} }}\n",
-                    s.name, s.kind
+                    "          - {{ name: {}, eventTypes: [{}]{}{}{} }}\n",
+                    s.name,
+                    s.kind,
+                    when(s.times > 1, &times),
+                    when(s.same, ", sameValue: category"),
+                    when(s.pricey, ", when: 'event.price > 50.0'"),
                 )
             })
             .collect();
-        let within = if self.within().is_some() {
-            "within: 20m"
-        } else {
-            ""
-        };
-        let absence = if self.absence {
-            "notFollowedBy: { eventTypes: [purchase], within: 15m }"
-        } else {
-            ""
-        };
+        let within = when(self.within().is_some(), "within: 20m");
+        let absence = when(
+            self.absence,
+            "notFollowedBy: { eventTypes: [purchase], within: 15m }",
+        );
         format!(
             r#"
 apiVersion: tidemark.dev/v1alpha1
@@ -210,37 +190,26 @@ const TICK: i64 = 10_000;
 /// Events over about 3 h by up to 6 users, in arrival order: mostly in time order, some later
 /// by up to `delay_min` minutes.
 fn events(delay_min: i64) -> impl Strategy<Value = Vec<Ev>> {
+    let delay = prop_oneof![22 => Just(0), 3 => 0..=delay_min * 6];
     let one = (
         (prop::sample::select(&USERS[..]), 0usize..KINDS.len()),
         (0u8..5, prop::sample::select(&CATEGORY_DRAW[..]), 0u32..100),
-        (
-            prop::sample::select(&STEPS[..]),
-            0u32..100,
-            0..=delay_min * 6,
-        ),
+        (prop::sample::select(&STEPS[..]), delay),
     );
     prop::collection::vec(one, 20..160).prop_map(|raw| {
         let mut clock = START;
-        raw.into_iter()
-            .map(
-                |((user, kind), (product, category, price), (step, late, delay))| {
-                    clock += step * TICK;
-                    let time = if late < 12 {
-                        clock - delay * TICK
-                    } else {
-                        clock
-                    };
-                    Ev {
-                        user,
-                        kind: KINDS[kind],
-                        time: time.max(START),
-                        product: (product < 4).then_some(product),
-                        category: CATEGORIES[category],
-                        price: f64::from(price) + 0.5,
-                    }
-                },
-            )
-            .collect()
+        let event = |((user, kind), (product, category, price), (step, delay))| {
+            clock += step * TICK;
+            Ev {
+                user,
+                kind: KINDS[kind],
+                time: (clock - delay * TICK).max(START),
+                product: (product < 4).then_some(product),
+                category: CATEGORIES[category],
+                price: f64::from(price) + 0.5,
+            }
+        };
+        raw.into_iter().map(event).collect()
     })
 }
 
@@ -482,16 +451,18 @@ fn one_task(c: &Config, events: &[Ev]) -> (Vec<ResultRecord>, Vec<ResultRecord>,
     (early, out.results, late)
 }
 
+const SHAPES: [Shape; 6] = [
+    Shape::Cart,
+    Shape::ViewCart,
+    Shape::ViewClickCart,
+    Shape::Browse,
+    Shape::BrowseCart,
+    Shape::Twice,
+];
+
 fn configs() -> impl Strategy<Value = Config> {
     (
-        prop::sample::select(vec![
-            Shape::Cart,
-            Shape::ViewCart,
-            Shape::ViewClickCart,
-            Shape::Browse,
-            Shape::BrowseCart,
-            Shape::Twice,
-        ]),
+        prop::sample::select(&SHAPES[..]),
         any::<bool>(),
         any::<bool>(),
         any::<bool>(),
@@ -520,13 +491,11 @@ proptest! {
         // Matches final by the last watermark were emitted, as they end, before `finish`.
         let wm = events.iter().map(|e| e.time).max().unwrap() - OUT_OF_ORDER;
         let lateness = c.lateness_min * MIN;
-        let settled = |m: &Matches| -> Matches {
-            m.iter()
-                .filter(|(_, m)| m.end + lateness < wm)
-                .map(|(k, m)| (k.clone(), m.clone()))
-                .collect()
+        let settled = |mut m: Matches| {
+            m.retain(|_, m| m.end + lateness < wm);
+            m
         };
-        prop_assert_eq!(settled(&finals(&early).0), settled(&want), "final before finish");
+        prop_assert_eq!(settled(finals(&early).0), settled(want), "final before finish");
     }
 
     #[test]
@@ -580,31 +549,47 @@ proptest! {
             let text = |r: &ResultRecord| String::from_utf8(r.value.clone()).unwrap();
             rs.iter().map(|r| (r.key.clone(), text(r))).collect()
         };
-        prop_assert_eq!(strip(&out.results), strip(&whole));
+        let (got, want) = (strip(&out.results), strip(&whole));
+        let per_key = |rs: &[(String, String)]| {
+            let mut by: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            rs.iter().for_each(|(k, v)| by.entry(k.clone()).or_default().push(v.clone()));
+            by
+        };
+        prop_assert_eq!(per_key(&got), per_key(&want), "per key");
+        prop_assert_eq!(got, want, "and across keys");
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Worked examples
 
-fn cart_config(lateness_min: i64) -> Config {
+const M: i64 = 60; // seconds in a minute, for the examples
+
+fn config(shape: Shape, within: bool, absence: bool, lateness_min: i64) -> Config {
+    let pricey = false;
     Config {
-        shape: Shape::Cart,
-        within: false,
-        pricey: false,
-        absence: true,
+        shape,
+        within,
+        pricey,
+        absence,
         lateness_min,
     }
 }
 
-fn ev(user: u8, kind: &'static str, minute: i64, category: &'static str) -> Ev {
+fn cart_config(lateness_min: i64) -> Config {
+    config(Shape::Cart, false, true, lateness_min)
+}
+
+/// An event of `user` at `s` seconds after the start.
+fn ev(user: u8, kind: &'static str, s: i64, category: &'static str) -> Ev {
+    let (time, product, price) = (START + s * 1000, Some(7), 19.5);
     Ev {
         user,
         kind,
-        time: START + minute * MIN,
-        product: Some(7),
+        time,
+        product,
         category,
-        price: 19.5,
+        price,
     }
 }
 
@@ -618,23 +603,11 @@ fn status(v: &Value) -> (Option<bool>, Option<u64>) {
 }
 
 #[test]
-fn a_purchase_within_the_quiet_period_cancels_an_abandoned_cart() {
-    let events = [
-        ev(1, "add_to_cart", 10, "toys"),
-        ev(1, "purchase", 20, "toys"),
-        ev(2, "search", 120, "toys"),
-    ];
-    let (_, results, late) = one_task(&cart_config(0), &events);
-    assert_eq!(late, 0);
-    assert!(results.is_empty(), "{:?}", values(&results));
-}
-
-#[test]
 fn an_abandoned_cart_matches_when_the_user_stays_quiet() {
     let events = [
-        ev(1, "add_to_cart", 10, "toys"),
-        ev(1, "purchase", 26, "toys"), // after the quiet period
-        ev(2, "search", 40, "toys"),
+        ev(1, "add_to_cart", 10 * M, "toys"),
+        ev(1, "purchase", 26 * M, "toys"), // after the quiet period
+        ev(2, "search", 40 * M, "toys"),
     ];
     let (early, results, _) = one_task(&cart_config(0), &events);
     assert_eq!(early.len(), 1, "emitted once the watermark passes 10:25");
@@ -654,17 +627,13 @@ fn an_abandoned_cart_matches_when_the_user_stays_quiet() {
 #[test]
 fn a_late_purchase_within_lateness_retracts_a_reported_cart() {
     let events = [
-        ev(1, "add_to_cart", 10, "toys"),
-        ev(2, "search", 30, "toys"), // watermark 29:50: the match (10:25) is emitted
-        ev(1, "purchase", 20, "toys"), // 20 + 30 ≥ 29:50: within lateness
+        ev(1, "add_to_cart", 10 * M, "toys"),
+        ev(2, "search", 30 * M, "toys"), // watermark 29:50: the match (10:25) is emitted
+        ev(1, "purchase", 20 * M, "toys"), // 20 + 30 ≥ 29:50: within lateness
     ];
     let (early, results, late) = one_task(&cart_config(30), &events);
     assert_eq!(late, 0);
-    assert_eq!(
-        early.len(),
-        2,
-        "the retraction follows the late purchase at once"
-    );
+    assert_eq!(early.len(), 2, "the retraction follows the late purchase");
     let v = values(&results);
     assert_eq!(v.len(), 2);
     assert_eq!(results[0].key, results[1].key);
@@ -676,31 +645,60 @@ fn a_late_purchase_within_lateness_retracts_a_reported_cart() {
 }
 
 #[test]
-fn three_views_of_one_category_match_and_of_three_categories_do_not() {
-    let c = Config {
-        shape: Shape::Browse,
-        within: true,
-        pricey: false,
-        absence: false,
-        lateness_min: 0,
-    };
-    let one = [
-        ev(1, "view", 1, "toys"),
-        ev(1, "view", 2, "books"),
-        ev(1, "view", 3, "toys"),
-        ev(1, "view", 4, "toys"),
+fn worked_examples_bounds_and_ties_are_as_documented() {
+    use Shape::*;
+    let cart = |s| ev(1, "add_to_cart", s, "toys");
+    let view = |s, category| ev(1, "view", s, category);
+    let buy = |s| ev(1, "purchase", s, "toys");
+    // (config, events of u1, expected matches: completion s, end s, each step's first s)
+    #[rustfmt::skip]
+    let cases: Vec<(Config, Vec<Ev>, Vec<(i64, i64, Vec<i64>)>)> = vec![
+        // An abandoned cart cancelled by a purchase within 15m.
+        (cart_config(0), vec![cart(10 * M), buy(20 * M), ev(2, "search", 120 * M, "toys")], vec![]),
+        // Three views of one category match (from the first of the latest three); of three
+        // categories, they do not.
+        (config(Browse, true, false, 0), vec![view(M, "toys"), view(2 * M, "books"), view(3 * M, "toys"), view(4 * M, "toys")], vec![(240, 240, vec![60])]),
+        (config(Browse, true, false, 0), vec![view(M, "toys"), view(2 * M, "books"), view(3 * M, "garden")], vec![]),
+        // A completion exactly `within` after the previous one is a new match; a chain of
+        // completions less than `within` apart is one match, at its first.
+        (config(Cart, true, false, 0), vec![cart(0), cart(20 * M)], vec![(0, 0, vec![0]), (1200, 1200, vec![1200])]),
+        (config(Cart, true, false, 0), vec![cart(0), cart(19 * M), cart(38 * M)], vec![(0, 0, vec![0])]),
+        // Without `within`, only a completion at the same time is the same match.
+        (config(Cart, false, false, 0), vec![cart(0), cart(0), cart(30)], vec![(0, 0, vec![0]), (30, 30, vec![30])]),
+        // A purchase at the cart's time cancels it, even arriving first; one at t + 15m does not.
+        (cart_config(0), vec![buy(60), cart(60)], vec![]),
+        (cart_config(0), vec![cart(60), buy(16 * M)], vec![(60, 16 * M, vec![60])]),
+        // A cart less than 15m after an earlier one replaces it; one exactly 15m after does not.
+        (cart_config(0), vec![cart(0), cart(14 * M)], vec![(14 * M, 29 * M, vec![14 * M])]),
+        (cart_config(0), vec![cart(0), cart(15 * M)], vec![(0, 900, vec![0]), (900, 1800, vec![900])]),
+        // Every occurrence at most `within` before the completion; ties in arrival order.
+        (config(ViewCart, true, false, 0), vec![view(0, "toys"), cart(20 * M)], vec![(1200, 1200, vec![0, 1200])]),
+        (config(ViewCart, true, false, 0), vec![view(0, "toys"), cart(20 * M + 30)], vec![]),
+        (config(ViewCart, true, false, 0), vec![cart(60), view(60, "toys")], vec![]),
+        (config(ViewCart, true, false, 0), vec![view(60, "toys"), cart(60)], vec![(60, 60, vec![60, 60])]),
+        // The latest occurrences: the view right before the cart.
+        (config(ViewCart, true, false, 0), vec![view(0, "toys"), view(60, "toys"), cart(120)], vec![(120, 120, vec![60, 120])]),
+        // sameValue on an earlier step: the value whose 3 views complete first going back.
+        (config(BrowseCart, true, false, 0), ["toys", "books", "toys", "books", "toys", "books"].iter().zip(0..).map(|(c, i)| view(i * M, c)).chain([cart(6 * M)]).collect(), vec![(6 * M, 6 * M, vec![M, 6 * M])]),
+        // Lateness: an event exactly `allowedLateness` behind the watermark is kept.
+        (config(Cart, false, false, 0), vec![ev(2, "search", 20 * M + 10, "toys"), cart(20 * M), cart(20 * M - 10)], vec![(1200, 1200, vec![1200])]),
     ];
-    let (_, results, _) = one_task(&c, &one);
-    let v = values(&results);
-    assert_eq!(v.len(), 1, "{v:?}");
-    assert_eq!(ms(&v[0]["window"]["start"]), START + 4 * MIN);
-    assert_eq!(ms(&v[0]["window"]["end"]), START + 4 * MIN);
-    assert_eq!(ms(&v[0]["steps"][0]["at"]), START + MIN);
-    let three = [
-        ev(1, "view", 1, "toys"),
-        ev(1, "view", 2, "books"),
-        ev(1, "view", 3, "garden"),
-    ];
-    let (_, results, _) = one_task(&c, &three);
-    assert!(results.is_empty(), "{:?}", values(&results));
+    for (i, (c, events, want)) in cases.into_iter().enumerate() {
+        let (_, results, late) = one_task(&c, &events);
+        let got: Vec<(i64, i64, Vec<i64>)> = finals(&results)
+            .0
+            .into_iter()
+            .map(|((_, start), m)| {
+                let at = m.steps.iter().map(|(_, t)| (t - START) / 1000).collect();
+                ((start - START) / 1000, (m.end - START) / 1000, at)
+            })
+            .collect();
+        assert_eq!(got, want, "case {i}: {events:?}");
+        assert_eq!(late, usize::from(i == 16), "case {i}");
+        assert_eq!(
+            oracle(&c, &events).0,
+            finals(&results).0,
+            "case {i}: the oracle"
+        );
+    }
 }
