@@ -35,13 +35,15 @@ use crate::kafka::{SinkRoutes, SourceOptions};
 use crate::privacy::Pseudonymizer;
 use crate::runtime::{run_worker, WorkerError, WorkerOptions};
 use crate::sink::{LineSink, SinkError};
-use crate::source::generator::Generator;
+use crate::source::generator::{Generator, Response};
 
 /// Settings of an embedded run that are not in the manifest.
 #[derive(Clone, Debug)]
 pub struct EmbeddedOptions {
     /// The generator's settings (`events: None` runs until interrupted).
     pub generator: GeneratorSpec,
+    /// A planted response to an action.
+    pub response: Option<Response>,
     /// Partitions of every topic: the number of tasks.
     pub partitions: u32,
     /// Checkpoint directory; default: a fresh temporary one, removed at the end.
@@ -207,6 +209,7 @@ pub fn run_embedded(
         &bootstrap,
         &topics,
         &opts.generator,
+        opts.response.clone(),
         counts.clone(),
         input_ended.clone(),
         stop.clone(),
@@ -309,6 +312,7 @@ fn spawn_generator(
     bootstrap: &str,
     topics: &Topics,
     spec: &GeneratorSpec,
+    response: Option<Response>,
     counts: Counts,
     ended: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
@@ -321,6 +325,9 @@ fn spawn_generator(
         .map_err(kafka_error("failed to create the generator's producer"))?;
     let feeds = topics.sources.clone();
     let mut generator = Generator::new(spec);
+    if let Some(response) = response {
+        generator = generator.respond(response);
+    }
     let rate = spec.rate;
     std::thread::Builder::new()
         .name("generator".into())

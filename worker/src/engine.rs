@@ -252,6 +252,11 @@ impl Task {
             })
     }
 
+    /// Decisions of each analytic by outcome (actions; zeros for the other kinds).
+    pub fn decisions(&self) -> Vec<[u64; 4]> {
+        self.states.iter().map(|s| s.decisions()).collect()
+    }
+
     /// The task's state as bytes: window state, watermark, newest event time per source. Taken
     /// between records; the caller pairs it with the source offsets of the same moment. The
     /// same as `self.capture().encode()`; a caller that must not pause for the encoding takes

@@ -14,7 +14,7 @@ use tidemark_worker::embedded::{run_embedded, EmbeddedOptions};
 use tidemark_worker::handoff::PeerOptions;
 use tidemark_worker::local::{run_local, LocalOptions};
 use tidemark_worker::runtime::{run_worker, WorkerOptions};
-use tidemark_worker::source::generator::Generator;
+use tidemark_worker::source::generator::{Generator, Response};
 
 /// Tidemark: real-time marketing analytics.
 #[derive(Parser)]
@@ -173,6 +173,11 @@ struct GeneratorArgs {
     /// purchases succeed a fifth as often from 2 h to 4 h); repeatable.
     #[arg(long, value_parser = parse_incident)]
     incident: Vec<tidemark_api::IncidentSpec>,
+    /// Plant a response to an action of the manifest, ACTION:LIFT (e.g. cart_coupon:0.3): a
+    /// user outside its holdout group who leaves a cart buys with this extra chance 40 min to
+    /// 2 h later. `generate` needs the manifest (-f) for it.
+    #[arg(long, value_name = "ACTION:LIFT")]
+    respond_to: Option<String>,
 }
 
 fn parse_incident(text: &str) -> Result<tidemark_api::IncidentSpec, String> {
@@ -184,6 +189,9 @@ struct GenerateArgs {
     /// Output file.
     #[arg(long)]
     out: PathBuf,
+    /// The manifest whose action --respond-to names.
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
     #[command(flatten)]
     generator: GeneratorArgs,
 }
@@ -193,6 +201,35 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl GeneratorArgs {
+    /// The planted response of `--respond-to`, resolved against `pipeline`'s actions.
+    fn response(&self, pipeline: Option<&MarketingPipeline>) -> anyhow::Result<Option<Response>> {
+        let Some(text) = &self.respond_to else {
+            return Ok(None);
+        };
+        let (action, lift) = text
+            .split_once(':')
+            .context("--respond-to takes ACTION:LIFT, e.g. cart_coupon:0.3")?;
+        let lift: f64 = lift
+            .parse()
+            .ok()
+            .filter(|l| (0.0..=1.0).contains(l))
+            .context("--respond-to: LIFT must be a number from 0 to 1")?;
+        let pipeline = pipeline.context("--respond-to needs the manifest (-f)")?;
+        let spec = pipeline
+            .spec
+            .analytics
+            .iter()
+            .find(|a| a.name == action)
+            .and_then(|a| a.action.as_ref())
+            .with_context(|| format!("--respond-to: the manifest has no action named {action:?}"))?;
+        Ok(Some(Response {
+            pipeline: pipeline.metadata.name.clone().unwrap_or_default(),
+            action: action.to_owned(),
+            holdout: spec.holdout_percent / 100.0,
+            lift,
+        }))
+    }
+
     fn spec(&self) -> anyhow::Result<GeneratorSpec> {
         anyhow::ensure!(
             (0.0..=1.0).contains(&self.out_of_order),
@@ -299,7 +336,14 @@ fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
     let file = std::fs::File::create(&args.out)
         .with_context(|| format!("failed to create {}", args.out.display()))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let pipeline = match &args.file {
+        Some(path) => Some(load(path).map_err(|_| anyhow::anyhow!("invalid manifest"))?),
+        None => None,
+    };
     let mut generator = Generator::new(&spec);
+    if let Some(response) = args.generator.response(pipeline.as_ref())? {
+        generator = generator.respond(response);
+    }
     let mut line = Vec::with_capacity(160);
     while generator.next_into(&mut line).is_some() {
         line.push(b'\n');
@@ -322,6 +366,7 @@ fn run(pipeline: &MarketingPipeline, args: &RunArgs) -> anyhow::Result<()> {
     if kafka_sources && args.embedded && args.input.is_none() {
         let opts = EmbeddedOptions {
             generator: args.generator.spec()?,
+            response: args.generator.response(Some(pipeline))?,
             partitions: args.partitions,
             checkpoint_dir: w.checkpoint_dir.clone(),
             delivery: w.delivery,

@@ -32,6 +32,11 @@ use crate::window::WindowStats;
 pub const RECORDS_OUT_TOTAL: &str = "tidemark_records_out_total";
 /// Counter of results emitted, by `analytic`.
 pub const RESULTS_TOTAL: &str = "tidemark_results_total";
+/// Counter of an action's decisions, by `analytic` and `outcome` (`sent`, `holdout`,
+/// `cooldown`, `budget`).
+pub const ACTIONS_TOTAL: &str = "tidemark_actions_total";
+/// The outcomes of [`ACTIONS_TOTAL`], in the order analytics count them.
+const OUTCOMES: [&str; 4] = ["sent", "holdout", "cooldown", "budget"];
 /// Counter of dead-lettered records, by `source` and `reason`.
 pub const DEAD_LETTER_TOTAL: &str = "tidemark_dead_letter_total";
 /// Counter of events later than the allowed lateness, by `analytic`.
@@ -97,6 +102,7 @@ pub struct Metrics {
     busy_ratio: Gauge,
     tasks: IntGauge,
     global_partials: IntCounterVec,
+    actions: IntCounterVec,
     handoff_tasks: IntCounterVec,
     handoff_bytes: IntCounter,
     handoff_duration: Histogram,
@@ -125,6 +131,11 @@ impl Metrics {
             records_in: counter(RECORDS_IN_TOTAL, "Records received.", &["source"])?,
             records_out: counter(RECORDS_OUT_TOTAL, "Records written.", &["sink"])?,
             results: counter(RESULTS_TOTAL, "Results emitted.", &["analytic"])?,
+            actions: counter(
+                ACTIONS_TOTAL,
+                "Decisions of actions, by outcome.",
+                &["analytic", "outcome"],
+            )?,
             dead_letter: counter(
                 DEAD_LETTER_TOTAL,
                 "Records sent to the dead-letter output.",
@@ -398,6 +409,7 @@ pub struct TaskMetrics {
     analytics: Vec<String>,
     last: Counters,
     last_global: GlobalCounters,
+    last_decisions: Vec<[u64; 4]>,
 }
 
 impl TaskMetrics {
@@ -424,6 +436,7 @@ impl TaskMetrics {
             analytics,
             last: Counters::default(),
             last_global: GlobalCounters::default(),
+            last_decisions: Vec::new(),
         }
     }
 
@@ -451,6 +464,7 @@ impl TaskMetrics {
         };
         self.publish(metrics, &results);
         self.last_global.clone_from(counters);
+        self.publish_decisions(metrics, stage.decisions());
         metrics.set_state(self.task, stage.stats());
         metrics.set_watermark(self.task, stage.watermark(), now_ms);
     }
@@ -469,8 +483,26 @@ impl TaskMetrics {
     /// Publishes a task's counters, state gauges and watermark delay at wall time `now_ms`.
     pub fn publish_task(&mut self, metrics: &Metrics, task: &Task, now_ms: i64) {
         self.publish(metrics, task.counters());
+        self.publish_decisions(metrics, task.decisions());
         metrics.set_state(self.task, task.stats());
         metrics.set_watermark(self.task, task.watermark(), now_ms);
+    }
+
+    /// Adds what grew in the actions' decisions (`now`, per analytic) since the last call.
+    fn publish_decisions(&mut self, metrics: &Metrics, now: Vec<[u64; 4]>) {
+        for (i, (name, counts)) in self.analytics.iter().zip(&now).enumerate() {
+            let before = self.last_decisions.get(i).copied().unwrap_or([0; 4]);
+            for (k, outcome) in OUTCOMES.iter().enumerate() {
+                let delta = delta(counts[k], before[k]);
+                if delta > 0 {
+                    metrics
+                        .actions
+                        .with_label_values(&[name.as_str(), outcome])
+                        .inc_by(delta);
+                }
+            }
+        }
+        self.last_decisions = now;
     }
 
     /// Adds what grew in `counters` since the last call. Idempotent for unchanged counters.

@@ -118,6 +118,12 @@ pub trait TaskAnalytic: Debug + Send {
 
     /// Sizes of the state.
     fn stats(&self) -> WindowStats;
+
+    /// Decisions made so far by outcome — sent, holdout, cooldown, budget — for an action that
+    /// decides in its task (zeros for every other kind).
+    fn decisions(&self) -> [u64; 4] {
+        [0; 4]
+    }
 }
 
 /// A [`TaskAnalytic::capture`]: independent of the task, encoded on any thread.
@@ -157,6 +163,12 @@ pub trait GlobalAnalytic: Debug + Send {
 
     /// Sizes of the state.
     fn stats(&self) -> WindowStats;
+
+    /// Decisions made so far by outcome — sent, holdout, cooldown, budget — for an action
+    /// (zeros for every other kind).
+    fn decisions(&self) -> [u64; 4] {
+        [0; 4]
+    }
 }
 
 /// Compiles the kind of `all[a]` (`path`) of pipeline `pipeline`: the one place that lists

@@ -173,6 +173,14 @@ impl GlobalStage {
         stats
     }
 
+    /// Decisions of each analytic by outcome (global actions; zeros for the rest).
+    pub fn decisions(&self) -> Vec<[u64; 4]> {
+        self.merged
+            .iter()
+            .map(|m| m.as_ref().map_or([0; 4], |m| m.decisions()))
+            .collect()
+    }
+
     /// Processes one record of the partials topic. A record that does not decode, or names an
     /// analytic or task this pipeline does not have, is counted as malformed and skipped.
     pub fn process(&mut self, raw: &[u8], out: &mut Output) {

@@ -9,9 +9,12 @@
 //! journey: a view may lead to a click, a click to an add-to-cart, a cart to a purchase, each
 //! with a chance that depends on the channel (a failed step is another view). Opt-in faults:
 //! duplicated records, events stamped a year ahead (clock skew), and planted incidents in
-//! which a step succeeds less often for a span of event time. The same settings give the same
-//! events, byte for byte.
+//! which a step succeeds less often for a span of event time. An opt-in [`Response`] to an
+//! action plants an effect for its uplift report. The same settings give the same events, byte
+//! for byte.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::io::Write;
 
 use rand::{Rng, SeedableRng};
@@ -45,6 +48,26 @@ const SESSION_GAP: i64 = 30 * 60_000;
 
 /// How far ahead of the generator's clock a skewed event is stamped (plus up to a day).
 const SKEW: i64 = 365 * 86_400_000;
+
+/// A planted response to an `action` analytic (`docs/actions.md`): a user outside the
+/// action's holdout group who adds a product to the cart comes back and buys it with extra
+/// chance `lift`, between [`RESPONSE_DELAY`] after the cart — as if the coupon worked. The
+/// action's uplift report should then show a positive uplift.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Response {
+    /// The pipeline's name (part of the holdout hash).
+    pub pipeline: String,
+    /// The action analytic's name.
+    pub action: String,
+    /// The action's holdout share, 0..1.
+    pub holdout: f64,
+    /// Extra chance of a purchase after a cart, 0..1.
+    pub lift: f64,
+}
+
+/// When a responding user buys, after the cart (ms): after a 30-minute abandoned-cart quiet
+/// period, within two hours.
+pub const RESPONSE_DELAY: std::ops::Range<i64> = 40 * 60_000..120 * 60_000;
 
 /// A user's current session.
 #[derive(Clone, Copy, Debug)]
@@ -80,6 +103,9 @@ pub struct Generator {
     incidents: Vec<(usize, f64, i64, i64)>,
     /// The last record and its type, for duplicates.
     last: (Vec<u8>, &'static str),
+    /// The planted response, and the purchases it has scheduled: (time, user, product).
+    response: Option<Response>,
+    responses: BinaryHeap<Reverse<(i64, u64, u64)>>,
 }
 
 impl Generator {
@@ -121,7 +147,15 @@ impl Generator {
             skew: spec.clock_skew_fraction.clamp(0.0, 1.0),
             incidents,
             last: (Vec::new(), "view"),
+            response: None,
+            responses: BinaryHeap::new(),
         }
+    }
+
+    /// Plants `response`.
+    pub fn respond(mut self, response: Response) -> Self {
+        self.response = Some(response);
+        self
     }
 
     /// Every event of a bounded `spec` (`events` set), one JSON line each, in order.
@@ -150,11 +184,23 @@ impl Generator {
             return Some(self.last.1);
         }
         self.clock += self.step;
-        let user = self.users.sample(&mut self.rng) as u64;
-        self.user = user;
-        let product = self.products.sample(&mut self.rng) as u64;
-        let visit = self.visit(user);
-        let kind = self.journey(visit);
+        let due = self.responses.peek().is_some_and(|r| r.0 .0 <= self.clock);
+        let (user, product, kind, visit) = if due {
+            let Reverse((_, user, product)) = self.responses.pop().expect("a due response");
+            self.user = user;
+            let visit = self.visit(user);
+            (user, product, "purchase", visit)
+        } else {
+            let user = self.users.sample(&mut self.rng) as u64;
+            self.user = user;
+            let product = self.products.sample(&mut self.rng) as u64;
+            let visit = self.visit(user);
+            let kind = self.journey(visit);
+            if kind == "add_to_cart" {
+                self.plant(user, product);
+            }
+            (user, product, kind, visit)
+        };
         let mut time = if self.out_of_order > 0.0 && self.rng.random_bool(self.out_of_order) {
             // Never before the start: the first window is the start's.
             (self.clock - self.rng.random_range(0..=self.max_delay)).max(self.start)
@@ -182,6 +228,19 @@ impl Generator {
         );
         self.last = (out[start..].to_vec(), kind);
         Some(kind)
+    }
+
+    /// Schedules `user`'s responding purchase of `product` after a cart, if they respond.
+    fn plant(&mut self, user: u64, product: u64) {
+        let Some(r) = &self.response else {
+            return;
+        };
+        let name = format!("u{user}");
+        let held = crate::analytics::action::in_holdout(&r.pipeline, &r.action, r.holdout, &name);
+        if !held && self.rng.random_bool(r.lift.clamp(0.0, 1.0)) {
+            let at = self.clock + self.rng.random_range(RESPONSE_DELAY);
+            self.responses.push(Reverse((at, user, product)));
+        }
     }
 
     /// The session of `user` at the clock: the current one, or a new one after the gap.

@@ -53,10 +53,6 @@ impl ActionMerge {
         Ok(merge)
     }
 
-    /// Decisions made, by group: sent, holdout, cooldown, budget.
-    pub fn counts(&self) -> [u64; 4] {
-        self.decider.counts
-    }
 }
 
 impl GlobalAnalytic for ActionMerge {
@@ -74,6 +70,10 @@ impl GlobalAnalytic for ActionMerge {
 
     fn read(&mut self, r: &mut Reader<'_>) -> Result<(), RestoreError> {
         Ok(self.decider.read(r)?)
+    }
+
+    fn decisions(&self) -> [u64; 4] {
+        self.decider.counts
     }
 
     fn stats(&self) -> WindowStats {

@@ -87,20 +87,9 @@ impl ActionPlan {
         start + self.report + self.attribution + self.lateness
     }
 
-    /// Whether `user` is in the holdout group: a keyed hash of the user below the share.
+    /// Whether `user` is in the holdout group.
     pub fn in_holdout(&self, user: &str) -> bool {
-        if self.holdout <= 0.0 {
-            return false;
-        }
-        let digest = Sha256::new()
-            .chain_update(self.pipeline.as_bytes())
-            .chain_update([0])
-            .chain_update(self.name.as_bytes())
-            .chain_update(b"\0holdout\0")
-            .chain_update(user.as_bytes())
-            .finalize();
-        let x = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
-        (x as f64) < self.holdout * 18_446_744_073_709_551_616.0
+        in_holdout(&self.pipeline, &self.name, self.holdout, user)
     }
 
     /// The deterministic id of the action for `user`'s candidate at `t`.
@@ -116,6 +105,24 @@ impl ActionPlan {
             .finalize();
         digest[..16].iter().map(|b| format!("{b:02x}")).collect()
     }
+}
+
+/// Whether `user` is in the holdout group of action `action` of pipeline `pipeline` with
+/// holdout share `share` (0..1): a SHA-256 of the three, read as a number, below the share of
+/// its range. The same user is always in the same group.
+pub fn in_holdout(pipeline: &str, action: &str, share: f64, user: &str) -> bool {
+    if share <= 0.0 {
+        return false;
+    }
+    let digest = Sha256::new()
+        .chain_update(pipeline.as_bytes())
+        .chain_update([0])
+        .chain_update(action.as_bytes())
+        .chain_update(b"\0holdout\0")
+        .chain_update(user.as_bytes())
+        .finalize();
+    let x = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
+    (x as f64) < share * 18_446_744_073_709_551_616.0
 }
 
 /// The action kind: its plan, shared.

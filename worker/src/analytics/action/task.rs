@@ -273,6 +273,10 @@ impl TaskAnalytic for ActionState {
         Ok(())
     }
 
+    fn decisions(&self) -> [u64; 4] {
+        self.decider.as_ref().map_or([0; 4], |d| d.counts)
+    }
+
     fn stats(&self) -> WindowStats {
         let p = self.pattern.stats();
         let conversions: usize = self.conversions.values().map(|l| 16 * l.capacity() + 64).sum::<usize>()

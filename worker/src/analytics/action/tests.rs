@@ -1,0 +1,753 @@
+//! Actions against a brute-force oracle written from `docs/actions.md` and `docs/patterns.md`
+//! (not from the engine): an abandoned-cart trigger, candidates decided per interval by score,
+//! user and time under a cooldown, a budget and a keyed holdout; action records (ids, params,
+//! expiry) and uplift reports (counts, rates, interval, revenue); out-of-order and late input;
+//! one task, 1–5 tasks through the global stage, restores of a task and of the stage mid-stream;
+//! the holdout share, and an uplift report around a planted effect.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::ActionPlan;
+use crate::engine::Task;
+use crate::global::tests::feed;
+use crate::global::GlobalStage;
+use crate::plan::Plan;
+use crate::result::{Output, ResultRecord};
+
+const MIN: i64 = 60_000;
+const HOUR: i64 = 60 * MIN;
+const START: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+const OUT_OF_ORDER: i64 = 10_000;
+const QUIET: i64 = 10 * MIN; // notFollowedBy.within
+const ATTRIBUTION: i64 = 30 * MIN; // conversion.within
+const VALIDITY: i64 = HOUR;
+const PIPELINE: &str = "shop";
+const ACTION: &str = "cart_coupon";
+
+/// One action configuration under test (durations in ms).
+#[derive(Clone, Debug)]
+struct Config {
+    lateness: i64,
+    cooldown: i64,
+    budget: Option<(u32, i64)>,
+    holdout_pct: u32,
+    score: bool,
+    every: i64,
+    report: i64,
+}
+
+impl Config {
+    fn manifest(&self) -> String {
+        let cooldown = match self.cooldown {
+            0 => String::new(),
+            c => format!("cooldown: {}m", c / MIN),
+        };
+        let budget = self.budget.map_or(String::new(), |(max, per)| {
+            format!("budget: {{ maxActions: {max}, per: {}m }}", per / MIN)
+        });
+        let score = if self.score { "scoreBy: price" } else { "" };
+        format!(
+            r#"
+apiVersion: tidemark.dev/v1alpha1
+kind: MarketingPipeline
+metadata: {{ name: {PIPELINE} }}
+spec:
+  sources:
+    - name: events
+      generator: {{}}
+  watermark: {{ maxOutOfOrderness: 10s, idleTimeout: 1h }}
+  analytics:
+    - name: carts
+      pattern:
+        sources: [events]
+        steps:
+          - {{ name: carted, eventTypes: [add_to_cart] }}
+        notFollowedBy: {{ eventTypes: [purchase], within: 10m }}
+        capture: [product, price]
+        allowedLateness: {lateness}m
+    - name: {ACTION}
+      action:
+        trigger: carts
+        action: coupon
+        params: {{ code: "C-{{action_id}}", pct: "10", product: "{{product}}" }}
+        validity: 1h
+        {cooldown}
+        {budget}
+        holdoutPercent: {holdout}
+        {score}
+        decideEvery: {every}m
+        conversion: {{ eventTypes: [purchase], within: 30m, revenue: price }}
+        reportWindow: {report}m
+  sinks:
+    - name: out
+      stdout: {{}}
+"#,
+            lateness = self.lateness / MIN,
+            holdout = self.holdout_pct,
+            every = self.every / MIN,
+            report = self.report / MIN,
+        )
+    }
+
+    fn plan(&self, tasks: u32) -> Plan {
+        let pipeline = tidemark_api::parse_manifest(&self.manifest()).unwrap();
+        let problems = tidemark_api::validate(&pipeline.spec);
+        assert!(problems.is_empty(), "{problems:?}");
+        Plan::compile(PIPELINE, &pipeline.spec)
+            .unwrap()
+            .for_tasks(tasks)
+            .unwrap()
+    }
+}
+
+fn configs() -> impl Strategy<Value = Config> {
+    let budget = prop_oneof![
+        Just(None),
+        (1u32..=4, prop::sample::select(vec![10 * MIN, HOUR])).prop_map(Some),
+    ];
+    (
+        prop::sample::select(vec![0, 30 * MIN]),
+        prop::sample::select(vec![0, 20 * MIN, 2 * HOUR]),
+        budget,
+        prop::sample::select(vec![0u32, 25, 50]),
+        any::<bool>(),
+        prop::sample::select(vec![MIN, 5 * MIN]),
+    )
+        .prop_map(
+            |(lateness, cooldown, budget, holdout_pct, score, every)| Config {
+                lateness,
+                cooldown,
+                budget,
+                holdout_pct,
+                score,
+                every,
+                report: HOUR,
+            },
+        )
+}
+
+/// A test event.
+#[derive(Clone, Debug)]
+struct Ev {
+    user: u32,
+    kind: &'static str,
+    time: i64,
+    product: u8,
+    price: f64,
+}
+
+impl Ev {
+    fn name(&self) -> String {
+        format!("u{}", self.user)
+    }
+
+    fn line(&self) -> Vec<u8> {
+        format!(
+            r#"{{"type":"{}","user_id":"u{}","product_id":"p{}","category":"toys","price":{:.2},"ts":{}}}"#,
+            self.kind, self.user, self.product, self.price, self.time
+        )
+        .into_bytes()
+    }
+}
+
+const KINDS: [&str; 4] = ["view", "add_to_cart", "add_to_cart", "purchase"];
+const PRICES: [f64; 4] = [9.5, 20.0, 20.0, 35.25];
+
+/// Events over about 2–3 h by up to 8 users, in arrival order: mostly in time order, some
+/// earlier by up to `delay_min` minutes.
+fn events(delay_min: i64) -> impl Strategy<Value = Vec<Ev>> {
+    let one = (
+        0u32..8,
+        0usize..KINDS.len(),
+        1i64..150_000,
+        0u8..4,
+        0usize..PRICES.len(),
+        0u32..100,
+        0i64..=delay_min * MIN,
+    );
+    prop::collection::vec(one, 20..120).prop_map(|raw| {
+        let mut clock = START;
+        raw.into_iter()
+            .map(|(user, kind, step, product, price, late, delay)| {
+                clock += step;
+                Ev {
+                    user,
+                    kind: KINDS[kind],
+                    time: if late < 15 { clock - delay } else { clock },
+                    product,
+                    price: PRICES[price],
+                }
+            })
+            .collect()
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The oracle
+
+/// What a run reports, normalised: action records by (user, decision time); per report window
+/// start the counts (candidates, sent, holdout, refused_cooldown, refused_budget,
+/// converted_sent, converted_holdout) and the statistics (rate_sent, rate_holdout, uplift,
+/// uplift_low, uplift_high, revenue_per_user_sent, revenue_per_user_holdout).
+#[derive(Debug, Default, PartialEq)]
+struct Got {
+    records: BTreeMap<(String, i64), Value>,
+    reports: BTreeMap<i64, [u64; 7]>,
+    stats: BTreeMap<i64, [Option<f64>; 7]>,
+}
+
+const COUNTS: [&str; 7] = [
+    "candidates",
+    "sent",
+    "holdout",
+    "refused_cooldown",
+    "refused_budget",
+    "converted_sent",
+    "converted_holdout",
+];
+const STATS: [&str; 7] = [
+    "rate_sent",
+    "rate_holdout",
+    "uplift",
+    "uplift_low",
+    "uplift_high",
+    "revenue_per_user_sent",
+    "revenue_per_user_holdout",
+];
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Group {
+    Sent = 1,
+    Holdout = 2,
+    Cooldown = 3,
+    Budget = 4,
+}
+
+/// A final match of the pattern.
+#[derive(Clone, Debug)]
+struct Cand {
+    user: String,
+    time: i64,
+    completion: i64,
+    score: f64,
+    product: u8,
+}
+
+fn sha(parts: &[&[u8]]) -> [u8; 32] {
+    parts
+        .iter()
+        .fold(Sha256::new(), |h, p| h.chain_update(p))
+        .finalize()
+        .into()
+}
+
+/// The documented holdout rule: SHA-256 of `pipeline \0 action \0holdout\0 user`, its first 8
+/// bytes big-endian below `pct`% of 2^64.
+fn oracle_holdout(user: &str, pct: u32) -> bool {
+    let d = sha(&[
+        PIPELINE.as_bytes(),
+        &[0],
+        ACTION.as_bytes(),
+        b"\0holdout\0",
+        user.as_bytes(),
+    ]);
+    let x = u64::from_be_bytes(d[..8].try_into().unwrap());
+    u128::from(x) * 100 < u128::from(pct) << 64
+}
+
+/// The documented id: the first 16 bytes, in hex, of SHA-256 of `pipeline \0 action \0 user \0
+/// time` (i64 big-endian).
+fn oracle_id(user: &str, time: i64) -> String {
+    let d = sha(&[
+        PIPELINE.as_bytes(),
+        &[0],
+        ACTION.as_bytes(),
+        &[0],
+        user.as_bytes(),
+        &[0],
+        &time.to_be_bytes(),
+    ]);
+    d[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The events one task accepts, in arrival order: a cart or purchase whose time plus the
+/// lateness is below the watermark (newest time before it minus 10 s) is dead-lettered.
+fn accepted(c: &Config, events: &[Ev]) -> Vec<Ev> {
+    let mut wm = i64::MIN;
+    let mut out = Vec::new();
+    for e in events {
+        if e.kind == "view" || e.time + c.lateness >= wm {
+            out.push(e.clone());
+        }
+        wm = wm.max(e.time - OUT_OF_ORDER);
+    }
+    out
+}
+
+/// The pattern's matches: a cart at `t` with no purchase in `[t, t + 10m)` and no later cart
+/// (event order, ties by arrival) before `t + 10m`; its time is `t + 10m`.
+fn candidates(c: &Config, by_user: &BTreeMap<String, Vec<&Ev>>) -> Vec<Cand> {
+    let mut out = Vec::new();
+    for (user, list) in by_user {
+        for (i, e) in list.iter().enumerate() {
+            let end = e.time + QUIET;
+            let cancelled = list
+                .iter()
+                .any(|x| x.kind == "purchase" && (e.time..end).contains(&x.time));
+            let superseded = list[i + 1..]
+                .iter()
+                .any(|x| x.kind == "add_to_cart" && x.time < end);
+            if e.kind == "add_to_cart" && !cancelled && !superseded {
+                out.push(Cand {
+                    user: user.clone(),
+                    time: end,
+                    completion: e.time,
+                    score: if c.score { e.price } else { 0.0 },
+                    product: e.product,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Decisions per interval of time, each interval by score (desc), user, time: cooldown, then
+/// budget (holdouts count), then holdout, else sent.
+fn decide(c: &Config, cands: Vec<Cand>) -> Vec<(Cand, Group)> {
+    let mut intervals: BTreeMap<i64, Vec<Cand>> = BTreeMap::new();
+    for x in cands {
+        intervals.entry(x.time.div_euclid(c.every)).or_default().push(x);
+    }
+    let mut made: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let mut used: BTreeMap<i64, u32> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (_, mut list) in intervals {
+        list.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| a.user.cmp(&b.user))
+                .then(a.time.cmp(&b.time))
+        });
+        for x in list {
+            let mine = made.entry(x.user.clone()).or_default();
+            let slot = c.budget.map(|(max, per)| (max, x.time.div_euclid(per)));
+            let group = if mine.iter().any(|t| (x.time - t).abs() < c.cooldown) {
+                Group::Cooldown
+            } else if slot.is_some_and(|(max, k)| used.get(&k).copied().unwrap_or(0) >= max) {
+                Group::Budget
+            } else {
+                if let Some((_, k)) = slot {
+                    *used.entry(k).or_default() += 1;
+                }
+                mine.push(x.time);
+                if oracle_holdout(&x.user, c.holdout_pct) {
+                    Group::Holdout
+                } else {
+                    Group::Sent
+                }
+            };
+            out.push((x, group));
+        }
+    }
+    out
+}
+
+/// The report's statistics from its counts and revenue, as `docs/actions.md` defines them.
+fn stats(n: &[u64; 7], revenue: [f64; 2]) -> [Option<f64>; 7] {
+    let (ns, nh, cs, ch) = (n[1] as f64, n[2] as f64, n[5] as f64, n[6] as f64);
+    let ps = (n[1] > 0).then(|| cs / ns);
+    let ph = (n[2] > 0).then(|| ch / nh);
+    let both = ps.zip(ph);
+    let uplift = both.map(|(a, b)| a - b);
+    let half = both.map(|(a, b)| 1.96 * (a * (1.0 - a) / ns + b * (1.0 - b) / nh).sqrt());
+    [
+        ps,
+        ph,
+        uplift,
+        uplift.zip(half).map(|(u, h)| u - h),
+        uplift.zip(half).map(|(u, h)| u + h),
+        (n[1] > 0).then(|| revenue[0] / ns),
+        (n[2] > 0).then(|| revenue[1] / nh),
+    ]
+}
+
+fn oracle(c: &Config, events: &[Ev]) -> Got {
+    let kept = accepted(c, events);
+    let mut by_user: BTreeMap<String, Vec<&Ev>> = BTreeMap::new();
+    for e in kept.iter().filter(|e| e.kind != "view") {
+        by_user.entry(e.name()).or_default().push(e);
+    }
+    for list in by_user.values_mut() {
+        list.sort_by_key(|e| e.time); // stable: arrival order within a time
+    }
+    let mut got = Got::default();
+    let mut revenue: BTreeMap<i64, [f64; 2]> = BTreeMap::new();
+    for (x, group) in decide(c, candidates(c, &by_user)) {
+        let window = x.time.div_euclid(c.report) * c.report;
+        let counts = got.reports.entry(window).or_default();
+        counts[0] += 1;
+        counts[group as usize] += 1;
+        if !matches!(group, Group::Sent | Group::Holdout) {
+            continue;
+        }
+        let bought: Vec<f64> = by_user[&x.user]
+            .iter()
+            .filter(|e| e.kind == "purchase" && (x.time..x.time + ATTRIBUTION).contains(&e.time))
+            .map(|e| e.price)
+            .collect();
+        if !bought.is_empty() {
+            counts[group as usize + 4] += 1;
+        }
+        revenue.entry(window).or_default()[group as usize - 1] += bought.iter().sum::<f64>();
+        let id = oracle_id(&x.user, x.time);
+        let (outcome, params) = match group {
+            Group::Sent => (
+                "sent",
+                json!({"code": format!("C-{id}"), "pct": 10, "product": format!("p{}", x.product)}),
+            ),
+            _ => ("holdout", json!({})),
+        };
+        let record = json!({
+            "action_id": id, "outcome": outcome, "action": "coupon", "pattern": "carts",
+            "matched_at": x.completion, "score": x.score, "params": params,
+            "expires_at": x.time + VALIDITY, "end": x.time + VALIDITY,
+        });
+        got.records.insert((x.user, x.time), record);
+    }
+    for (window, counts) in &got.reports {
+        let r = revenue.get(window).copied().unwrap_or_default();
+        got.stats.insert(*window, stats(counts, r));
+    }
+    got
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runs and their output
+
+fn ms(v: &Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap())
+        .unwrap()
+        .timestamp_millis()
+}
+
+/// The action's records and reports, each checked against its Kafka key and emitted once.
+fn parse(c: &Config, results: &[ResultRecord]) -> Got {
+    let mut got = Got::default();
+    for r in results {
+        let v: Value = serde_json::from_slice(&r.value).unwrap();
+        if v["analytic"] != ACTION {
+            continue;
+        }
+        assert_eq!(v["revision"], 0, "{v}");
+        let (start, end) = (ms(&v["window"]["start"]), ms(&v["window"]["end"]));
+        let start_text = v["window"]["start"].as_str().unwrap();
+        if v["record"] == "action" {
+            let user = v["key"].as_str().unwrap().to_owned();
+            assert_eq!(v["user"], user.as_str());
+            assert_eq!(r.key, format!("{ACTION}/{user}/{start_text}"));
+            let record = json!({
+                "action_id": v["action_id"], "outcome": v["outcome"], "action": v["action"],
+                "pattern": v["pattern"], "matched_at": ms(&v["matched_at"]),
+                "score": v["score"].as_f64(), "params": v["params"],
+                "expires_at": ms(&v["expires_at"]), "end": end,
+            });
+            let old = got.records.insert((user, start), record);
+            assert!(old.is_none(), "one record per decision: {v}");
+        } else {
+            assert_eq!(v["record"], "uplift", "{v}");
+            assert_eq!(r.key, format!("{ACTION}/{start_text}"));
+            assert_eq!(end - start, c.report);
+            let counts = COUNTS.map(|n| v[n].as_u64().unwrap());
+            assert!(got.reports.insert(start, counts).is_none(), "one report: {v}");
+            got.stats.insert(start, STATS.map(|n| v[n].as_f64()));
+        }
+    }
+    got
+}
+
+fn assert_stats_close(got: &Got, want: &Got) {
+    assert_eq!(got.stats.keys().collect::<Vec<_>>(), want.stats.keys().collect::<Vec<_>>());
+    for (window, w) in &want.stats {
+        for (k, (a, b)) in got.stats[window].iter().zip(w).enumerate() {
+            let close = match (a, b) {
+                (Some(a), Some(b)) => (a - b).abs() < 1e-4,
+                _ => a == b,
+            };
+            assert!(close, "window {window} {}: {a:?} vs {b:?}", STATS[k]);
+        }
+    }
+}
+
+/// No user has two decisions within the cooldown; no budget interval has too many.
+fn assert_limits(c: &Config, got: &Got) {
+    let mut last: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut used: BTreeMap<i64, u32> = BTreeMap::new();
+    for (user, t) in got.records.keys() {
+        if let Some(prev) = last.insert(user, *t) {
+            assert!(t - prev >= c.cooldown, "{user}: decisions at {prev} and {t}");
+        }
+        if let Some((max, per)) = c.budget {
+            let n = used.entry(t.div_euclid(per)).or_default();
+            *n += 1;
+            assert!(*n <= max, "budget interval of {t}: {n} > {max}");
+        }
+    }
+}
+
+fn one_task(c: &Config, events: &[Ev]) -> Output {
+    let mut task = Task::new(c.plan(1), 0);
+    let mut out = Output::default();
+    for e in events {
+        task.route(&e.line(), 0, &mut out);
+    }
+    task.finish(0, &mut out);
+    assert!(out.partials.is_empty(), "one task decides itself");
+    out
+}
+
+/// Runs `events` as `tasks` tasks split by user: their results, and each task's partials.
+fn task_streams(c: &Config, events: &[Ev], tasks: u32) -> (Vec<ResultRecord>, Vec<Vec<Vec<u8>>>) {
+    let mut runs: Vec<Task> = (0..tasks)
+        .map(|t| Task::new(c.plan(tasks), 0).with_id(t))
+        .collect();
+    let mut outs: Vec<Output> = (0..tasks).map(|_| Output::default()).collect();
+    for e in events {
+        let t = (e.user % tasks) as usize;
+        runs[t].route(&e.line(), 0, &mut outs[t]);
+    }
+    let mut results = Vec::new();
+    let mut streams = Vec::new();
+    for (task, mut out) in runs.iter_mut().zip(outs) {
+        task.finish(0, &mut out);
+        assert!(out.dead_letters.is_empty(), "lateness covers the disorder");
+        results.append(&mut out.results);
+        streams.push(out.partials.into_iter().map(|p| p.value).collect());
+    }
+    (results, streams)
+}
+
+/// `events` over `tasks` tasks, their partials fed to the global stage by `interleave`.
+fn global_run(c: &Config, events: &[Ev], tasks: u32, interleave: &[usize]) -> Vec<ResultRecord> {
+    if tasks == 1 {
+        return one_task(c, events).results;
+    }
+    let (mut results, streams) = task_streams(c, events, tasks);
+    let mut stage = GlobalStage::new(c.plan(tasks), tasks);
+    let mut out = Output::default();
+    feed(&mut stage, &streams, interleave, &mut out);
+    assert!(stage.finished());
+    assert_eq!(stage.counters().malformed + stage.counters().late, 0);
+    results.append(&mut out.results);
+    results
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn one_task_decides_and_reports_what_the_oracle_does(c in configs(), events in events(4)) {
+        let out = one_task(&c, &events);
+        let got = parse(&c, &out.results);
+        let want = oracle(&c, &events);
+        let dropped = events.len() - accepted(&c, &events).len();
+        prop_assert_eq!(out.dead_letters.len(), dropped, "late carts and purchases");
+        prop_assert_eq!(&got.records, &want.records);
+        prop_assert_eq!(&got.reports, &want.reports);
+        assert_stats_close(&got, &want);
+        assert_limits(&c, &got);
+    }
+
+    #[test]
+    fn one_to_five_tasks_through_the_global_stage_decide_what_one_task_does(
+        c in configs(),
+        events in events(4),
+        tasks in 1u32..=5,
+        interleave in prop::collection::vec(0usize..5, 1..12),
+    ) {
+        // Lateness covers the disorder, so no task drops an event.
+        let c = Config { lateness: 30 * MIN, ..c };
+        let single = parse(&c, &one_task(&c, &events).results);
+        let got = parse(&c, &global_run(&c, &events, tasks, &interleave));
+        prop_assert_eq!(&got.records, &single.records, "ids and outcomes whatever the tasks");
+        prop_assert_eq!(&got.reports, &single.reports);
+        assert_stats_close(&got, &single);
+        let want = oracle(&c, &events);
+        prop_assert_eq!(&single.records, &want.records);
+        prop_assert_eq!(&single.reports, &want.reports);
+    }
+
+    #[test]
+    fn a_task_or_the_stage_restored_mid_stream_emits_what_an_uninterrupted_one_does(
+        c in configs(),
+        events in events(4),
+        cut in 0.0f64..1.0,
+        interleave in prop::collection::vec(0usize..3, 1..8),
+    ) {
+        let whole = one_task(&c, &events);
+        let at = (events.len() as f64 * cut) as usize;
+        let mut first = Task::new(c.plan(1), 0);
+        let mut out = Output::default();
+        for e in &events[..at] {
+            first.route(&e.line(), 0, &mut out);
+        }
+        let snapshot = first.snapshot();
+        let mut second = Task::new(c.plan(1), 0);
+        second.restore(&snapshot).unwrap();
+        prop_assert_eq!(second.snapshot(), snapshot, "a restored state encodes as it was");
+        for e in &events[at..] {
+            second.route(&e.line(), 0, &mut out);
+        }
+        second.finish(0, &mut out);
+        let strip = |rs: &[ResultRecord]| -> Vec<(String, Vec<u8>)> {
+            rs.iter().map(|r| (r.key.clone(), r.value.clone())).collect()
+        };
+        prop_assert_eq!(strip(&out.results), strip(&whole.results));
+
+        // The global stage of three tasks, restored after a share of every task's partials.
+        let c = Config { lateness: 30 * MIN, ..c };
+        let tasks = 3;
+        let (_, streams) = task_streams(&c, &events, tasks);
+        let mut whole = GlobalStage::new(c.plan(tasks), tasks);
+        let mut want = Output::default();
+        feed(&mut whole, &streams, &interleave, &mut want);
+        let split = |s: &Vec<Vec<u8>>| (s.len() as f64 * cut) as usize;
+        let head: Vec<Vec<Vec<u8>>> = streams.iter().map(|s| s[..split(s)].to_vec()).collect();
+        let tail: Vec<Vec<Vec<u8>>> = streams.iter().map(|s| s[split(s)..].to_vec()).collect();
+        let mut first = GlobalStage::new(c.plan(tasks), tasks);
+        let mut got = Output::default();
+        feed(&mut first, &head, &interleave, &mut got);
+        let bytes = first.snapshot();
+        let mut second = GlobalStage::new(c.plan(tasks), tasks);
+        second.restore(&bytes).unwrap();
+        prop_assert_eq!(second.snapshot(), bytes);
+        feed(&mut second, &tail, &interleave, &mut got);
+        prop_assert!(second.finished());
+        prop_assert_eq!(parse(&c, &got.results), parse(&c, &want.results));
+    }
+}
+
+/// An [`ActionPlan`] of the test pipeline with holdout share `share`.
+fn action_plan(share: f64) -> ActionPlan {
+    let c = Config {
+        lateness: 0,
+        cooldown: 0,
+        budget: None,
+        holdout_pct: 0,
+        score: false,
+        every: MIN,
+        report: HOUR,
+    };
+    let manifest = tidemark_api::parse_manifest(&c.manifest()).unwrap();
+    let sources = Plan::compile(PIPELINE, &manifest.spec).unwrap().sources;
+    let spec = manifest.spec.analytics[0].pattern.as_ref().unwrap();
+    let pattern = crate::analytics::pattern::compile_plan(
+        "carts",
+        spec,
+        "spec.analytics[0].pattern",
+        &sources,
+    )
+    .unwrap();
+    ActionPlan {
+        pipeline: PIPELINE.into(),
+        name: ACTION.into(),
+        pattern: Arc::new(pattern),
+        kind: "coupon",
+        params: BTreeMap::new(),
+        reason: String::new(),
+        validity: VALIDITY,
+        cooldown: 0,
+        budget: None,
+        holdout: share,
+        score_by: None,
+        every: MIN,
+        conversion_types: vec!["purchase".into()],
+        attribution: ATTRIBUTION,
+        revenue: Vec::new(),
+        report: HOUR,
+        lateness: 0,
+    }
+}
+
+#[test]
+fn the_holdout_share_is_the_configured_one_and_the_documented_hash() {
+    for pct in [10u32, 50] {
+        let plan = action_plan(f64::from(pct) / 100.0);
+        let n = 100_000;
+        let mut held = 0;
+        for i in 0..n {
+            let user = format!("user-{i}");
+            let h = plan.in_holdout(&user);
+            assert_eq!(h, oracle_holdout(&user, pct), "{user}: the documented hash");
+            held += usize::from(h);
+        }
+        let share = held as f64 / f64::from(n);
+        assert!(
+            (share - f64::from(pct) / 100.0).abs() < 0.01,
+            "{pct}%: {share}"
+        );
+    }
+}
+
+/// 4000 users, each with one abandoned cart over 22 h, buying within the attribution window
+/// with probability `treated` when sent the action and `control` when held out.
+fn planted(treated: f64, control: f64, seed: u64) -> (Config, Vec<Ev>) {
+    let c = Config {
+        lateness: 0,
+        cooldown: 0,
+        budget: None,
+        holdout_pct: 50,
+        score: false,
+        every: HOUR,
+        report: 24 * HOUR,
+    };
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
+    let mut events = Vec::new();
+    for user in 0..4000u32 {
+        let cart = START + i64::from(user) * 20_000;
+        let ev = |kind, time| Ev {
+            user,
+            kind,
+            time,
+            product: 1,
+            price: 20.0,
+        };
+        events.push(ev("add_to_cart", cart));
+        let p = if oracle_holdout(&format!("u{user}"), 50) {
+            control
+        } else {
+            treated
+        };
+        if rng.random_bool(p) {
+            let after = rng.random_range(1_000..ATTRIBUTION - 1_000);
+            events.push(ev("purchase", cart + QUIET + after));
+        }
+    }
+    events.sort_by_key(|e| e.time);
+    (c, events)
+}
+
+#[test]
+fn the_uplift_interval_covers_a_planted_effect_and_no_effect() {
+    for (treated, control, effect) in [(0.5, 0.3, 0.2), (0.3, 0.3, 0.0)] {
+        let (c, events) = planted(treated, control, 42);
+        let got = parse(&c, &one_task(&c, &events).results);
+        let want = oracle(&c, &events);
+        assert_eq!(got.reports, want.reports);
+        assert_stats_close(&got, &want);
+        let (&start, counts) = got.reports.iter().next().unwrap();
+        assert_eq!(got.reports.len(), 1, "one report window");
+        assert_eq!(counts[0], 4000);
+        assert_eq!(counts[1] + counts[2], 4000, "no refusals");
+        let [_, _, _, low, high, _, _] = got.stats[&start].map(Option::unwrap);
+        assert!(low <= effect && effect <= high, "{effect}: [{low}, {high}]");
+        if effect > 0.0 {
+            assert!(low > 0.0, "a 0.2 effect over 4000 users is significant: {low}");
+        }
+    }
+}

@@ -187,8 +187,11 @@ const CATEGORY_DRAW: [usize; 4] = [0, 0, 1, 2];
 const STEPS: [i64; 9] = [0, 3, 6, 6, 6, 9, 12, 12, 12];
 const TICK: i64 = 10_000;
 
+/// A drawn event: (user, kind), (product, category, price), (clock step, delay) in ticks.
+type Raw = ((u8, usize), (u8, usize, u32), (i64, i64));
+
 /// Events over about 3 h by up to 6 users, in arrival order: mostly in time order, some later
-/// by up to `delay_min` minutes.
+/// (about 12 %) by up to `delay_min` minutes.
 fn events(delay_min: i64) -> impl Strategy<Value = Vec<Ev>> {
     let delay = prop_oneof![22 => Just(0), 3 => 0..=delay_min * 6];
     let one = (
@@ -198,7 +201,8 @@ fn events(delay_min: i64) -> impl Strategy<Value = Vec<Ev>> {
     );
     prop::collection::vec(one, 20..160).prop_map(|raw| {
         let mut clock = START;
-        let event = |((user, kind), (product, category, price), (step, delay))| {
+        let event = |raw: Raw| {
+            let ((user, kind), (product, category, price), (step, delay)) = raw;
             clock += step * TICK;
             Ev {
                 user,
@@ -258,8 +262,12 @@ fn admitted(c: &Config, events: &[Ev]) -> (Vec<Ev>, usize) {
     (kept, late)
 }
 
-/// Whether `mine[i]` completes the pattern (going back, each step takes its latest
-/// occurrences within `within` of it): the time of each step's first occurrence.
+/// Whether `mine[i]` completes the pattern: going back from it, each step takes its latest
+/// `times` occurrences (the last step's counting `mine[i]`) before the earliest occurrence of
+/// the step after it, all at most `within` before `mine[i]`. With sameValue, the last step's
+/// value is `mine[i]`'s; an earlier step tries every value and takes the one that completes
+/// first going back (the latest `times`-th latest occurrence). Returns each step's first
+/// occurrence.
 fn completion(steps: &[Step], within: Option<i64>, mine: &[&Ev], i: usize) -> Option<Vec<i64>> {
     let e = mine[i];
     let last = steps.len() - 1;
@@ -268,37 +276,21 @@ fn completion(steps: &[Step], within: Option<i64>, mine: &[&Ev], i: usize) -> Op
     }
     let near = |x: &Ev| within.is_none_or(|w| e.time - x.time <= w);
     let mut at = vec![0; steps.len()];
-    // The last step: `e` and its latest earlier occurrences (of `e`'s value with sameValue).
-    let s = &steps[last];
-    let taken: Vec<usize> = (0..i)
-        .rev()
-        .filter(|&j| step_matches(s, mine[j]) && near(mine[j]))
-        .filter(|&j| !s.same || mine[j].category == e.category)
-        .take(s.times - 1)
-        .collect();
-    if taken.len() < s.times - 1 {
-        return None;
-    }
-    let mut bound = taken.last().copied().unwrap_or(i);
-    at[last] = mine[bound].time;
-    // Earlier steps: before the earliest occurrence of the next step. With sameValue, every
-    // value is tried; the one whose occurrences complete first going back (the latest
-    // `times`-th latest occurrence) wins.
-    for k in (0..last).rev() {
-        let s = &steps[k];
-        let occurrences: Vec<usize> = (0..bound)
-            .rev()
-            .filter(|&j| step_matches(s, mine[j]) && near(mine[j]))
-            .collect();
-        let values: &[&str] = if s.same { &CATEGORIES } else { &[""] };
+    let mut bound = i + 1;
+    for (k, s) in steps.iter().enumerate().rev() {
+        let values: &[&str] = match (s.same, k == last) {
+            (false, _) => &[""],
+            (true, true) => &[e.category],
+            (true, false) => &CATEGORIES,
+        };
         let first = values
             .iter()
             .filter_map(|v| {
-                occurrences
-                    .iter()
-                    .filter(|&&j| !s.same || mine[j].category == *v)
+                (0..bound)
+                    .rev()
+                    .filter(|&j| step_matches(s, mine[j]) && near(mine[j]))
+                    .filter(|&j| !s.same || mine[j].category == *v)
                     .nth(s.times - 1)
-                    .copied()
             })
             .max()?;
         bound = first;
@@ -451,6 +443,34 @@ fn one_task(c: &Config, events: &[Ev]) -> (Vec<ResultRecord>, Vec<ResultRecord>,
     (early, out.results, late)
 }
 
+fn texts(results: &[ResultRecord]) -> Vec<(String, String)> {
+    let text = |r: &ResultRecord| String::from_utf8(r.value.clone()).unwrap();
+    results.iter().map(|r| (r.key.clone(), text(r))).collect()
+}
+
+/// The results of a task snapshotted after `events[..at]`, restored into a fresh task (which
+/// encodes its state as it was) and run to the end.
+fn restored(c: &Config, events: &[Ev], at: usize) -> Vec<(String, String)> {
+    let mut first = Task::new(c.plan(1), 0);
+    let mut out = Output::default();
+    for e in &events[..at] {
+        first.route(&e.line(), 0, &mut out);
+    }
+    let snapshot = first.snapshot();
+    let mut second = Task::new(c.plan(1), 0);
+    second.restore(&snapshot).unwrap();
+    assert_eq!(
+        second.snapshot(),
+        snapshot,
+        "a restored state encodes as it was"
+    );
+    for e in &events[at..] {
+        second.route(&e.line(), 0, &mut out);
+    }
+    second.finish(0, &mut out);
+    texts(&out.results)
+}
+
 const SHAPES: [Shape; 6] = [
     Shape::Cart,
     Shape::ViewCart,
@@ -468,12 +488,9 @@ fn configs() -> impl Strategy<Value = Config> {
         any::<bool>(),
         prop::sample::select(vec![0i64, 30, 240]),
     )
-        .prop_map(|(shape, within, pricey, absence, lateness_min)| Config {
-            shape,
-            within,
+        .prop_map(|(shape, within, pricey, absence, lateness)| Config {
             pricey,
-            absence,
-            lateness_min,
+            ..config(shape, within, absence, lateness)
         })
 }
 
@@ -531,25 +548,8 @@ proptest! {
         cut in 0.0f64..1.0,
     ) {
         let (_, whole, _) = one_task(&c, &events);
-        let at = (events.len() as f64 * cut) as usize;
-        let mut first = Task::new(c.plan(1), 0);
-        let mut out = Output::default();
-        for e in &events[..at] {
-            first.route(&e.line(), 0, &mut out);
-        }
-        let snapshot = first.snapshot();
-        let mut second = Task::new(c.plan(1), 0);
-        second.restore(&snapshot).unwrap();
-        prop_assert_eq!(second.snapshot(), snapshot, "a restored state encodes as it was");
-        for e in &events[at..] {
-            second.route(&e.line(), 0, &mut out);
-        }
-        second.finish(0, &mut out);
-        let strip = |rs: &[ResultRecord]| -> Vec<(String, String)> {
-            let text = |r: &ResultRecord| String::from_utf8(r.value.clone()).unwrap();
-            rs.iter().map(|r| (r.key.clone(), text(r))).collect()
-        };
-        let (got, want) = (strip(&out.results), strip(&whole));
+        let got = restored(&c, &events, (events.len() as f64 * cut) as usize);
+        let want = texts(&whole);
         let per_key = |rs: &[(String, String)]| {
             let mut by: BTreeMap<String, Vec<String>> = BTreeMap::new();
             rs.iter().for_each(|(k, v)| by.entry(k.clone()).or_default().push(v.clone()));
@@ -563,8 +563,6 @@ proptest! {
 // ---------------------------------------------------------------------------------------------
 // Worked examples
 
-const M: i64 = 60; // seconds in a minute, for the examples
-
 fn config(shape: Shape, within: bool, absence: bool, lateness_min: i64) -> Config {
     let pricey = false;
     Config {
@@ -576,129 +574,158 @@ fn config(shape: Shape, within: bool, absence: bool, lateness_min: i64) -> Confi
     }
 }
 
-fn cart_config(lateness_min: i64) -> Config {
-    config(Shape::Cart, false, true, lateness_min)
-}
-
-/// An event of `user` at `s` seconds after the start.
-fn ev(user: u8, kind: &'static str, s: i64, category: &'static str) -> Ev {
-    let (time, product, price) = (START + s * 1000, Some(7), 19.5);
-    Ev {
-        user,
-        kind,
-        time,
-        product,
-        category,
-        price,
-    }
-}
-
-fn values(results: &[ResultRecord]) -> Vec<Value> {
-    results.iter().map(parse).collect()
-}
-
 /// `(retracted, revision)` of a result.
 fn status(v: &Value) -> (Option<bool>, Option<u64>) {
     (v["retracted"].as_bool(), v["revision"].as_u64())
 }
 
+/// Events of `u1` from a script of `<kind><seconds>`: `c` add_to_cart, `p` purchase, `t`, `b`,
+/// `g` a view of toys, books, garden; `s` a search by `u2` (moves the watermark).
+fn script(text: &str) -> Vec<Ev> {
+    let event = |token: &str| {
+        let (kind, s) = token.split_at(1);
+        let (user, kind, category) = match kind {
+            "c" => (1, "add_to_cart", "toys"),
+            "p" => (1, "purchase", "toys"),
+            "t" => (1, "view", "toys"),
+            "b" => (1, "view", "books"),
+            "g" => (1, "view", "garden"),
+            _ => (2, "search", "toys"),
+        };
+        let time = START + s.parse::<i64>().unwrap() * 1000;
+        let (product, price) = (Some(7), 19.5);
+        Ev {
+            user,
+            kind,
+            time,
+            product,
+            category,
+            price,
+        }
+    };
+    text.split_whitespace().map(event).collect()
+}
+
+/// A worked example: config, script, late events, matches as (completion s, end s, each
+/// step's first s).
+type Case = (
+    Config,
+    &'static str,
+    usize,
+    &'static [(i64, i64, &'static [i64])],
+);
+
+#[test]
+fn worked_examples_bounds_and_ties_are_as_documented() {
+    use Shape::*;
+    let cfg = |shape, within, absence| config(shape, within, absence, 0);
+    #[rustfmt::skip]
+    let cases: [Case; 17] = [
+        // An abandoned cart cancelled by a purchase within 15m.
+        (cfg(Cart, false, true), "c600 p1200 s7200", 0, &[]),
+        // Three views of one category match (from the first of the latest three); of three
+        // categories, they do not.
+        (cfg(Browse, true, false), "t60 b120 t180 t240", 0, &[(240, 240, &[60])]),
+        (cfg(Browse, true, false), "t60 b120 g180", 0, &[]),
+        // A completion exactly `within` after the previous one is a new match; a chain of
+        // completions less than `within` apart (longer than the state kept) is one match.
+        (cfg(Cart, true, false), "c0 c1200", 0, &[(0, 0, &[0]), (1200, 1200, &[1200])]),
+        (cfg(Cart, true, false), "c0 c1140 c2280 c3420 c4560", 0, &[(0, 0, &[0])]),
+        // Without `within`, only a completion at the same time is the same match.
+        (cfg(Cart, false, false), "c0 c0 c30", 0, &[(0, 0, &[0]), (30, 30, &[30])]),
+        // A purchase at the cart's time cancels it, even arriving first; one at t + 15m does not.
+        (cfg(Cart, false, true), "p60 c60", 0, &[]),
+        (cfg(Cart, false, true), "c60 p960", 0, &[(60, 960, &[60])]),
+        // A cart less than 15m after an earlier one replaces it; one exactly 15m after does not.
+        (cfg(Cart, false, true), "c0 c840 c1680 c2520", 0, &[(2520, 3420, &[2520])]),
+        (cfg(Cart, false, true), "c0 c900", 0, &[(0, 900, &[0]), (900, 1800, &[900])]),
+        // Every occurrence at most `within` before the completion; ties in arrival order.
+        (cfg(ViewCart, true, false), "t0 c1200", 0, &[(1200, 1200, &[0, 1200])]),
+        (cfg(ViewCart, true, false), "t0 c1230", 0, &[]),
+        (cfg(ViewCart, true, false), "c60 t60", 0, &[]),
+        (cfg(ViewCart, true, false), "t60 c60", 0, &[(60, 60, &[60, 60])]),
+        // The latest occurrences: the view right before the cart.
+        (cfg(ViewCart, true, false), "t0 t60 c120", 0, &[(120, 120, &[60, 120])]),
+        // sameValue on an earlier step: the value whose 3 views complete first going back.
+        (cfg(BrowseCart, true, false), "t0 b60 t120 b180 t240 b300 c360", 0,
+            &[(360, 360, &[60, 360])]),
+        // An event exactly `allowedLateness` behind the watermark (20:00) is kept.
+        (cfg(Cart, false, false), "s1210 c1200 c1190", 1, &[(1200, 1200, &[1200])]),
+    ];
+    for (c, text, want_late, want) in cases {
+        let events = script(text);
+        let (_, results, late) = one_task(&c, &events);
+        let secs = |t: i64| (t - START) / 1000;
+        let got: Vec<(i64, i64, Vec<i64>)> = finals(&results)
+            .0
+            .into_iter()
+            .map(|((_, start), m)| {
+                let at = m.steps.iter().map(|(_, t)| secs(*t)).collect();
+                (secs(start), secs(m.end), at)
+            })
+            .collect();
+        let want: Vec<(i64, i64, Vec<i64>)> = want
+            .iter()
+            .map(|(s, e, at)| (*s, *e, at.to_vec()))
+            .collect();
+        assert_eq!((late, got), (want_late, want), "{c:?}: {text}");
+        assert_eq!(
+            oracle(&c, &events).0,
+            finals(&results).0,
+            "{text}: the oracle"
+        );
+    }
+}
+
 #[test]
 fn an_abandoned_cart_matches_when_the_user_stays_quiet() {
-    let events = [
-        ev(1, "add_to_cart", 10 * M, "toys"),
-        ev(1, "purchase", 26 * M, "toys"), // after the quiet period
-        ev(2, "search", 40 * M, "toys"),
-    ];
-    let (early, results, _) = one_task(&cart_config(0), &events);
+    // A cart at 10:00, a purchase after the quiet period; the watermark passes 10:25 at 26:00.
+    let (early, results, _) = one_task(
+        &config(Shape::Cart, false, true, 0),
+        &script("c600 p1560 s2400"),
+    );
     assert_eq!(early.len(), 1, "emitted once the watermark passes 10:25");
     assert_eq!(results.len(), 1);
-    let t = START + 10 * MIN;
     assert_eq!(results[0].key, "intent/u1/2026-01-01T00:10:00Z");
     let v = parse(&results[0]);
-    assert_eq!(v["key"], "u1");
-    assert_eq!(ms(&v["window"]["start"]), t);
-    assert_eq!(ms(&v["window"]["end"]), t + QUIET);
+    let window = json!({"start": "2026-01-01T00:10:00Z", "end": "2026-01-01T00:25:00Z"});
+    assert_eq!((&v["key"], &v["window"]), (&json!("u1"), &window));
     assert_eq!(v["steps"][0]["name"], "carted");
-    assert_eq!(ms(&v["steps"][0]["at"]), t);
+    assert_eq!(ms(&v["steps"][0]["at"]), START + 10 * MIN);
     assert_eq!(v["captured"], json!({"product": "p7", "price": 19.5}));
     assert_eq!(status(&v), (Some(false), Some(0)));
 }
 
 #[test]
 fn a_late_purchase_within_lateness_retracts_a_reported_cart() {
-    let events = [
-        ev(1, "add_to_cart", 10 * M, "toys"),
-        ev(2, "search", 30 * M, "toys"), // watermark 29:50: the match (10:25) is emitted
-        ev(1, "purchase", 20 * M, "toys"), // 20 + 30 ≥ 29:50: within lateness
-    ];
-    let (early, results, late) = one_task(&cart_config(30), &events);
-    assert_eq!(late, 0);
-    assert_eq!(early.len(), 2, "the retraction follows the late purchase");
-    let v = values(&results);
-    assert_eq!(v.len(), 2);
+    // The match (10:25) is emitted at watermark 29:50; the purchase at 20:00 arrives then,
+    // within 30m of lateness (a retraction), or past 0m (a dead letter).
+    let events = script("c600 s1800 p1200");
+    let (early, results, late) = one_task(&config(Shape::Cart, false, true, 30), &events);
+    assert_eq!(
+        (late, early.len()),
+        (0, 2),
+        "the retraction follows the purchase"
+    );
     assert_eq!(results[0].key, results[1].key);
-    assert_eq!(status(&v[0]), (Some(false), Some(0)));
-    assert_eq!(status(&v[1]), (Some(true), Some(1)));
-    // Past lateness, the purchase is a dead letter and the match stands.
-    let (_, results, late) = one_task(&cart_config(0), &events);
+    assert_eq!(status(&parse(&results[0])), (Some(false), Some(0)));
+    assert_eq!(status(&parse(&results[1])), (Some(true), Some(1)));
+    let (_, results, late) = one_task(&config(Shape::Cart, false, true, 0), &events);
     assert_eq!((late, results.len()), (1, 1));
 }
 
 #[test]
-fn worked_examples_bounds_and_ties_are_as_documented() {
-    use Shape::*;
-    let cart = |s| ev(1, "add_to_cart", s, "toys");
-    let view = |s, category| ev(1, "view", s, category);
-    let buy = |s| ev(1, "purchase", s, "toys");
-    // (config, events of u1, expected matches: completion s, end s, each step's first s)
-    #[rustfmt::skip]
-    let cases: Vec<(Config, Vec<Ev>, Vec<(i64, i64, Vec<i64>)>)> = vec![
-        // An abandoned cart cancelled by a purchase within 15m.
-        (cart_config(0), vec![cart(10 * M), buy(20 * M), ev(2, "search", 120 * M, "toys")], vec![]),
-        // Three views of one category match (from the first of the latest three); of three
-        // categories, they do not.
-        (config(Browse, true, false, 0), vec![view(M, "toys"), view(2 * M, "books"), view(3 * M, "toys"), view(4 * M, "toys")], vec![(240, 240, vec![60])]),
-        (config(Browse, true, false, 0), vec![view(M, "toys"), view(2 * M, "books"), view(3 * M, "garden")], vec![]),
-        // A completion exactly `within` after the previous one is a new match; a chain of
-        // completions less than `within` apart is one match, at its first.
-        (config(Cart, true, false, 0), vec![cart(0), cart(20 * M)], vec![(0, 0, vec![0]), (1200, 1200, vec![1200])]),
-        (config(Cart, true, false, 0), vec![cart(0), cart(19 * M), cart(38 * M)], vec![(0, 0, vec![0])]),
-        // Without `within`, only a completion at the same time is the same match.
-        (config(Cart, false, false, 0), vec![cart(0), cart(0), cart(30)], vec![(0, 0, vec![0]), (30, 30, vec![30])]),
-        // A purchase at the cart's time cancels it, even arriving first; one at t + 15m does not.
-        (cart_config(0), vec![buy(60), cart(60)], vec![]),
-        (cart_config(0), vec![cart(60), buy(16 * M)], vec![(60, 16 * M, vec![60])]),
-        // A cart less than 15m after an earlier one replaces it; one exactly 15m after does not.
-        (cart_config(0), vec![cart(0), cart(14 * M)], vec![(14 * M, 29 * M, vec![14 * M])]),
-        (cart_config(0), vec![cart(0), cart(15 * M)], vec![(0, 900, vec![0]), (900, 1800, vec![900])]),
-        // Every occurrence at most `within` before the completion; ties in arrival order.
-        (config(ViewCart, true, false, 0), vec![view(0, "toys"), cart(20 * M)], vec![(1200, 1200, vec![0, 1200])]),
-        (config(ViewCart, true, false, 0), vec![view(0, "toys"), cart(20 * M + 30)], vec![]),
-        (config(ViewCart, true, false, 0), vec![cart(60), view(60, "toys")], vec![]),
-        (config(ViewCart, true, false, 0), vec![view(60, "toys"), cart(60)], vec![(60, 60, vec![60, 60])]),
-        // The latest occurrences: the view right before the cart.
-        (config(ViewCart, true, false, 0), vec![view(0, "toys"), view(60, "toys"), cart(120)], vec![(120, 120, vec![60, 120])]),
-        // sameValue on an earlier step: the value whose 3 views complete first going back.
-        (config(BrowseCart, true, false, 0), ["toys", "books", "toys", "books", "toys", "books"].iter().zip(0..).map(|(c, i)| view(i * M, c)).chain([cart(6 * M)]).collect(), vec![(6 * M, 6 * M, vec![M, 6 * M])]),
-        // Lateness: an event exactly `allowedLateness` behind the watermark is kept.
-        (config(Cart, false, false, 0), vec![ev(2, "search", 20 * M + 10, "toys"), cart(20 * M), cart(20 * M - 10)], vec![(1200, 1200, vec![1200])]),
-    ];
-    for (i, (c, events, want)) in cases.into_iter().enumerate() {
-        let (_, results, late) = one_task(&c, &events);
-        let got: Vec<(i64, i64, Vec<i64>)> = finals(&results)
-            .0
-            .into_iter()
-            .map(|((_, start), m)| {
-                let at = m.steps.iter().map(|(_, t)| (t - START) / 1000).collect();
-                ((start - START) / 1000, (m.end - START) / 1000, at)
-            })
-            .collect();
-        assert_eq!(got, want, "case {i}: {events:?}");
-        assert_eq!(late, usize::from(i == 16), "case {i}");
+fn a_restored_task_emits_in_the_order_of_an_uninterrupted_one() {
+    // u1 then u0 cart at 0:00; the search moves the watermark past both.
+    let mut events = script("c0 c0 s600");
+    events[1].user = 0;
+    let c = config(Shape::Cart, false, false, 0);
+    let whole = texts(&one_task(&c, &events).1);
+    for at in 0..=events.len() {
         assert_eq!(
-            oracle(&c, &events).0,
-            finals(&results).0,
-            "case {i}: the oracle"
+            restored(&c, &events, at),
+            whole,
+            "restored after {at} events"
         );
     }
 }
