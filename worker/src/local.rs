@@ -114,7 +114,7 @@ enum Input {
     },
     /// A generator feeding the listed sources by event type.
     Generator {
-        generator: Generator,
+        generator: Box<Generator>,
         feeds: Vec<(usize, Vec<String>)>,
         rate: u64,
         produced: u64,
@@ -192,7 +192,7 @@ fn inputs(pipeline: &MarketingPipeline, opts: &LocalOptions) -> Result<Vec<Input
     }
     for (spec, feeds) in generators {
         inputs.push(Input::Generator {
-            generator: Generator::new(&spec),
+            generator: Box::new(Generator::new(&spec)),
             feeds,
             rate: spec.rate,
             produced: 0,

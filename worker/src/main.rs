@@ -29,7 +29,7 @@ enum Command {
     /// Run a pipeline manifest.
     Run(Box<RunArgs>),
     /// Write generated clickstream events as JSON lines.
-    Generate(GenerateArgs),
+    Generate(Box<GenerateArgs>),
     /// Check a pipeline manifest; prints one line per problem.
     Validate {
         /// The manifest.

@@ -109,7 +109,7 @@ pub(super) fn check_action(
         return;
     }
     let multiple = |p: &mut Problems, at: String, ms: u64| {
-        if ms == 0 || ms % every != 0 {
+        if ms == 0 || !ms.is_multiple_of(every) {
             p.push(at, "must be a positive multiple of decideEvery");
         }
     };

@@ -351,6 +351,9 @@ impl TaskAnalytic for PatternState {
     }
 
     fn advance(&mut self, wm: i64, out: &mut Emit<'_>) {
+        // Users due, by wake time then name: the order does not depend on the ids, which a
+        // restore assigns anew.
+        let mut due: Vec<(i64, u32)> = Vec::new();
         while let Some(&Reverse((t, id))) = self.queue.peek() {
             if t > wm {
                 break;
@@ -358,8 +361,16 @@ impl TaskAnalytic for PatternState {
             self.queue.pop();
             if self.users[id as usize].wake == t {
                 self.users[id as usize].wake = i64::MAX;
-                self.evaluate(id, wm, out);
+                due.push((t, id));
             }
+        }
+        let users = &self.users;
+        due.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| users[a.1 as usize].name.cmp(&users[b.1 as usize].name))
+        });
+        for (_, id) in due {
+            self.evaluate(id, wm, out);
         }
     }
 
