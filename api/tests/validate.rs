@@ -266,3 +266,73 @@ fn each_invalid_top_n_names_the_field(
         "expected {expected:?} in {problems:#?}"
     );
 }
+
+const ABANDONED_CART: &str = include_str!("../../examples/abandoned-cart.yaml");
+
+#[test]
+fn the_abandoned_cart_example_is_valid_and_acts_on_its_pattern() {
+    let pipeline = parse_manifest(ABANDONED_CART).unwrap();
+    assert!(problems(ABANDONED_CART).is_empty());
+    let pattern = pipeline.spec.analytics[0].pattern.as_ref().unwrap();
+    assert_eq!(
+        pattern.not_followed_by.as_ref().unwrap().within.millis(),
+        1_800_000
+    );
+    let action = pipeline.spec.analytics[1].action.as_ref().unwrap();
+    assert_eq!(
+        (action.trigger.as_str(), action.holdout_percent),
+        ("abandoned_cart", 10.0)
+    );
+}
+
+#[rstest]
+#[case::unknown_trigger(
+    "trigger: abandoned_cart",
+    "trigger: carts",
+    "spec.analytics[1].action.trigger: no pattern analytic named \"carts\""
+)]
+#[case::two_steps_without_within(
+    "- { name: carted, eventTypes: [add_to_cart] }",
+    "- { name: viewed, eventTypes: [view] }\n          - { name: carted, eventTypes: [add_to_cart] }",
+    "spec.analytics[0].pattern.within: a pattern of more than one step or occurrence needs within"
+)]
+#[case::budget_not_a_multiple(
+    "per: 1h",
+    "per: 90s",
+    "spec.analytics[1].action.budget.per: must be a positive multiple of decideEvery"
+)]
+#[case::unknown_placeholder(
+    "\"left {product} in the cart\"",
+    "\"left {sku} in the cart\"",
+    "spec.analytics[1].action.reason: unknown placeholder {sku}"
+)]
+#[case::score_not_captured(
+    "scoreBy: price",
+    "scoreBy: category",
+    "spec.analytics[1].action.scoreBy: \"category\" is not a captured field"
+)]
+#[case::holdout_too_high(
+    "holdoutPercent: 10",
+    "holdoutPercent: 95",
+    "spec.analytics[1].action.holdoutPercent: must be 0 to 90"
+)]
+#[case::unknown_capture(
+    "capture: [product, price]",
+    "capture: [product, sku]",
+    "spec.analytics[0].pattern.capture[1]: unknown field \"sku\""
+)]
+fn each_invalid_pattern_or_action_names_the_field(
+    #[case] from: &str,
+    #[case] to: &str,
+    #[case] expected: &str,
+) {
+    assert!(
+        ABANDONED_CART.contains(from),
+        "the case edits the example: {from:?}"
+    );
+    let problems = problems(&ABANDONED_CART.replacen(from, to, 1));
+    assert!(
+        problems.iter().any(|p| p.starts_with(expected)),
+        "expected {expected:?} in {problems:#?}"
+    );
+}

@@ -643,8 +643,19 @@ fn dbg_global_kills() {
     let producing = setup.produce_slowly();
     let mut kills = 0;
     while kills < kills_wanted {
-        let victim = setup.worker(0);
-        kill_at_random(victim, &mut random, kills);
+        let mut victim = setup.worker(0);
+        let within = if kills % 3 == 2 {
+            victim.wait_metric(RECORDS_OUT_TOTAL, 1.0, Duration::from_secs(5));
+            400
+        } else if kills.is_multiple_of(4) {
+            100
+        } else {
+            2_500
+        };
+        std::thread::sleep(Duration::from_millis(random.below(within)));
+        let log = victim.log_text();
+        victim.kill();
+        eprintln!("DBG victim {kills} log:\n{log}");
         kills += 1;
     }
     producing.join().unwrap();
