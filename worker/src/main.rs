@@ -221,7 +221,9 @@ impl GeneratorArgs {
             .iter()
             .find(|a| a.name == action)
             .and_then(|a| a.action.as_ref())
-            .with_context(|| format!("--respond-to: the manifest has no action named {action:?}"))?;
+            .with_context(|| {
+                format!("--respond-to: the manifest has no action named {action:?}")
+            })?;
         Ok(Some(Response {
             pipeline: pipeline.metadata.name.clone().unwrap_or_default(),
             action: action.to_owned(),

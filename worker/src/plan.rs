@@ -39,7 +39,8 @@ impl Plan {
         let mut analytics = Vec::with_capacity(spec.analytics.len());
         for (a, analytic) in spec.analytics.iter().enumerate() {
             let path = format!("spec.analytics[{a}]");
-            let compiled = crate::analytics::compile(pipeline, &spec.analytics, a, &path, &sources)?;
+            let compiled =
+                crate::analytics::compile(pipeline, &spec.analytics, a, &path, &sources)?;
             let inputs: Vec<usize> = compiled
                 .inputs
                 .iter()

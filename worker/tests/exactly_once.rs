@@ -569,12 +569,17 @@ fn dbg_partials(bootstrap: &str, isolation: &str) {
         .set("isolation.level", isolation)
         .create()
         .unwrap();
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .unwrap();
     let parts = md.topics()[0].partitions().len() as i32;
     let mut list = rdkafka::TopicPartitionList::new();
     for p in 0..parts {
-        list.add_partition_offset(topic, p, rdkafka::Offset::Beginning).unwrap();
-        let wm = consumer.fetch_watermarks(topic, p, Duration::from_secs(5)).unwrap();
+        list.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .unwrap();
+        let wm = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(5))
+            .unwrap();
         eprintln!("DBG {isolation} partials p{p} watermarks {wm:?}");
     }
     consumer.assign(&list).unwrap();
@@ -625,7 +630,13 @@ fn dbg_partials(bootstrap: &str, isolation: &str) {
     }
     let c = group.committed_offsets(l, Duration::from_secs(10)).unwrap();
     for e in c.elements() {
-        eprintln!("DBG committed {} p{} {:?} {}", e.topic(), e.partition(), e.offset(), e.metadata());
+        eprintln!(
+            "DBG committed {} p{} {:?} {}",
+            e.topic(),
+            e.partition(),
+            e.offset(),
+            e.metadata()
+        );
     }
 }
 
@@ -636,7 +647,10 @@ fn dbg_global_kills() {
     let Some(setup) = Setup::by_category("500ms", events) else {
         return;
     };
-    let kills_wanted: u32 = std::env::var("DBG_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let kills_wanted: u32 = std::env::var("DBG_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
     let mut random = Random::new();
     let mut steady = setup.worker(1);
     steady.wait_ready();
@@ -666,7 +680,10 @@ fn dbg_global_kills() {
     dbg_partials(&setup.noida.bootstrap, "read_committed");
     dbg_partials(&setup.noida.bootstrap, "read_uncommitted");
     let body = last.get("/metrics").map(|(_, b)| b).unwrap_or_default();
-    for l in body.lines().filter(|l| l.contains("global") && !l.starts_with('#')) {
+    for l in body
+        .lines()
+        .filter(|l| l.contains("global") && !l.starts_with('#'))
+    {
         eprintln!("DBG metric {l}");
     }
     eprintln!("DBG last log:\n{}", last.log_text());

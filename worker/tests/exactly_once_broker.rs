@@ -285,3 +285,148 @@ fn a_producers_second_transaction_does_not_hold_back_read_committed_readers_and_
         assert!(!read.contains(&missed.to_owned()), "{read:?}");
     }
 }
+
+/// A consumer context that keeps librdkafka's log lines (`debug` contexts set by the test).
+#[derive(Default)]
+struct Logged(std::sync::Mutex<Vec<String>>);
+
+impl rdkafka::ClientContext for Logged {
+    fn log(&self, _: rdkafka::config::RDKafkaLogLevel, fac: &str, line: &str) {
+        self.0.lock().unwrap().push(format!("{fac}: {line}"));
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Logged {}
+
+/// A `read_committed` reader of `t` (one partition) assigned at `offset`, logging what it does
+/// with each message set (librdkafka's `msg` debug context).
+fn reader_at(bootstrap: &str, offset: i64) -> BaseConsumer<Logged> {
+    let consumer: BaseConsumer<Logged> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("from-{offset}"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("debug", "msg")
+        .set_log_level(rdkafka::config::RDKafkaLogLevel::Debug)
+        .create_with_context(Logged::default())
+        .unwrap();
+    let mut list = rdkafka::TopicPartitionList::new();
+    list.add_partition_offset("t", 0, rdkafka::Offset::Offset(offset))
+        .unwrap();
+    rdkafka::consumer::Consumer::assign(&consumer, &list).unwrap();
+    consumer
+}
+
+/// What `consumer` reads within `wait`, as `value@offset`.
+fn drain(consumer: &BaseConsumer<Logged>, wait: Duration) -> Vec<String> {
+    let mut read = Vec::new();
+    let until = Instant::now() + wait;
+    while Instant::now() < until {
+        if let Some(m) = consumer.poll(Duration::from_millis(50)) {
+            let m = m.unwrap();
+            read.push(format!(
+                "{}@{}",
+                String::from_utf8_lossy(m.payload().unwrap()),
+                m.offset()
+            ));
+        }
+    }
+    read
+}
+
+/// The lines of `consumer`'s log in which librdkafka skips records as aborted.
+fn skipped(consumer: &BaseConsumer<Logged>) -> Vec<String> {
+    let lines = consumer.context().0.lock().unwrap();
+    lines
+        .iter()
+        .filter(|l| l.contains("in aborted transaction"))
+        .cloned()
+        .collect()
+}
+
+/// The fault that stops the global stage under kills (`exactly_once`, ignored), reduced to one
+/// producer and no fencing: one transaction committed, one aborted, one committed. The log is
+/// `a1@0`, commit marker @1, `a2-aborted@2`, abort marker @3, `a3@4`, commit marker @5.
+///
+/// A `read_committed` reader whose fetch starts after the abort marker (offset 4) reads nothing:
+/// librdkafka logs that it skips `a3` "in aborted transaction at offset 2" — noida-db's fetch
+/// response at offset 4 lists the transaction aborted at offsets 2..3, whose abort marker lies
+/// before the fetched range, and librdkafka then drops the producer's batches from the list's
+/// first offset on until an abort marker of that producer, which never comes. Kafka lists only
+/// the aborted transactions whose last offset (the marker) is at or after the fetch offset
+/// (`TransactionIndex.collectAbortedTxns`), so on Kafka this reader reads `a3@4`. Readers
+/// starting at or before the marker are right (the marker in the same response ends the skip).
+/// A long-lived reader is hit the same way: once it is past the marker, every later fetch lists
+/// the aborted transaction again, so it never gets what the producer commits afterwards.
+#[test]
+fn a_reader_past_an_abort_marker_is_told_the_transaction_again_and_drops_the_producers_next_commits(
+) {
+    let Some(noida) = Noida::start(&[("t", 1)]) else {
+        return;
+    };
+    let bootstrap = &noida.bootstrap;
+    let a = transactional(bootstrap, "a");
+    a.begin_transaction().unwrap();
+    send(&a, "t", &["a1"]);
+    a.commit_transaction(Duration::from_secs(30)).unwrap();
+    a.begin_transaction().unwrap();
+    send(&a, "t", &["a2-aborted"]);
+    a.abort_transaction(Duration::from_secs(30)).unwrap();
+    a.begin_transaction().unwrap();
+    send(&a, "t", &["a3"]);
+    a.commit_transaction(Duration::from_secs(30)).unwrap();
+    let fresh: Vec<String> = snapshot(bootstrap, "t", 1, "read_committed")
+        .into_iter()
+        .map(|r| format!("{}@{}", r.value, r.offset))
+        .collect();
+    assert_eq!(
+        fresh,
+        ["a1@0", "a3@4"],
+        "a reader from the beginning is right"
+    );
+    let wait = Duration::from_secs(2);
+    let at_marker = reader_at(bootstrap, 3);
+    assert_eq!(
+        drain(&at_marker, wait),
+        ["a3@4"],
+        "from the abort marker: right"
+    );
+    // The fault: from the committed record right after the marker.
+    let past = reader_at(bootstrap, 4);
+    let read = drain(&past, wait);
+    let skips = skipped(&past);
+    eprintln!("from offset 4: {read:?}; librdkafka: {skips:?}");
+    // A reader that has read everything (the marker included) while the producer goes on.
+    let live = reader_at(bootstrap, 0);
+    let before = drain(&live, wait);
+    a.begin_transaction().unwrap();
+    send(&a, "t", &["a4"]);
+    a.commit_transaction(Duration::from_secs(30)).unwrap();
+    let after = drain(&live, Duration::from_secs(3));
+    let fresh: Vec<String> = snapshot(bootstrap, "t", 1, "read_committed")
+        .into_iter()
+        .map(|r| format!("{}@{}", r.value, r.offset))
+        .collect();
+    eprintln!(
+        "live reader: {before:?} then {after:?}; librdkafka: {:?}; a new reader: {fresh:?}",
+        skipped(&live)
+    );
+    // What Kafka does: `["a3@4"]` from offset 4, and the live reader then gets `a4@6`. What
+    // noida-db 0.2.3 does: neither. If this fails, noida-db changed: see docs/kafka.md.
+    assert_eq!(fresh, ["a1@0", "a3@4", "a4@6"]);
+    assert_eq!(before, ["a1@0", "a3@4"]);
+    assert!(read.is_empty(), "{read:?}");
+    assert!(
+        skips
+            .iter()
+            .any(|l| l.contains("Skipping 1 message(s) in aborted transaction at offset 2")),
+        "{skips:?}"
+    );
+    assert!(after.is_empty(), "{after:?}");
+    assert!(
+        skipped(&live)
+            .iter()
+            .any(|l| l.contains("in aborted transaction at offset 2")),
+        "the live reader drops a4 as part of the transaction aborted at offset 2"
+    );
+}

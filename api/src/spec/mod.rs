@@ -6,20 +6,20 @@
 // The derive takes one `printcolumn(...)` per column; clippy reads them as duplicates.
 #![allow(clippy::duplicated_attributes)]
 
-mod analytic;
 pub mod action;
+mod analytic;
 pub mod funnel;
-pub mod pattern;
 mod operations;
+pub mod pattern;
 pub mod quality;
 mod sink;
 mod source;
 
-pub use analytic::*;
 pub use action::*;
+pub use analytic::*;
 pub use funnel::*;
-pub use pattern::*;
 pub use operations::*;
+pub use pattern::*;
 pub use quality::*;
 pub use sink::*;
 pub use source::*;

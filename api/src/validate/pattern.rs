@@ -56,7 +56,9 @@ pub(super) fn check_pattern(
     }
     match &pattern.within {
         Some(w) if w.millis() == 0 => p.push(format!("{path}.within"), "must be positive"),
-        None if pattern.steps.len() > 1 || pattern.steps.iter().any(|s| s.times.unwrap_or(1) > 1) => {
+        None if pattern.steps.len() > 1
+            || pattern.steps.iter().any(|s| s.times.unwrap_or(1) > 1) =>
+        {
             p.push(
                 format!("{path}.within"),
                 "a pattern of more than one step or occurrence needs within",
@@ -141,12 +143,16 @@ pub(super) fn check_action(
         if !pattern.capture.contains(score) {
             p.push(
                 format!("{path}.scoreBy"),
-                format!("{score:?} is not a captured field of pattern {:?}", action.trigger),
+                format!(
+                    "{score:?} is not a captured field of pattern {:?}",
+                    action.trigger
+                ),
             );
         }
     }
     let known = |name: &str| {
-        matches!(name, "user" | "action_id" | "pattern") || pattern.capture.iter().any(|c| c == name)
+        matches!(name, "user" | "action_id" | "pattern")
+            || pattern.capture.iter().any(|c| c == name)
     };
     let templates = action
         .params

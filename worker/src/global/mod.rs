@@ -233,7 +233,13 @@ impl GlobalStage {
         };
         task.watermark = task.watermark.max(p.watermark);
         task.idle = p.idle;
-        tracing::info!(task = p.task, wm = p.watermark, idle = p.idle, stage = self.watermark, "DBG progress");
+        tracing::info!(
+            task = p.task,
+            wm = p.watermark,
+            idle = p.idle,
+            stage = self.watermark,
+            "DBG progress"
+        );
         let least = self
             .tasks
             .iter()

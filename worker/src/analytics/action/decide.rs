@@ -200,7 +200,9 @@ impl Decider {
         });
         if let Some((_, per)) = plan.budget {
             let first = wm.saturating_sub(lateness).saturating_sub(per);
-            self.used = self.used.split_off(&first.div_euclid(per).saturating_mul(per));
+            self.used = self
+                .used
+                .split_off(&first.div_euclid(per).saturating_mul(per));
         }
     }
 
@@ -352,7 +354,9 @@ impl Decider {
         }
         for _ in 0..r.len_prefix()? {
             let user: Box<str> = r.str()?.into();
-            let times = (0..r.len_prefix()?).map(|_| r.i64()).collect::<Result<_, _>>()?;
+            let times = (0..r.len_prefix()?)
+                .map(|_| r.i64())
+                .collect::<Result<_, _>>()?;
             self.recent.insert(user, times);
         }
         for _ in 0..r.len_prefix()? {

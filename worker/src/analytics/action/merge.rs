@@ -52,7 +52,6 @@ impl ActionMerge {
         r.finish()?;
         Ok(merge)
     }
-
 }
 
 impl GlobalAnalytic for ActionMerge {

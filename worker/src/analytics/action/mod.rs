@@ -175,7 +175,10 @@ pub fn compile(
         &format!("spec.analytics[{index}].pattern"),
         sources,
     )?;
-    let every = spec.decide_every.as_ref().map_or(60_000, |d| d.millis_i64());
+    let every = spec
+        .decide_every
+        .as_ref()
+        .map_or(60_000, |d| d.millis_i64());
     let multiple = |ms: i64, at: &str| {
         if ms <= 0 || every <= 0 || ms % every != 0 {
             Err(reference(
@@ -191,7 +194,9 @@ pub fn compile(
         None => None,
     };
     let report = multiple(
-        spec.report_window.as_ref().map_or(3_600_000, |d| d.millis_i64()),
+        spec.report_window
+            .as_ref()
+            .map_or(3_600_000, |d| d.millis_i64()),
         "reportWindow",
     )?;
     if let Some(score) = &spec.score_by {
@@ -218,10 +223,7 @@ pub fn compile(
         pattern: Arc::new(pattern),
         kind: spec.action.as_str(),
         params: spec.params.clone(),
-        reason: spec
-            .reason
-            .clone()
-            .unwrap_or_else(|| spec.trigger.clone()),
+        reason: spec.reason.clone().unwrap_or_else(|| spec.trigger.clone()),
         validity: spec.validity.millis_i64(),
         cooldown: spec.cooldown.as_ref().map_or(0, |c| c.millis_i64()),
         budget,

@@ -279,7 +279,11 @@ impl TaskAnalytic for ActionState {
 
     fn stats(&self) -> WindowStats {
         let p = self.pattern.stats();
-        let conversions: usize = self.conversions.values().map(|l| 16 * l.capacity() + 64).sum::<usize>()
+        let conversions: usize = self
+            .conversions
+            .values()
+            .map(|l| 16 * l.capacity() + 64)
+            .sum::<usize>()
             + (self.expiry.len() + self.attributable.len()) * 40
             + self.attributing.len() * 48;
         let (waiting, reports) = self.decider.as_ref().map_or((0, 0), Decider::sizes);

@@ -190,28 +190,32 @@ const PRICES: [f64; 4] = [9.5, 20.0, 20.0, 35.25];
 
 /// Users, named so that their order as strings is not their numeric order.
 const USERS: [u32; 8] = [1, 2, 3, 10, 11, 20, 30, 100];
-/// Gaps between events: on a 30 s grid (ties and exact boundaries), some with a jitter.
-const GAPS: [i64; 6] = [0, 30_000, 60_000, 90_000, 150_000, 240_000];
+/// Gaps between events: on a minute grid (ties, and exact cooldowns, quiet periods and
+/// attribution windows); half the events are off the grid by up to 30 s.
+const GAPS: [i64; 6] = [0, MIN, MIN, 2 * MIN, 3 * MIN, 5 * MIN];
 
-/// Events over about 3 h by 8 users, in arrival order: mostly in time order, some earlier by
+/// Events over about 3–4 h by 1 to 8 users, in arrival order: mostly in time order, some earlier by
 /// up to `delay_min` minutes (in steps of 10 s, the watermark's lag).
 fn events(delay_min: i64) -> impl Strategy<Value = Vec<Ev>> {
     let one = (
-        prop::sample::select(USERS.to_vec()),
+        0usize..USERS.len(),
         0usize..KINDS.len(),
         (0usize..GAPS.len(), 0i64..30_000, any::<bool>()),
         0u8..4,
         0usize..PRICES.len(),
         0u32..100,
-        0i64..=delay_min * 6,
+        prop_oneof![0i64..=2, 0i64..=delay_min * 6],
     );
-    prop::collection::vec(one, 20..120).prop_map(|raw| {
+    let all = (1..=USERS.len(), prop::collection::vec(one, 20..100));
+    all.prop_map(|(users, raw)| {
         let mut clock = START;
         raw.into_iter()
             .map(
                 |(user, kind, (gap, jitter, exact), product, price, late, delay)| {
-                    clock += GAPS[gap] + if exact { 0 } else { jitter };
-                    let time = clock - if late < 15 { delay * 10_000 } else { 0 };
+                    clock += GAPS[gap];
+                    let time = clock + if exact { 0 } else { jitter };
+                    let time = time - if late < 15 { delay * 10_000 } else { 0 };
+                    let user = USERS[user % users];
                     Ev::new(user, KINDS[kind], time, product, PRICES[price])
                 },
             )
@@ -821,4 +825,31 @@ fn templates_fill_params_and_reason_and_records_stay_json() {
     assert_eq!(u1["params"]["half"].as_f64(), Some(0.5), "a number");
     assert_eq!(u1["params"]["brace"], "x{");
     assert_eq!(u1["reason"], "carts left 007 {");
+}
+
+/// Exact boundaries: a decision exactly the cooldown after another is allowed, one less is
+/// refused; an event exactly at the watermark is accepted; a purchase at the decision time
+/// converts, one exactly the attribution window after it does not.
+#[test]
+fn boundaries_are_where_the_docs_put_them() {
+    let c = Config {
+        cooldown: 20 * MIN,
+        ..BASE
+    };
+    let at = |m: i64| START + m * MIN;
+    let events = [
+        Ev::new(1, "add_to_cart", at(0), 1, 20.0), // decided at 10m: sent, converts
+        Ev::new(1, "add_to_cart", at(20), 1, 20.0), // at 30m: sent, converts
+        Ev::new(1, "purchase", at(30), 1, 20.0),
+        Ev::new(1, "add_to_cart", at(39), 1, 20.0), // at 49m: cooldown
+        Ev::new(2, "view", at(70), 1, 20.0),
+        Ev::new(2, "add_to_cart", at(70) - OUT_OF_ORDER, 1, 20.0), // at 80m - 10s: sent
+        Ev::new(2, "purchase", at(80) - OUT_OF_ORDER + ATTRIBUTION, 1, 20.0),
+    ];
+    let out = one_task(&c, &events);
+    assert!(out.dead_letters.is_empty());
+    let got = parse(&c, &out.results);
+    assert_eq!(got, oracle(&c, &events));
+    assert_eq!(got.reports[&START], [3, 2, 0, 1, 0, 2, 0]);
+    assert_eq!(got.reports[&(START + HOUR)], [1, 1, 0, 0, 0, 0, 0]);
 }

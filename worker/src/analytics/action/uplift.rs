@@ -86,7 +86,11 @@ impl Tally {
         };
         let rate = |x: u64, n: u64| (n > 0).then(|| x as f64 / n as f64);
         num(v, "rate_sent", rate(self.converted_sent, self.sent));
-        num(v, "rate_holdout", rate(self.converted_holdout, self.holdout));
+        num(
+            v,
+            "rate_holdout",
+            rate(self.converted_holdout, self.holdout),
+        );
         let u = two_proportion(
             self.converted_sent,
             self.sent,
@@ -97,7 +101,11 @@ impl Tally {
         num(v, "uplift_low", u.map(|u| u.low));
         num(v, "uplift_high", u.map(|u| u.high));
         let per = |r: f64, n: u64| (n > 0).then(|| r / n as f64);
-        num(v, "revenue_per_user_sent", per(self.revenue_sent, self.sent));
+        num(
+            v,
+            "revenue_per_user_sent",
+            per(self.revenue_sent, self.sent),
+        );
         num(
             v,
             "revenue_per_user_holdout",

@@ -149,7 +149,11 @@ impl PatternPlan {
             }
         }
         v.push(b'}');
-        Some(String::from_utf8(v).expect("JSON written from strings").into_boxed_str())
+        Some(
+            String::from_utf8(v)
+                .expect("JSON written from strings")
+                .into_boxed_str(),
+        )
     }
 }
 
@@ -214,8 +218,12 @@ pub fn compile_plan(
     let check = |text: &Option<String>, at: String| -> Result<(), PlanError> {
         if let Some(text) = text {
             for input in &inputs {
-                Expr::compile(text, input.extra_names.clone())
-                    .map_err(|source| PlanError::Expr { path: at.clone(), source })?;
+                Expr::compile(text, input.extra_names.clone()).map_err(|source| {
+                    PlanError::Expr {
+                        path: at.clone(),
+                        source,
+                    }
+                })?;
             }
         }
         Ok(())
@@ -236,8 +244,16 @@ pub fn compile_plan(
     if let Some(a) = &spec.not_followed_by {
         check(&a.when, format!("{path}.notFollowedBy.when"))?;
     }
-    let times: Vec<u32> = spec.steps.iter().map(|s| s.times.unwrap_or(1).max(1)).collect();
-    let within = spec.within.as_ref().map(|w| w.millis_i64()).filter(|w| *w > 0);
+    let times: Vec<u32> = spec
+        .steps
+        .iter()
+        .map(|s| s.times.unwrap_or(1).max(1))
+        .collect();
+    let within = spec
+        .within
+        .as_ref()
+        .map(|w| w.millis_i64())
+        .filter(|w| *w > 0);
     if within.is_none() && (spec.steps.len() > 1 || times.iter().any(|t| *t > 1)) {
         return Err(reference(
             format!("{path}.within"),
@@ -260,7 +276,10 @@ pub fn compile_plan(
             times,
             same: spec.steps.iter().map(|s| s.same_value.is_some()).collect(),
             within,
-            absence: spec.not_followed_by.as_ref().map(|a| a.within.millis_i64().max(1)),
+            absence: spec
+                .not_followed_by
+                .as_ref()
+                .map(|a| a.within.millis_i64().max(1)),
         },
         step_names: spec.steps.iter().map(|s| s.name.clone()).collect(),
         steps: spec

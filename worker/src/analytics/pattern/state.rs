@@ -155,7 +155,10 @@ impl PatternState {
 
     /// The time after which user `id`'s newest event is out of reach: it can be dropped.
     fn expiry(&self, id: u32) -> i64 {
-        let newest = self.users[id as usize].events.last().map_or(i64::MIN, |e| e.time);
+        let newest = self.users[id as usize]
+            .events
+            .last()
+            .map_or(i64::MIN, |e| e.time);
         newest
             .saturating_add(self.plan.lateness)
             .saturating_add(self.plan.rules.reach())
@@ -183,7 +186,11 @@ impl PatternState {
                 continue;
             }
             let body = render(&plan, &user.events, m);
-            match user.emitted.iter().position(|e| e.completion == m.completion) {
+            match user
+                .emitted
+                .iter()
+                .position(|e| e.completion == m.completion)
+            {
                 Some(k) => {
                     seen[k] = true;
                     let e = &mut user.emitted[k];
@@ -279,7 +286,9 @@ fn render(plan: &PatternPlan, events: &[Ev], m: &Found) -> Box<str> {
         v.extend_from_slice(b",\"captured\":");
         v.extend_from_slice(captured.as_bytes());
     }
-    String::from_utf8(v).expect("JSON written from strings").into_boxed_str()
+    String::from_utf8(v)
+        .expect("JSON written from strings")
+        .into_boxed_str()
 }
 
 /// Emits `e` of `user`.
