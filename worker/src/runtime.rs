@@ -507,7 +507,6 @@ pub fn run_worker(
         };
         if let Some(offsets) = restore(&store, t, &mut stage, committed, exactly_once, &metrics)? {
             input.start = offsets.get(GLOBAL_SOURCE).cloned().unwrap_or_default();
-            info!(start = ?input.start, "DBG global start");
         }
         owned.push(Owned::new(t, stage, sink, &metrics, &store, exactly_once)?);
     }

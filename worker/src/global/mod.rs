@@ -233,13 +233,6 @@ impl GlobalStage {
         };
         task.watermark = task.watermark.max(p.watermark);
         task.idle = p.idle;
-        tracing::info!(
-            task = p.task,
-            wm = p.watermark,
-            idle = p.idle,
-            stage = self.watermark,
-            "DBG progress"
-        );
         let least = self
             .tasks
             .iter()
@@ -337,7 +330,6 @@ impl GlobalStage {
             }
         }
         r.finish()?;
-        tracing::info!(?tasks, watermark, "DBG restored stage");
         self.merged = merged;
         self.tasks = tasks;
         self.watermark = watermark;

@@ -76,11 +76,7 @@ impl WorkerProcess {
         let mut child = command
             // As in a pod: the snapshot hand-off needs the pipeline's bearer token.
             .env(tidemark_worker::handoff::auth::TOKEN_FILE_ENV, token_file())
-            .env(
-                "RUST_LOG",
-                std::env::var("DBG_WORKER_LOG")
-                    .unwrap_or_else(|_| "warn,tidemark_worker=info".into()),
-            )
+            .env("RUST_LOG", "warn,tidemark_worker=info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -307,10 +307,10 @@ pub(super) fn write_record(plan: &ActionPlan, c: &Candidate, group: Group, out: 
         let mut s = String::with_capacity(template.len() + 16);
         let mut rest = template;
         while let Some(open) = rest.find('{') {
-            s.push_str(&rest[..open]);
             let Some(close) = rest[open..].find('}') else {
                 break;
             };
+            s.push_str(&rest[..open]);
             let name = &rest[open + 1..open + close];
             match name {
                 "user" => s.push_str(&c.user),
@@ -361,10 +361,11 @@ pub(super) fn write_record(plan: &ActionPlan, c: &Candidate, group: Group, out: 
                 }
                 crate::result::write_json_str(v, name);
                 v.push(b':');
+                // A JSON number as written (`10`, `0.5`) stays one; `007` or `.5` stay text.
                 let value = fill(template);
-                match value.parse::<f64>() {
-                    Ok(x) if x.is_finite() => v.extend_from_slice(value.as_bytes()),
-                    _ => crate::result::write_json_str(v, &value),
+                match serde_json::from_str::<serde_json::Number>(&value) {
+                    Ok(_) => v.extend_from_slice(value.as_bytes()),
+                    Err(_) => crate::result::write_json_str(v, &value),
                 }
             }
         }

@@ -44,7 +44,17 @@ pub struct Ev {
     pub same: u64,
     /// Its captured fields as a JSON object (events of the last step only).
     pub captured: Option<Box<str>>,
+    /// Whether it completes the pattern, once known: [`UNKNOWN`], [`NO`] or [`YES`]. It depends
+    /// on the events before it only, so it holds until an event is inserted before it.
+    pub completes: u8,
 }
+
+/// [`Ev::completes`] not computed yet.
+pub const UNKNOWN: u8 = 0;
+/// [`Ev::completes`]: it does not complete the pattern.
+pub const NO: u8 = 1;
+/// [`Ev::completes`]: it completes the pattern.
+pub const YES: u8 = 2;
 
 /// A match found in a user's events.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,23 +69,38 @@ pub struct Found {
     pub firsts: Vec<i64>,
 }
 
+/// Scratch space of the searches, reused between calls.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    counts: FxHashMap<u64, u32>,
+}
+
 /// The occurrences of the steps when `events[i]` completes the pattern: each step's first
-/// occurrence's time, or `None`.
-pub fn completion(events: &[Ev], i: usize, rules: &Rules) -> Option<Vec<i64>> {
+/// occurrence's time (into `firsts`, when given), or false.
+pub fn completion(
+    events: &[Ev],
+    i: usize,
+    rules: &Rules,
+    scratch: &mut Scratch,
+    mut firsts: Option<&mut Vec<i64>>,
+) -> bool {
     let n = rules.times.len();
     let e = &events[i];
     if e.steps & (1 << (n - 1)) == 0 {
-        return None;
+        return false;
+    }
+    if let Some(f) = firsts.as_deref_mut() {
+        f.clear();
+        f.resize(n, 0);
     }
     let lo = rules.within.map_or(i64::MIN, |w| e.time - w);
-    let mut firsts = vec![0; n];
     // The last step: `e` and the latest earlier occurrences (of `e`'s value with sameValue).
     let mut boundary = i;
     let mut count = 1;
     let mut j = i;
     while count < rules.times[n - 1] {
         if j == 0 || events[j - 1].time < lo {
-            return None;
+            return false;
         }
         j -= 1;
         let x = &events[j];
@@ -84,10 +109,11 @@ pub fn completion(events: &[Ev], i: usize, rules: &Rules) -> Option<Vec<i64>> {
             boundary = j;
         }
     }
-    firsts[n - 1] = events[boundary].time;
-    let mut counts: FxHashMap<u64, u32> = FxHashMap::default();
+    if let Some(f) = firsts.as_deref_mut() {
+        f[n - 1] = events[boundary].time;
+    }
     for k in (0..n - 1).rev() {
-        counts.clear();
+        scratch.counts.clear();
         let mut found = None;
         let mut j = boundary;
         while j > 0 && events[j - 1].time >= lo {
@@ -96,7 +122,8 @@ pub fn completion(events: &[Ev], i: usize, rules: &Rules) -> Option<Vec<i64>> {
             if x.steps & (1 << k) == 0 {
                 continue;
             }
-            let c = counts
+            let c = scratch
+                .counts
                 .entry(if rules.same[k] { x.same } else { 0 })
                 .or_insert(0);
             *c += 1;
@@ -105,45 +132,103 @@ pub fn completion(events: &[Ev], i: usize, rules: &Rules) -> Option<Vec<i64>> {
                 break;
             }
         }
-        boundary = found?;
-        firsts[k] = events[boundary].time;
-    }
-    Some(firsts)
-}
-
-/// Every match in `events` (sorted by time, ties in arrival order), in completion order.
-pub fn matches(events: &[Ev], rules: &Rules, out: &mut Vec<Found>) {
-    out.clear();
-    let completions: Vec<(usize, Vec<i64>)> = (0..events.len())
-        .filter_map(|i| completion(events, i, rules).map(|f| (i, f)))
-        .collect();
-    for (c, (i, firsts)) in completions.iter().enumerate() {
-        let t = events[*i].time;
-        let keep = match rules.absence {
-            Some(a) => {
-                let end = t.saturating_add(a);
-                let from = events.partition_point(|x| x.time < t);
-                let cancelled = events[from..]
-                    .iter()
-                    .take_while(|x| x.time < end)
-                    .any(|x| x.absent);
-                let replaced = completions
-                    .get(c + 1)
-                    .is_some_and(|(j, _)| events[*j].time < end);
-                !cancelled && !replaced
-            }
-            None => {
-                let w = rules.within.unwrap_or(1);
-                c == 0 || t - events[completions[c - 1].0].time >= w
-            }
+        let Some(at) = found else {
+            return false;
         };
-        if keep {
-            out.push(Found {
-                at: *i,
-                completion: t,
-                fire: rules.fire(t),
-                firsts: firsts.clone(),
-            });
+        boundary = at;
+        if let Some(f) = firsts.as_deref_mut() {
+            f[k] = events[boundary].time;
         }
     }
+    true
+}
+
+/// Whether `events[i]` completes the pattern, computed once and cached in the event.
+pub fn completes(events: &mut [Ev], i: usize, rules: &Rules, scratch: &mut Scratch) -> bool {
+    if events[i].completes == UNKNOWN {
+        let yes = completion(events, i, rules, scratch, None);
+        events[i].completes = if yes { YES } else { NO };
+    }
+    events[i].completes == YES
+}
+
+/// Whether the completion `events[i]` is a match: with `notFollowedBy`, no cancelling event
+/// (times in `absent`, sorted) in `[t, t + A)` and no later completion before `t + A`; without,
+/// no earlier completion less than `within` before it (at the same time without `within`).
+fn is_match(
+    events: &mut [Ev],
+    absent: &[i64],
+    i: usize,
+    rules: &Rules,
+    scratch: &mut Scratch,
+) -> bool {
+    let t = events[i].time;
+    match rules.absence {
+        Some(a) => {
+            let end = t.saturating_add(a);
+            let first = absent.partition_point(|x| *x < t);
+            if absent.get(first).is_some_and(|x| *x < end) {
+                return false;
+            }
+            let mut j = i + 1;
+            while j < events.len() && events[j].time < end {
+                if completes(events, j, rules, scratch) {
+                    return false;
+                }
+                j += 1;
+            }
+            true
+        }
+        None => {
+            let w = rules.within.unwrap_or(1);
+            let mut j = i;
+            while j > 0 && t - events[j - 1].time < w {
+                j -= 1;
+                if completes(events, j, rules, scratch) {
+                    return false;
+                }
+            }
+            true
+        }
+    }
+}
+
+/// The matches of `events` (sorted by time, ties in arrival order) whose time is in
+/// `[from, to)`, in completion order, into `out`; returns the time of the first later
+/// completion that the events so far do not rule out (a completion already cancelled or
+/// replaced needs no wake-up), if any.
+pub fn matches_between(
+    events: &mut [Ev],
+    absent: &[i64],
+    rules: &Rules,
+    from: i64,
+    to: i64,
+    scratch: &mut Scratch,
+    out: &mut Vec<Found>,
+) -> Option<i64> {
+    out.clear();
+    let shift = rules.absence.unwrap_or(0);
+    let mut i = events.partition_point(|e| e.time.saturating_add(shift) < from);
+    while i < events.len() {
+        let t = events[i].time;
+        let fire = rules.fire(t);
+        if completes(events, i, rules, scratch) {
+            if fire >= to {
+                if is_match(events, absent, i, rules, scratch) {
+                    return Some(fire);
+                }
+            } else if is_match(events, absent, i, rules, scratch) {
+                let mut firsts = Vec::new();
+                completion(events, i, rules, scratch, Some(&mut firsts));
+                out.push(Found {
+                    at: i,
+                    completion: t,
+                    fire,
+                    firsts,
+                });
+            }
+        }
+        i += 1;
+    }
+    None
 }

@@ -4,10 +4,12 @@
 //! An event in order (at or after the watermark) is inserted; if it completes the pattern, its
 //! user is woken when the watermark passes the match's time. An event behind the watermark
 //! (late, within lateness) evaluates its user at once. Evaluating a user finds its matches
-//! ([`super::matcher::matches`]) and compares those due (time below the watermark) with the
-//! ones emitted: a new match is emitted with revision 0, a changed one with the next revision,
-//! one that no longer holds is retracted. Matches final at the previous evaluation are left
-//! alone; a user whose events all fell out of reach, with nothing pending, is dropped.
+//! whose time is due now and was not final at the previous evaluation
+//! ([`super::matcher::matches_between`]) and compares them with the ones emitted: a new match
+//! is emitted with revision 0, a changed one with the next revision, one that no longer holds
+//! is retracted. Whether an event completes the pattern is cached in the event, so a user's
+//! evaluation costs what became due since the last one, not all of its events. A user whose
+//! events all fell out of reach, with nothing pending, is dropped.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -16,7 +18,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use super::matcher::{matches, Ev, Found};
+use super::matcher::{matches_between, Ev, Found, Scratch, UNKNOWN};
 use super::PatternPlan;
 use crate::analytics::{AnalyticCapture, Emit, TaskAnalytic};
 use crate::event::Event;
@@ -62,6 +64,8 @@ pub struct FinalMatch {
 struct User {
     name: Box<str>,
     events: Vec<Ev>,
+    /// Times of the events that cancel (`notFollowedBy`), sorted.
+    absent: Vec<i64>,
     emitted: Vec<Emitted>,
     /// The watermark of the last evaluation: matches final then are settled.
     evaluated: i64,
@@ -80,6 +84,9 @@ pub struct PatternState {
     /// Users to wake, by time; an entry whose time is not its user's `wake` is stale.
     queue: BinaryHeap<Reverse<(i64, u32)>>,
     found: Vec<Found>,
+    scratch: Scratch,
+    /// Events stored, over all users (for [`TaskAnalytic::stats`]).
+    stored: usize,
     buf: String,
     /// For an action: matches are not emitted but collected here once final.
     finals: Option<Vec<FinalMatch>>,
@@ -96,6 +103,8 @@ impl PatternState {
             free: Vec::new(),
             queue: BinaryHeap::new(),
             found: Vec::new(),
+            scratch: Scratch::default(),
+            stored: 0,
             buf: String::new(),
             finals: None,
         }
@@ -173,18 +182,20 @@ impl PatternState {
         let mut found = std::mem::take(&mut self.found);
         let user = &mut self.users[id as usize];
         let quiet = self.finals.is_some();
-        matches(&user.events, &plan.rules, &mut found);
-        let settled = user.evaluated;
-        let mut next = i64::MAX;
+        // Matches final at the previous evaluation are settled: look from there on.
+        let from = user.evaluated.saturating_sub(lateness);
+        let pending = matches_between(
+            &mut user.events,
+            &user.absent,
+            &plan.rules,
+            from,
+            wm,
+            &mut self.scratch,
+            &mut found,
+        );
+        let mut next = pending.map_or(i64::MAX, |fire| fire.saturating_add(1));
         let mut seen = vec![false; user.emitted.len()];
         for m in &found {
-            if m.fire >= wm {
-                next = next.min(m.fire.saturating_add(1));
-                continue;
-            }
-            if m.fire.saturating_add(lateness) < settled {
-                continue;
-            }
             let body = render(&plan, &user.events, m);
             match user
                 .emitted
@@ -248,8 +259,17 @@ impl PatternState {
         let horizon = wm
             .saturating_sub(lateness)
             .saturating_sub(plan.rules.reach());
+        // Events out of reach are dropped once they are half of the user's (amortised: a
+        // long run of a busy user is not moved at every evaluation); the searches skip them.
         let cut = user.events.partition_point(|e| e.time < horizon);
-        user.events.drain(..cut);
+        if cut * 2 >= user.events.len() {
+            self.stored -= cut;
+            user.events.drain(..cut);
+        }
+        let cut = user.absent.partition_point(|t| *t < horizon);
+        if cut * 2 >= user.absent.len() {
+            user.absent.drain(..cut);
+        }
         if user.events.is_empty() && user.emitted.is_empty() {
             let name = std::mem::take(&mut user.name);
             self.ids.remove(&name);
@@ -331,19 +351,34 @@ impl TaskAnalytic for PatternState {
             None
         };
         let id = self.user_id(user);
-        let events = &mut self.users[id as usize].events;
+        let within = self.plan.rules.within.unwrap_or(0);
+        let state = &mut self.users[id as usize];
         let ev = Ev {
             time: t,
             steps: class.steps,
             absent: class.absent,
             same,
             captured,
+            completes: UNKNOWN,
         };
+        let events = &mut state.events;
+        self.stored += 1;
         if events.last().is_none_or(|e| e.time <= t) {
             events.push(ev);
         } else {
             let at = events.partition_point(|e| e.time <= t);
             events.insert(at, ev);
+            // The events that can look back at it complete differently now, maybe.
+            for e in &mut events[at + 1..] {
+                if e.time > t.saturating_add(within) {
+                    break;
+                }
+                e.completes = UNKNOWN;
+            }
+        }
+        if class.absent {
+            let at = state.absent.partition_point(|x| *x <= t);
+            state.absent.insert(at, t);
         }
         if t < wm {
             self.evaluate(id, wm, out);
@@ -414,6 +449,7 @@ impl TaskAnalytic for PatternState {
                     absent,
                     same,
                     captured,
+                    completes: UNKNOWN,
                 });
             }
             let mut emitted = Vec::new();
@@ -432,6 +468,8 @@ impl TaskAnalytic for PatternState {
                 });
             }
             let user = &mut self.users[id as usize];
+            user.absent = events.iter().filter(|e| e.absent).map(|e| e.time).collect();
+            self.stored += events.len();
             user.events = events;
             user.emitted = emitted;
             user.evaluated = evaluated;
@@ -443,18 +481,16 @@ impl TaskAnalytic for PatternState {
     }
 
     fn stats(&self) -> WindowStats {
+        // Kept in constant time (it is asked for often): events counted as they come and go,
+        // names at an estimated 16 bytes, emitted matches not counted (few, short-lived);
+        // "windows" are the wake-ups planned.
         let live = self.ids.len();
-        let events: usize = self.users.iter().map(|u| u.events.capacity()).sum();
-        let names: usize = self.ids.keys().map(|k| 2 * k.len()).sum();
-        let emitted: usize = self.users.iter().map(|u| u.emitted.len()).sum();
         WindowStats {
             keys: live,
-            windows: emitted,
-            bytes: events * std::mem::size_of::<Ev>()
-                + names
+            windows: self.queue.len(),
+            bytes: self.stored * std::mem::size_of::<Ev>()
                 + self.users.len() * std::mem::size_of::<User>()
-                + live * 48
-                + emitted * (std::mem::size_of::<Emitted>() + 96),
+                + live * (48 + 2 * 16),
         }
     }
 }

@@ -182,12 +182,6 @@ pub struct SourceContext {
 }
 
 impl ClientContext for SourceContext {
-    fn log(&self, _: rdkafka::config::RDKafkaLogLevel, fac: &str, line: &str) {
-        if line.contains("aborted") && !line.contains(" 0 aborted msgsets") {
-            eprintln!("DBG rdkafka {fac}: {line}");
-        }
-    }
-
     fn stats(&self, statistics: Statistics) {
         let mut ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
         for (name, topic) in statistics.topics {
@@ -227,13 +221,8 @@ impl KafkaSource {
         topics: Vec<SourceTopic>,
         options: SourceOptions,
     ) -> Result<Self, SourceError> {
-        let mut dbg_config = settings.client_config();
-        if let Ok(debug) = std::env::var("TIDEMARK_DBG_RDKAFKA") {
-            dbg_config
-                .set("debug", debug)
-                .set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
-        }
-        let consumer: BaseConsumer<SourceContext> = dbg_config
+        let consumer: BaseConsumer<SourceContext> = settings
+            .client_config()
             .set("group.id", group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
