@@ -4,10 +4,12 @@
 //! A window becomes final when the watermark passes its end plus the conversion window: then
 //! every user's units in it are evaluated ([`super::unit::units`]) and tallied per breakdown
 //! value, and each value's result (or, over several tasks, partial) is emitted with revision 0.
-//! A final window is kept, with each user's units, until the watermark passes its end plus the
-//! conversion window plus the allowed lateness; a late event re-evaluates its user in every
-//! such window it can count in, and each breakdown value whose tally changed is emitted again
-//! with the next revision. Events are dropped once no kept window can use them.
+//! A final window's tallies are kept until the watermark passes its end plus the conversion
+//! window plus the allowed lateness; a late event re-evaluates its user in every such window it
+//! can count in — the user's units without the event and with it, both from the stored events
+//! (an event in order cannot change a final window, so the stored events give the units
+//! counted) — and each breakdown value whose tally changed is emitted again with the next
+//! revision. Events are dropped once no kept window can use them.
 //!
 //! Checkpoints encode the state whole on the task thread (it is small next to keyed windows:
 //! events of the users active within the conversion window and lateness).
@@ -26,15 +28,16 @@ use crate::expr::Expr;
 use crate::window::codec::{DecodeError, Reader, Writer};
 use crate::window::{Refused, WindowStats};
 
-/// Kind byte of a funnel's state in snapshots (keyed windows write 0 for panes, 1 for sessions).
-const FUNNEL: u8 = 3;
+/// Kind byte of a funnel's state in snapshots (keyed windows write 0 for panes, 1 for sessions):
+/// final windows with each user's units (read, no longer written).
+const FUNNEL_UNITS: u8 = 3;
+/// Kind byte of a funnel's state with final windows as tallies.
+const FUNNEL: u8 = 6;
 
 /// A final window kept for late events.
 #[derive(Debug, Default)]
 struct Final {
     start: i64,
-    /// Each user's units in it.
-    units: FxHashMap<Box<str>, Vec<UnitResult>>,
     /// Tallies by breakdown value id.
     tallies: BTreeMap<u32, Tally>,
     /// Last revision emitted per breakdown value id.
@@ -57,6 +60,10 @@ pub struct FunnelState {
     /// Final windows within lateness, by end.
     finals: BTreeMap<i64, Final>,
     buf: String,
+    /// Sizes kept as they change, so that [`TaskAnalytic::stats`] (asked for often) does not
+    /// walk every user: events stored, bytes of user names.
+    stored: usize,
+    name_bytes: usize,
 }
 
 impl FunnelState {
@@ -72,6 +79,8 @@ impl FunnelState {
             open: BTreeMap::new(),
             finals: BTreeMap::new(),
             buf: String::new(),
+            stored: 0,
+            name_bytes: 0,
         }
     }
 
@@ -117,21 +126,18 @@ impl FunnelState {
         }
     }
 
-    /// Re-evaluates `user` in final window `end`; emits the values whose tally changed.
-    fn revise(&mut self, user: &str, end: i64, out: &mut Emit<'_>) {
+    /// Re-evaluates `user` in final window `end`, whose units there were `old` before a late
+    /// event; emits the values whose tally changed.
+    fn revise(&mut self, user: &str, end: i64, old: &[UnitResult], out: &mut Emit<'_>) {
         let window = self.finals.get_mut(&end).expect("revising a kept window");
         let events = self.users.get(user).map_or(&[][..], Vec::as_slice);
         let new = units(events, window.start, end, &self.plan.rules);
-        let old = window.units.remove(user).unwrap_or_default();
         if old == new {
-            if !new.is_empty() {
-                window.units.insert(user.into(), new);
-            }
             return;
         }
         let steps = self.plan.rules.steps;
         let mut changed: Vec<u32> = Vec::new();
-        for unit in &old {
+        for unit in old {
             window
                 .tallies
                 .get_mut(&unit.breakdown)
@@ -147,9 +153,6 @@ impl FunnelState {
                 .add(unit);
             changed.push(unit.breakdown);
         }
-        if !new.is_empty() {
-            window.units.insert(user.into(), new);
-        }
         changed.sort_unstable_by(|a, b| self.values[*a as usize].cmp(&self.values[*b as usize]));
         changed.dedup();
         for id in changed {
@@ -164,17 +167,13 @@ impl FunnelState {
             start,
             ..Final::default()
         };
-        for (user, events) in &self.users {
-            let made = units(events, start, end, &self.plan.rules);
-            for unit in &made {
+        for events in self.users.values() {
+            for unit in &units(events, start, end, &self.plan.rules) {
                 window
                     .tallies
                     .entry(unit.breakdown)
                     .or_insert_with(|| Tally::new(steps))
                     .add(unit);
-            }
-            if !made.is_empty() {
-                window.units.insert(user.clone(), made);
             }
         }
         self.finals.insert(end, window);
@@ -187,9 +186,14 @@ impl FunnelState {
     /// Drops events no kept window can use, and users left without events.
     fn prune(&mut self, wm: i64) {
         let plan = &self.plan;
-        self.users.retain(|_, events| {
-            let keep = events.partition_point(|e| plan.is_late(e.time, wm));
-            events.drain(..keep);
+        let (stored, name_bytes) = (&mut self.stored, &mut self.name_bytes);
+        self.users.retain(|user, events| {
+            let gone = events.partition_point(|e| plan.is_late(e.time, wm));
+            events.drain(..gone);
+            *stored -= gone;
+            if events.is_empty() {
+                *name_bytes -= user.len();
+            }
             !events.is_empty()
         });
     }
@@ -224,34 +228,53 @@ impl TaskAnalytic for FunnelState {
             breakdown,
             session,
         };
-        let events = match self.users.get_mut(user) {
-            Some(events) => events,
-            None => self.users.entry(user.into()).or_default(),
-        };
-        let at = events.partition_point(|e| e.time <= t);
-        events.insert(at, ev);
+        // The final windows within lateness the event can count in, with the user's units
+        // there before it (a late event; none for an event in order).
         let plan = self.plan.clone();
+        let mut revisions: Vec<(i64, Vec<UnitResult>)> = Vec::new();
         for (start, end) in plan.windows_touched(t) {
             let done = plan.final_at(end);
-            if done > wm {
-                if steps & 1 != 0 && start <= t && t < end {
+            if done > wm || done.saturating_add(plan.lateness) <= wm {
+                continue;
+            }
+            // A final window without entries yet gets one from a late step-1 event.
+            let entry = steps & 1 != 0 && start <= t && t < end;
+            if !entry && !self.finals.contains_key(&end) {
+                continue;
+            }
+            let before = self.users.get(user).map_or(&[][..], Vec::as_slice);
+            revisions.push((end, units(before, start, end, &plan.rules)));
+            self.finals.entry(end).or_insert_with(|| Final {
+                start,
+                ..Final::default()
+            });
+        }
+        self.stored += 1;
+        let events = match self.users.get_mut(user) {
+            Some(events) => events,
+            None => {
+                self.name_bytes += user.len();
+                self.users
+                    .entry(user.into())
+                    .or_insert_with(|| Vec::with_capacity(4))
+            }
+        };
+        // Most events come in time order: an append, no search of the user's run.
+        if events.last().is_none_or(|e| e.time <= t) {
+            events.push(ev);
+        } else {
+            let at = events.partition_point(|e| e.time <= t);
+            events.insert(at, ev);
+        }
+        if steps & 1 != 0 {
+            for (start, end) in plan.windows_touched(t) {
+                if plan.final_at(end) > wm && start <= t && t < end {
                     self.open.insert(end, start);
                 }
-            } else if done.saturating_add(plan.lateness) > wm {
-                // A final window without entries yet gets one from a late step-1 event.
-                let entry = steps & 1 != 0 && start <= t && t < end;
-                match self.finals.entry(end) {
-                    std::collections::btree_map::Entry::Vacant(_) if !entry => continue,
-                    std::collections::btree_map::Entry::Vacant(vacant) => {
-                        vacant.insert(Final {
-                            start,
-                            ..Final::default()
-                        });
-                    }
-                    std::collections::btree_map::Entry::Occupied(_) => {}
-                }
-                self.revise(user, end, out);
             }
+        }
+        for (end, old) in revisions {
+            self.revise(user, end, &old, out);
         }
         true
     }
@@ -282,9 +305,11 @@ impl TaskAnalytic for FunnelState {
     }
 
     fn restore(&mut self, r: &mut Reader<'_>) -> Result<(), Refused> {
-        if r.u8()? != FUNNEL {
-            return Err(Refused::Kind);
-        }
+        let with_units = match r.u8()? {
+            FUNNEL => false,
+            FUNNEL_UNITS => true,
+            _ => return Err(Refused::Kind),
+        };
         let plan = &self.plan;
         let shape = [plan.size, plan.slide, plan.offset, plan.rules.steps as i64];
         for expected in shape {
@@ -316,6 +341,8 @@ impl TaskAnalytic for FunnelState {
                     session: r.u64()?,
                 });
             }
+            self.stored += events.len();
+            self.name_bytes += user.len();
             self.users.insert(user, events);
         }
         for _ in 0..r.len_prefix()? {
@@ -333,9 +360,17 @@ impl TaskAnalytic for FunnelState {
                 let v = id(r, n)?;
                 window.revisions.insert(v, r.u64()? as u32);
             }
+            if !with_units {
+                for _ in 0..r.len_prefix()? {
+                    let v = id(r, n)?;
+                    window.tallies.insert(v, Tally::read(r, steps)?);
+                }
+                self.finals.insert(end, window);
+                continue;
+            }
+            // The older format: each user's units, tallied here.
             for _ in 0..r.len_prefix()? {
-                let user: Box<str> = r.str()?.into();
-                let mut made = Vec::new();
+                let _user = r.str()?;
                 for _ in 0..r.len_prefix()? {
                     let breakdown = id(r, n)?;
                     let reached = r.u8()?;
@@ -353,9 +388,7 @@ impl TaskAnalytic for FunnelState {
                         .entry(breakdown)
                         .or_insert_with(|| Tally::new(steps))
                         .add(&unit);
-                    made.push(unit);
                 }
-                window.units.insert(user, made);
             }
             self.finals.insert(end, window);
         }
@@ -363,24 +396,23 @@ impl TaskAnalytic for FunnelState {
     }
 
     fn stats(&self) -> WindowStats {
-        let events: usize = self.users.values().map(Vec::capacity).sum();
-        let keys: usize = self.users.keys().map(|k| k.len()).sum();
-        let held: usize = self.finals.values().map(|f| f.units.len()).sum();
+        let (events, keys) = (self.stored, self.name_bytes);
+        let tallies: usize = self.finals.values().map(|f| f.tallies.len()).sum();
         WindowStats {
             keys: self.users.len(),
             windows: self.open.len() + self.finals.len(),
             bytes: events * std::mem::size_of::<Ev>()
                 + keys
                 + self.users.len() * 48
-                + held * (48 + std::mem::size_of::<UnitResult>()),
+                + tallies * (64 + 24 * self.plan.rules.steps),
         }
     }
 }
 
 impl FunnelState {
     /// Appends the state: kind, window shape, value table, users' events, open windows, then
-    /// each final window with its revisions and users' units (tallies are recomputed on
-    /// restore). Maps are written in sorted order, so equal states encode equally.
+    /// each final window with its revisions and tallies. Maps are written in sorted order, so
+    /// equal states encode equally.
     fn write(&self, w: &mut Writer) {
         w.u8(FUNNEL);
         let plan = &self.plan;
@@ -419,19 +451,10 @@ impl FunnelState {
                 w.u64(u64::from(*id));
                 w.u64(u64::from(*revision));
             }
-            let mut units: Vec<_> = window.units.iter().collect();
-            units.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            w.len_prefix(units.len());
-            for (user, made) in units {
-                w.str(user);
-                w.len_prefix(made.len());
-                for unit in made {
-                    w.u64(u64::from(unit.breakdown));
-                    w.u8(unit.reached);
-                    for t in &unit.times {
-                        w.i64(*t);
-                    }
-                }
+            w.len_prefix(window.tallies.len());
+            for (id, tally) in &window.tallies {
+                w.u64(u64::from(*id));
+                tally.write(w);
             }
         }
     }

@@ -99,11 +99,12 @@ pub fn units(events: &[Ev], start: i64, end: i64, rules: &Rules) -> Vec<UnitResu
             }
         }
         UnitKind::SessionField => {
-            let mut seen: Vec<u64> = Vec::new();
             for i in (first..events.len()).take_while(|&i| events[i].time < end) {
                 let e = &events[i];
-                if e.steps & 1 != 0 && !seen.contains(&e.session) {
-                    seen.push(e.session);
+                let entry = |o: &Ev| o.steps & 1 != 0 && o.session == e.session;
+                // A session enters at its first step-1 event in the window (no allocation:
+                // a user has few events in a window).
+                if entry(e) && !events[first..i].iter().any(entry) {
                     out.push(progress(events, i, rules, |o| o.session == e.session));
                 }
             }
