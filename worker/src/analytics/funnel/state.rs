@@ -469,3 +469,83 @@ impl AnalyticCapture for Encoded {
         w.raw(&self.0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::unit::{Order, Rules, UnitKind};
+    use super::*;
+
+    fn plan() -> Arc<FunnelPlan> {
+        Arc::new(FunnelPlan {
+            rules: Rules {
+                steps: 2,
+                order: Order::Ordered,
+                conversion: 60_000,
+                exclusions: Vec::new(),
+                last_touch: false,
+                unit: UnitKind::User,
+            },
+            step_names: vec!["viewed".into(), "bought".into()],
+            step_types: vec![vec!["view".into()], vec!["purchase".into()]],
+            step_when: vec![None, None],
+            extra_names: vec![Arc::from(Vec::<String>::new())],
+            exclusion_types: Vec::new(),
+            breakdown: None,
+            session: None,
+            size: 3_600_000,
+            slide: 3_600_000,
+            offset: 0,
+            lateness: 600_000,
+            store_all: false,
+        })
+    }
+
+    #[test]
+    fn a_snapshot_of_the_older_format_with_units_restores_as_tallies() {
+        // Kind 3: shape, values ["all"], no users, no open windows, one final window ending
+        // at 1 h with revision 0 of value 0 and user u1's unit: 2 steps, 5 s to the second.
+        let mut w = Writer::default();
+        w.u8(FUNNEL_UNITS);
+        for v in [3_600_000, 3_600_000, 0, 2] {
+            w.i64(v);
+        }
+        w.len_prefix(1);
+        w.str("all");
+        w.len_prefix(0);
+        w.len_prefix(0);
+        w.len_prefix(1);
+        w.i64(3_600_000);
+        w.i64(0);
+        w.len_prefix(1);
+        w.u64(0);
+        w.u64(0);
+        w.len_prefix(1);
+        w.str("u1");
+        w.len_prefix(1);
+        w.u64(0);
+        w.u8(2);
+        w.i64(5_000);
+        let old = w.finish();
+        let mut state = FunnelState::new(plan(), false);
+        state.restore(&mut Reader::new(&old)).unwrap();
+        let mut want = Tally::new(2);
+        want.add(&UnitResult {
+            breakdown: 0,
+            reached: 2,
+            times: vec![5_000],
+        });
+        let window = &state.finals[&3_600_000];
+        assert_eq!(window.tallies.get(&0), Some(&want));
+        assert_eq!(window.revisions.get(&0), Some(&0));
+        // Written again in the current format, it restores to the same state.
+        let mut w = Writer::default();
+        state.write(&mut w);
+        let now = w.finish();
+        assert_eq!(now[0], FUNNEL);
+        let mut again = FunnelState::new(plan(), false);
+        again.restore(&mut Reader::new(&now)).unwrap();
+        let mut w = Writer::default();
+        again.write(&mut w);
+        assert_eq!(w.finish(), now);
+    }
+}
