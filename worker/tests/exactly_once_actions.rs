@@ -7,7 +7,7 @@
 //! aborted transactions (the kills hit open transactions).
 //!
 //! The reference is the same events through the engine in process, one task, uninterrupted
-//! (`worker/src/analytics/action/tests.rs` ties the engine's decisions to a brute-force oracle).
+//! (`worker/src/analytics/action/tests/` ties the engine's decisions to a brute-force oracle).
 //!
 //! Without noida-db these tests print a skip message and pass, unless `TIDEMARK_REQUIRE_NOIDA=1`.
 
