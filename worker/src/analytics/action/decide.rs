@@ -292,7 +292,7 @@ impl Decider {
                 w.i64(c.time);
                 w.i64(c.completion);
                 w.u64(c.score.to_bits());
-                super::task::write_opt(w, c.captured.as_deref());
+                crate::analytics::pattern::state::write_opt(w, c.captured.as_deref());
             }
         }
         let recent: BTreeSet<(&Box<str>, &Vec<i64>)> = self.recent.iter().collect();
@@ -347,7 +347,7 @@ impl Decider {
                     time,
                     completion: r.i64()?,
                     score: f64::from_bits(r.u64()?),
-                    captured: super::task::read_opt(r)?,
+                    captured: crate::analytics::pattern::state::read_opt(r)?,
                 };
                 window.insert((user, time), c);
             }

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use super::decide::{Candidate, Decider, Outcome};
-use super::task::{read_opt, CANDIDATE, OUTCOME};
+use super::task::{CANDIDATE, OUTCOME};
 use super::ActionPlan;
+use crate::analytics::pattern::state::read_opt;
 use crate::analytics::{Emit, GlobalAnalytic, Merge};
 use crate::partials::Partial;
 use crate::restore::RestoreError;

@@ -13,7 +13,7 @@ use rustc_hash::FxHashMap;
 
 use super::decide::{Candidate, Decider, Group, Outcome};
 use super::ActionPlan;
-use crate::analytics::pattern::state::PatternState;
+use crate::analytics::pattern::state::{write_opt, PatternState};
 use crate::analytics::{AnalyticCapture, Emit, TaskAnalytic};
 use crate::event::Event;
 use crate::window::codec::{DecodeError, Reader, Writer};
@@ -371,25 +371,6 @@ pub(super) fn write_record(plan: &ActionPlan, c: &Candidate, group: Group, out: 
         }
         let _ = write!(v, "}},\"expires_at\":\"{}\"", rfc(expires));
     });
-}
-
-/// Appends an optional string: a 0 byte, or a 1 byte and the string.
-pub(super) fn write_opt(w: &mut Writer, s: Option<&str>) {
-    match s {
-        None => w.u8(0),
-        Some(s) => {
-            w.u8(1);
-            w.str(s);
-        }
-    }
-}
-
-/// Reads what [`write_opt`] wrote.
-pub(super) fn read_opt(r: &mut Reader<'_>) -> Result<Option<Box<str>>, DecodeError> {
-    Ok(match r.u8()? {
-        0 => None,
-        _ => Some(r.str()?.into()),
-    })
 }
 
 /// An action's state, already encoded.

@@ -439,10 +439,7 @@ impl TaskAnalytic for PatternState {
                 let steps = r.u8()?;
                 let absent = r.u8()? != 0;
                 let same = r.u64()?;
-                let captured = match r.u8()? {
-                    0 => None,
-                    _ => Some(r.str()?.into()),
-                };
+                let captured = read_opt(r)?;
                 events.push(Ev {
                     time,
                     steps,
@@ -461,10 +458,7 @@ impl TaskAnalytic for PatternState {
                         .map_err(|_| DecodeError("a revision beyond u32"))?,
                     retracted: r.u8()? != 0,
                     body: r.str()?.into(),
-                    captured: match r.u8()? {
-                        0 => None,
-                        _ => Some(r.str()?.into()),
-                    },
+                    captured: read_opt(r)?,
                 });
             }
             let user = &mut self.users[id as usize];
@@ -531,7 +525,7 @@ impl PatternState {
 }
 
 /// Appends an optional string: a 0 byte, or a 1 byte and the string.
-fn write_opt(w: &mut Writer, s: Option<&str>) {
+pub(crate) fn write_opt(w: &mut Writer, s: Option<&str>) {
     match s {
         None => w.u8(0),
         Some(s) => {
@@ -539,6 +533,14 @@ fn write_opt(w: &mut Writer, s: Option<&str>) {
             w.str(s);
         }
     }
+}
+
+/// Reads what [`write_opt`] wrote.
+pub(crate) fn read_opt(r: &mut Reader<'_>) -> Result<Option<Box<str>>, DecodeError> {
+    Ok(match r.u8()? {
+        0 => None,
+        _ => Some(r.str()?.into()),
+    })
 }
 
 /// A pattern's state, already encoded.
