@@ -138,14 +138,8 @@ impl Setup {
 
     /// Produces the events in 20 chunks, 400 ms apart, on a thread of its own.
     fn produce_slowly(&self) -> std::thread::JoinHandle<()> {
-        let bootstrap = self.noida.bootstrap.clone();
-        let events = self.events.clone();
-        std::thread::spawn(move || {
-            for chunk in events.chunks(events.len() / 20 + 1) {
-                quickstart::produce_all(&bootstrap, chunk);
-                std::thread::sleep(Duration::from_millis(400));
-            }
-        })
+        let (events, pause) = (self.events.clone(), Duration::from_millis(400));
+        quickstart::produce_in_chunks(&self.noida.bootstrap, events, 20, pause)
     }
 
     /// Whether a fresh `read_committed` reader sees every expected action within `wait`.

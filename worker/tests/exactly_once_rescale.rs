@@ -70,13 +70,8 @@ impl Setup {
 
     /// Produces `events` in ten chunks, 300 ms apart, on a thread of its own.
     fn produce_slowly(&self, events: Vec<Event>) -> std::thread::JoinHandle<()> {
-        let bootstrap = self.noida.bootstrap.clone();
-        std::thread::spawn(move || {
-            for chunk in events.chunks(events.len() / 10 + 1) {
-                quickstart::produce_all(&bootstrap, chunk);
-                std::thread::sleep(Duration::from_millis(300));
-            }
-        })
+        let pause = Duration::from_millis(300);
+        quickstart::produce_in_chunks(&self.noida.bootstrap, events, 10, pause)
     }
 
     /// Kills worker 0 (started by `start`) `kills` times while `producing` runs: the first

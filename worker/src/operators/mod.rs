@@ -3,4 +3,7 @@
 
 pub mod plan;
 
-pub use plan::{compile_sources, input_for, PlanError, SourcePlan, PARTITION_KEY};
+pub use plan::{
+    check_condition, compile_sources, field_of_inputs, input_for, inputs_named, PlanError,
+    SourcePlan, PARTITION_KEY,
+};

@@ -71,6 +71,55 @@ pub fn input_for(field: &str, extra_names: &[String]) -> Option<Input> {
     })
 }
 
+/// The sources named `names` (an analytic's inputs, at `path.sources`), in order.
+pub fn inputs_named<'a>(
+    names: &[String],
+    path: &str,
+    sources: &'a [SourcePlan],
+) -> Result<Vec<&'a SourcePlan>, PlanError> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(j, name)| {
+            sources
+                .iter()
+                .find(|s| &s.name == name)
+                .ok_or_else(|| PlanError::Reference {
+                    path: format!("{path}.sources[{j}]"),
+                    message: format!("unknown source {name:?}"),
+                })
+        })
+        .collect()
+}
+
+/// The accessor of field `name` in each of `inputs`; an input without it is an error at `at`.
+pub fn field_of_inputs(
+    inputs: &[&SourcePlan],
+    name: &str,
+    at: &str,
+) -> Result<Vec<Input>, PlanError> {
+    inputs
+        .iter()
+        .map(|s| {
+            input_for(name, &s.extra_names).ok_or_else(|| PlanError::Reference {
+                path: at.to_owned(),
+                message: format!("source {:?} has no field {name:?}", s.name),
+            })
+        })
+        .collect()
+}
+
+/// Checks that CEL condition `text` (at `at`) compiles against the fields of each of `inputs`.
+pub fn check_condition(inputs: &[&SourcePlan], text: &str, at: &str) -> Result<(), PlanError> {
+    for input in inputs {
+        Expr::compile(text, input.extra_names.clone()).map_err(|source| PlanError::Expr {
+            path: at.to_owned(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
 /// Compiles every source of `spec`: decoder, filter and derived fields; `consumers` is left
 /// empty for the plan to fill as it compiles the analytics.
 pub fn compile_sources(spec: &MarketingPipelineSpec) -> Result<Vec<SourcePlan>, PlanError> {

@@ -153,6 +153,23 @@ pub fn produce_all(bootstrap: &str, events: &[Event]) {
     producer.flush(super::DEADLINE).unwrap();
 }
 
+/// Produces `events` in `chunks` chunks, `pause` apart, on a thread of its own: input that
+/// keeps arriving while a test kills or rescales workers.
+pub fn produce_in_chunks(
+    bootstrap: &str,
+    events: Vec<Event>,
+    chunks: usize,
+    pause: Duration,
+) -> std::thread::JoinHandle<()> {
+    let bootstrap = bootstrap.to_owned();
+    std::thread::spawn(move || {
+        for chunk in events.chunks(events.len() / chunks + 1) {
+            produce_all(&bootstrap, chunk);
+            std::thread::sleep(pause);
+        }
+    })
+}
+
 /// The reports the quickstart must write for `events` (the flush events open windows that
 /// never close, so they have none).
 pub fn oracle(events: &[Event]) -> Expected {

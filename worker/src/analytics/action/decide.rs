@@ -171,7 +171,7 @@ impl Decider {
                 break;
             }
             let (_, window) = self.pending.pop_first().expect("a first interval");
-            self.decide(end, window.into_values().collect(), out);
+            self.decide(window.into_values().collect(), out);
             decided = true;
         }
         self.decided_through = self.decided_through.max(wm);
@@ -206,8 +206,8 @@ impl Decider {
         }
     }
 
-    /// Decides interval `end`'s candidates.
-    fn decide(&mut self, end: i64, mut candidates: Vec<Candidate>, out: &mut Emit<'_>) {
+    /// Decides the candidates of one interval.
+    fn decide(&mut self, mut candidates: Vec<Candidate>, out: &mut Emit<'_>) {
         let plan = self.plan.clone();
         candidates.sort_by(|a, b| {
             b.score
@@ -215,7 +215,6 @@ impl Decider {
                 .then_with(|| a.user.cmp(&b.user))
                 .then(a.time.cmp(&b.time))
         });
-        let _ = end;
         for c in candidates {
             let times = self.recent.get(&c.user);
             let cooled = plan.cooldown > 0

@@ -27,7 +27,9 @@ use super::{Compiled, GlobalAnalytic, KindPlan, TaskAnalytic};
 use crate::analytics::AnalyticPlan;
 use crate::event::Event;
 use crate::expr::Expr;
-use crate::operators::{input_for, PlanError, SourcePlan, PARTITION_KEY};
+use crate::operators::{
+    check_condition, field_of_inputs, inputs_named, PlanError, SourcePlan, PARTITION_KEY,
+};
 use crate::window::accumulate::Input;
 use crate::window::WindowKind;
 use unit::{Order, Rules, UnitKind};
@@ -229,19 +231,7 @@ pub fn compile(
 ) -> Result<Compiled, PlanError> {
     let path = format!("{path}.funnel");
     let reference = |at: String, message: String| PlanError::Reference { path: at, message };
-    let inputs: Vec<&SourcePlan> = spec
-        .sources
-        .iter()
-        .enumerate()
-        .map(|(j, name)| {
-            sources.iter().find(|s| &s.name == name).ok_or_else(|| {
-                reference(
-                    format!("{path}.sources[{j}]"),
-                    format!("unknown source {name:?}"),
-                )
-            })
-        })
-        .collect::<Result<_, _>>()?;
+    let inputs = inputs_named(&spec.sources, &path, sources)?;
     if !(2..=16).contains(&spec.steps.len()) {
         return Err(reference(
             format!("{path}.steps"),
@@ -271,29 +261,10 @@ pub fn compile(
     }
     for (k, s) in spec.steps.iter().enumerate() {
         if let Some(text) = &s.when {
-            for input in &inputs {
-                Expr::compile(text, input.extra_names.clone()).map_err(|source| {
-                    PlanError::Expr {
-                        path: format!("{path}.steps[{k}].when"),
-                        source,
-                    }
-                })?;
-            }
+            check_condition(&inputs, text, &format!("{path}.steps[{k}].when"))?;
         }
     }
-    let field = |name: &str, at: String| {
-        inputs
-            .iter()
-            .map(|s| {
-                input_for(name, &s.extra_names).ok_or_else(|| {
-                    reference(
-                        at.clone(),
-                        format!("source {:?} has no field {name:?}", s.name),
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()
-    };
+    let field = |name: &str, at: String| field_of_inputs(&inputs, name, &at);
     let breakdown = match &spec.breakdown {
         Some(b) => Some(field(&b.field, format!("{path}.breakdown.field"))?),
         None => None,

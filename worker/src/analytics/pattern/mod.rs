@@ -24,7 +24,9 @@ use super::{Compiled, GlobalAnalytic, KindPlan, TaskAnalytic};
 use crate::analytics::AnalyticPlan;
 use crate::event::{Event, FieldValue};
 use crate::expr::Expr;
-use crate::operators::{input_for, PlanError, SourcePlan, PARTITION_KEY};
+use crate::operators::{
+    check_condition, field_of_inputs, inputs_named, PlanError, SourcePlan, PARTITION_KEY,
+};
 use crate::window::accumulate::Input;
 use crate::window::WindowKind;
 use matcher::Rules;
@@ -58,8 +60,8 @@ pub struct PatternPlan {
     pub lateness: i64,
 }
 
-/// What an event is to a pattern: the steps it matches (bit k for step k), whether it
-/// cancels, and the hash of its `sameValue` field.
+/// What an event is to a pattern: the steps it matches (bit k for step k) and whether it
+/// cancels.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Class {
     /// Steps matched, bit k for step k.
@@ -183,50 +185,17 @@ pub fn compile_plan(
     sources: &[SourcePlan],
 ) -> Result<PatternPlan, PlanError> {
     let reference = |at: String, message: String| PlanError::Reference { path: at, message };
-    let inputs: Vec<&SourcePlan> = spec
-        .sources
-        .iter()
-        .enumerate()
-        .map(|(j, name)| {
-            sources.iter().find(|s| &s.name == name).ok_or_else(|| {
-                reference(
-                    format!("{path}.sources[{j}]"),
-                    format!("unknown source {name:?}"),
-                )
-            })
-        })
-        .collect::<Result<_, _>>()?;
+    let inputs = inputs_named(&spec.sources, path, sources)?;
     if !(1..=8).contains(&spec.steps.len()) {
         return Err(reference(
             format!("{path}.steps"),
             "a pattern has 1 to 8 steps".into(),
         ));
     }
-    let field = |name: &str, at: String| {
-        inputs
-            .iter()
-            .map(|s| {
-                input_for(name, &s.extra_names).ok_or_else(|| {
-                    reference(
-                        at.clone(),
-                        format!("source {:?} has no field {name:?}", s.name),
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()
-    };
-    let check = |text: &Option<String>, at: String| -> Result<(), PlanError> {
-        if let Some(text) = text {
-            for input in &inputs {
-                Expr::compile(text, input.extra_names.clone()).map_err(|source| {
-                    PlanError::Expr {
-                        path: at.clone(),
-                        source,
-                    }
-                })?;
-            }
-        }
-        Ok(())
+    let field = |name: &str, at: String| field_of_inputs(&inputs, name, &at);
+    let check = |text: &Option<String>, at: String| match text {
+        Some(text) => check_condition(&inputs, text, &at),
+        None => Ok(()),
     };
     let mut same_field: Option<&str> = None;
     for (k, s) in spec.steps.iter().enumerate() {
