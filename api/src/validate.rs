@@ -10,6 +10,7 @@ use std::fmt;
 use crate::spec::*;
 
 mod funnel;
+mod model;
 mod pattern;
 pub use pattern::placeholders;
 mod quality;
@@ -282,9 +283,21 @@ fn check_analytic(
             analytic.funnel.is_some(),
             analytic.pattern.is_some(),
             analytic.action.is_some(),
+            analytic.segments.is_some(),
+            analytic.propensity.is_some(),
+            analytic.recommend.is_some(),
         ],
-        "aggregate, join, topN, funnel, pattern or action",
+        "aggregate, join, topN, funnel, pattern, action, segments, propensity or recommend",
     );
+    if let Some(s) = &analytic.segments {
+        model::check_segments(p, &format!("{path}.segments"), s, spec);
+    }
+    if let Some(m) = &analytic.propensity {
+        model::check_propensity(p, &format!("{path}.propensity"), m, spec);
+    }
+    if let Some(r) = &analytic.recommend {
+        model::check_recommend(p, &format!("{path}.recommend"), r, spec);
+    }
     if let Some(f) = &analytic.funnel {
         funnel::check_funnel(p, &format!("{path}.funnel"), f, spec);
     }

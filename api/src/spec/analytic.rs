@@ -6,12 +6,12 @@ use serde::{Deserialize, Serialize};
 use crate::Duration;
 
 /// One computation whose results go to the sinks. Exactly one of `aggregate`, `join`, `topN`,
-/// `funnel`, `pattern` or `action` is set.
+/// `funnel`, `pattern`, `action`, `segments`, `propensity` or `recommend` is set.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kube::core::Rule::new(
-    "[has(self.aggregate), has(self.join), has(self.topN), has(self.funnel), has(self.pattern), has(self.action)].filter(x, x).size() == 1"
-).message("exactly one of aggregate, join, topN, funnel, pattern or action must be set"))]
+    "[has(self.aggregate), has(self.join), has(self.topN), has(self.funnel), has(self.pattern), has(self.action), has(self.segments), has(self.propensity), has(self.recommend)].filter(x, x).size() == 1"
+).message("exactly one of aggregate, join, topN, funnel, pattern, action, segments, propensity or recommend must be set"))]
 pub struct AnalyticSpec {
     /// Name of the analytic; the first part of each result's Kafka key.
     #[schemars(
@@ -42,6 +42,15 @@ pub struct AnalyticSpec {
     /// budget, holdout and an uplift report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<crate::spec::action::ActionAnalytic>,
+    /// Customer segments: online k-means over per-user features (RFM by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segments: Option<crate::spec::model::SegmentsAnalytic>,
+    /// Purchase propensity: online logistic regression predicting a purchase within a horizon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propensity: Option<crate::spec::model::PropensityAnalytic>,
+    /// Recommendations: item-item co-occurrence within sessions, top-K per user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recommend: Option<crate::spec::model::RecommendAnalytic>,
 }
 
 /// A top-N ranking: the events of `sources` (optionally filtered) aggregated per `keyBy` and

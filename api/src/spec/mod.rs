@@ -9,6 +9,7 @@
 pub mod action;
 mod analytic;
 pub mod funnel;
+pub mod model;
 mod operations;
 pub mod pattern;
 pub mod quality;
@@ -18,6 +19,7 @@ mod source;
 pub use action::*;
 pub use analytic::*;
 pub use funnel::*;
+pub use model::*;
 pub use operations::*;
 pub use pattern::*;
 pub use quality::*;

@@ -16,6 +16,7 @@
 //! | `funnel` | [`funnel`]: per-user event runs, evaluated when a window is final | [`funnel`]: per-window step counts summed |
 //! | `pattern` | [`pattern`]: per-user events, evaluated when a match's time passes | never global (keyed by the user) |
 //! | `action` | [`action`]: a pattern's final matches and the users' conversions | [`action`]: decisions per interval, uplift reports |
+//! | `segments`, `propensity`, `recommend` | [`model`]: observations of users per epoch | [`model`]: the model, learned per epoch ([`segments`], [`propensity`], [`recommend`]) |
 //!
 //! A new kind is its api type, one file (or folder) here, and one arm in [`compile`].
 
@@ -24,8 +25,12 @@ pub mod emit;
 pub mod funnel;
 pub mod keyed;
 pub mod merge;
+pub mod model;
 pub mod pattern;
 pub mod plan;
+pub mod propensity;
+pub mod recommend;
+pub mod segments;
 pub mod top_n;
 
 use std::fmt::Debug;
@@ -188,11 +193,15 @@ pub fn compile(
         spec.funnel.is_some(),
         spec.pattern.is_some(),
         spec.action.is_some(),
+        spec.segments.is_some(),
+        spec.propensity.is_some(),
+        spec.recommend.is_some(),
     ];
     if set.iter().filter(|s| **s).count() != 1 {
         return Err(PlanError::Reference {
             path: path.to_owned(),
-            message: "exactly one of aggregate, join, topN, funnel, pattern or action must be set"
+            message: "exactly one of aggregate, join, topN, funnel, pattern, action, segments, \
+                propensity or recommend must be set"
                 .into(),
         });
     }
@@ -206,6 +215,12 @@ pub fn compile(
         funnel::compile(f, path, sources)
     } else if let Some(p) = &spec.pattern {
         pattern::compile(&spec.name, p, path, sources)
+    } else if let Some(s) = &spec.segments {
+        segments::compile(s, &format!("{path}.segments"), sources)
+    } else if let Some(m) = &spec.propensity {
+        propensity::compile(m, &format!("{path}.propensity"), sources)
+    } else if let Some(r) = &spec.recommend {
+        recommend::compile(r, &format!("{path}.recommend"), sources)
     } else {
         let action = spec.action.as_ref().expect("one kind is set");
         action::compile(pipeline, &spec.name, action, path, all, sources)

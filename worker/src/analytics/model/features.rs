@@ -1,0 +1,350 @@
+//! Users' aggregates over a trailing horizon, kept per epoch, and the features computed from
+//! them at an epoch's end: built-in (an aggregate by name) or a CEL expression over the
+//! aggregates (`tidemark_api::UserFeature`). Shared by segments and propensity.
+//!
+//! A user's events are counted in one bucket per epoch; the aggregates at an epoch end `E`
+//! sum the buckets of the epochs ending in `(E - horizon, E]` (the horizon in whole epochs).
+//! A user is *active* in an epoch when it has an event in it; a user with no bucket left in
+//! reach of a future epoch is forgotten.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+
+use cel::{Context, Program, Value as CelValue};
+use rustc_hash::FxHashMap;
+use tidemark_api::{UserFeature, USER_AGGREGATES};
+
+use super::ModelPlan;
+use crate::event::Event;
+use crate::operators::PlanError;
+use crate::window::codec::{DecodeError, Reader, Writer};
+use crate::window::WindowStats;
+
+const HOUR: f64 = 3_600_000.0;
+
+/// One user's events in one epoch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Bucket {
+    end: i64,
+    events: u32,
+    views: u32,
+    carts: u32,
+    purchases: u32,
+    revenue: f64,
+    /// First event's time.
+    first: i64,
+    /// Last purchase's time (`i64::MIN`: none).
+    last_purchase: i64,
+}
+
+/// A user's aggregates at an epoch end, in the order of [`USER_AGGREGATES`].
+pub type Values = [f64; 7];
+
+/// Users' epoch buckets: see the module documentation.
+#[derive(Debug)]
+pub struct Aggregates {
+    horizon: i64,
+    users: FxHashMap<Box<str>, Vec<Bucket>>,
+    /// Users with a bucket in each epoch not yet taken.
+    active: BTreeMap<i64, Vec<Box<str>>>,
+    /// (when a user may be forgotten, user).
+    expiry: BinaryHeap<Reverse<(i64, Box<str>)>>,
+    /// Epochs ending at or before this were taken.
+    taken: i64,
+}
+
+impl Aggregates {
+    /// Empty aggregates over `horizon` ms.
+    pub fn new(horizon: i64) -> Self {
+        Self {
+            horizon,
+            users: FxHashMap::default(),
+            active: BTreeMap::new(),
+            expiry: BinaryHeap::new(),
+            taken: i64::MIN,
+        }
+    }
+
+    /// Counts `user`'s event of input `input`.
+    pub fn add(&mut self, plan: &ModelPlan, user: &str, input: usize, event: &Event<'_>) {
+        let t = event.time;
+        let end = plan.epoch_end(t);
+        let buckets = match self.users.get_mut(user) {
+            Some(b) => b,
+            None => self.users.entry(user.into()).or_default(),
+        };
+        let at = buckets.partition_point(|b| b.end < end);
+        if buckets.get(at).is_none_or(|b| b.end != end) {
+            buckets.insert(
+                at,
+                Bucket {
+                    end,
+                    events: 0,
+                    views: 0,
+                    carts: 0,
+                    purchases: 0,
+                    revenue: 0.0,
+                    first: t,
+                    last_purchase: i64::MIN,
+                },
+            );
+            self.active.entry(end).or_default().push(user.into());
+            self.expiry
+                .push(Reverse((end.saturating_add(self.horizon), user.into())));
+        }
+        let b = &mut buckets[at];
+        b.events += 1;
+        b.first = b.first.min(t);
+        match event.event_type.as_deref() {
+            Some("view") => b.views += 1,
+            Some("add_to_cart") => b.carts += 1,
+            _ => {}
+        }
+        if let Some(value) = plan.purchase(input, event) {
+            b.purchases += 1;
+            b.revenue += value;
+            b.last_purchase = b.last_purchase.max(t);
+        }
+    }
+
+    /// The next epoch complete at `complete` with its active users (sorted), if any.
+    pub fn take_active(&mut self, complete: i64) -> Option<(i64, Vec<Box<str>>)> {
+        let entry = self.active.first_entry()?;
+        if *entry.key() > complete {
+            return None;
+        }
+        let (end, mut users) = entry.remove_entry();
+        users.sort_unstable();
+        users.dedup();
+        self.taken = end;
+        Some((end, users))
+    }
+
+    /// Forgets what no epoch after `complete` can reach.
+    pub fn expire(&mut self, complete: i64) {
+        let reach = complete.saturating_sub(self.horizon);
+        while self
+            .expiry
+            .peek()
+            .is_some_and(|Reverse((t, _))| *t <= complete)
+        {
+            let Reverse((_, user)) = self.expiry.pop().expect("a first entry");
+            if let Some(buckets) = self.users.get_mut(&user) {
+                let cut = buckets.partition_point(|b| b.end <= reach);
+                buckets.drain(..cut);
+                if buckets.is_empty() {
+                    self.users.remove(&user);
+                }
+            }
+        }
+    }
+
+    /// `user`'s aggregates at epoch end `end`.
+    pub fn values(&self, user: &str, end: i64) -> Values {
+        let mut v = [0.0; 7];
+        let (mut first, mut last_purchase) = (end, i64::MIN);
+        let from = end.saturating_sub(self.horizon);
+        for b in self.users.get(user).map_or(&[][..], Vec::as_slice) {
+            if b.end <= from || b.end > end {
+                continue;
+            }
+            v[0] += f64::from(b.events);
+            v[1] += f64::from(b.views);
+            v[2] += f64::from(b.carts);
+            v[3] += f64::from(b.purchases);
+            v[4] += b.revenue;
+            first = first.min(b.first);
+            last_purchase = last_purchase.max(b.last_purchase);
+        }
+        v[5] = if last_purchase == i64::MIN {
+            self.horizon as f64 / HOUR
+        } else {
+            (end - last_purchase) as f64 / HOUR
+        };
+        v[6] = (end - first) as f64 / HOUR;
+        v
+    }
+
+    /// Appends the state (users sorted, so equal states encode equally).
+    pub fn write(&self, w: &mut Writer) {
+        w.i64(self.taken);
+        let mut users: Vec<(&Box<str>, &Vec<Bucket>)> = self.users.iter().collect();
+        users.sort_unstable_by_key(|(u, _)| *u);
+        w.len_prefix(users.len());
+        for (user, buckets) in users {
+            w.str(user);
+            w.len_prefix(buckets.len());
+            for b in buckets {
+                w.i64(b.end);
+                w.u64(u64::from(b.events));
+                w.u64(u64::from(b.views));
+                w.u64(u64::from(b.carts));
+                w.u64(u64::from(b.purchases));
+                w.u64(b.revenue.to_bits());
+                w.i64(b.first);
+                w.i64(b.last_purchase);
+            }
+        }
+    }
+
+    /// Loads what [`Aggregates::write`] wrote into these fresh aggregates.
+    pub fn read(&mut self, r: &mut Reader<'_>) -> Result<(), DecodeError> {
+        self.taken = r.i64()?;
+        let small = |x: u64| u32::try_from(x).map_err(|_| DecodeError("a count out of range"));
+        for _ in 0..r.len_prefix()? {
+            let user: Box<str> = r.str()?.into();
+            let mut buckets = Vec::new();
+            for _ in 0..r.len_prefix()? {
+                buckets.push(Bucket {
+                    end: r.i64()?,
+                    events: small(r.u64()?)?,
+                    views: small(r.u64()?)?,
+                    carts: small(r.u64()?)?,
+                    purchases: small(r.u64()?)?,
+                    revenue: f64::from_bits(r.u64()?),
+                    first: r.i64()?,
+                    last_purchase: r.i64()?,
+                });
+            }
+            for b in &buckets {
+                if b.end > self.taken {
+                    self.active.entry(b.end).or_default().push(user.clone());
+                }
+            }
+            if let Some(last) = buckets.last() {
+                self.expiry.push(Reverse((
+                    last.end.saturating_add(self.horizon),
+                    user.clone(),
+                )));
+            }
+            self.users.insert(user, buckets);
+        }
+        Ok(())
+    }
+
+    /// Sizes of the state.
+    pub fn stats(&self) -> WindowStats {
+        let buckets: usize = self.users.values().map(Vec::len).sum();
+        let names: usize = self.users.keys().map(|u| u.len()).sum();
+        WindowStats {
+            keys: self.users.len(),
+            windows: buckets,
+            bytes: buckets * 56 + self.users.len() * 48 + names + self.expiry.len() * 40,
+        }
+    }
+}
+
+/// How one feature is computed.
+enum Source {
+    /// An aggregate, by its index in [`USER_AGGREGATES`].
+    Aggregate(usize),
+    /// A CEL expression over the aggregates.
+    Cel(Program),
+}
+
+/// A model's features, compiled.
+pub struct Features {
+    /// Names, in order.
+    pub names: Vec<String>,
+    sources: Vec<Source>,
+    context: Context<'static, 'static>,
+}
+
+impl std::fmt::Debug for Features {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Features")
+            .field("names", &self.names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Features {
+    /// Compiles `features` at `path`; without any, the aggregates named `default`, each as
+    /// it is or as `log(1 + x)` when `log` is set.
+    pub fn compile(
+        features: &[UserFeature],
+        default: &[&str],
+        log: bool,
+        path: &str,
+    ) -> Result<Self, PlanError> {
+        let mut context = Context::default();
+        context
+            .add_function("log", |x: f64| x.ln())
+            .expect("a root context takes functions");
+        context
+            .add_function("sqrt", |x: f64| x.sqrt())
+            .expect("a root context takes functions");
+        let mut names = Vec::new();
+        let mut sources = Vec::new();
+        if features.is_empty() {
+            for name in default {
+                let i = USER_AGGREGATES
+                    .iter()
+                    .position(|a| a == name)
+                    .expect("a default feature is an aggregate");
+                if log {
+                    let text = format!("log(1.0 + double({name}))");
+                    sources.push(Source::Cel(Program::compile(&text).expect("valid CEL")));
+                    names.push(format!("log_{name}"));
+                } else {
+                    sources.push(Source::Aggregate(i));
+                    names.push((*name).to_owned());
+                }
+            }
+        }
+        for (j, f) in features.iter().enumerate() {
+            names.push(f.name.clone());
+            match USER_AGGREGATES.iter().position(|a| *a == f.expr.trim()) {
+                Some(i) => sources.push(Source::Aggregate(i)),
+                None => sources.push(Source::Cel(Program::compile(&f.expr).map_err(|e| {
+                    PlanError::Reference {
+                        path: format!("{path}.features[{j}].expr"),
+                        message: e.to_string().lines().next().unwrap_or_default().to_owned(),
+                    }
+                })?)),
+            }
+        }
+        Ok(Self {
+            names,
+            sources,
+            context,
+        })
+    }
+
+    /// The features of aggregates `v`; an expression that fails or gives no finite number
+    /// gives 0 and counts in `errors`.
+    pub fn compute(&self, v: &Values, errors: &mut u64) -> Vec<f64> {
+        let mut scope = None;
+        self.sources
+            .iter()
+            .map(|s| match s {
+                Source::Aggregate(i) => v[*i],
+                Source::Cel(program) => {
+                    let scope = scope.get_or_insert_with(|| {
+                        let mut scope = self.context.new_inner_scope();
+                        for (name, x) in USER_AGGREGATES.iter().zip(v) {
+                            if name.ends_with("hours") || *name == "revenue" {
+                                scope.add_variable_from_value(*name, *x);
+                            } else {
+                                scope.add_variable_from_value(*name, *x as i64);
+                            }
+                        }
+                        scope
+                    });
+                    let x = match program.execute(scope) {
+                        Ok(CelValue::Float(f)) => f,
+                        Ok(CelValue::Int(i)) => i as f64,
+                        Ok(CelValue::UInt(u)) => u as f64,
+                        _ => f64::NAN,
+                    };
+                    if x.is_finite() {
+                        x
+                    } else {
+                        *errors += 1;
+                        0.0
+                    }
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,355 @@
+//! The segments learner: mini-batch k-means (Sculley's per-centre learning rate `1/n`) in a
+//! feature space standardised online, fed one complete epoch at a time in a fixed order.
+//!
+//! Per epoch, with the observations sorted by user:
+//! 1. the running mean and variance of each feature take the epoch's points (Welford);
+//! 2. without centres yet: once an epoch has at least `k` distinct points, greedy k-means++
+//!    picks them from that epoch with the plan's seed (before that, users get no segment:
+//!    the documented default);
+//! 3. each point goes to its nearest centre (standardised Euclidean distance; ties to the
+//!    lower index); a user whose segment changed (or who had none) gets a result;
+//! 4. each centre moves towards its points in order: `n_c += 1; c += (x - c) / n_c`;
+//! 5. a centre that has never had a point (empty cluster) moves to the epoch's point farthest
+//!    from its own centre;
+//! 6. the model version (centres in the features' own units, segment sizes, labels) is
+//!    emitted.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::sync::Arc;
+
+use rand::{Rng, SeedableRng};
+use rand_pcg::Pcg64Mcg;
+
+use super::SegmentsPlan;
+use crate::analytics::model::{read_f64s, write_f64s, write_json_f64, Learner, Observation};
+use crate::analytics::Emit;
+use crate::result::write_json_str;
+use crate::window::codec::{DecodeError, Reader, Writer};
+use crate::window::WindowStats;
+
+/// The k-means learner: see the module documentation.
+#[derive(Debug)]
+pub struct KMeans {
+    plan: Arc<SegmentsPlan>,
+    /// Points seen, and each feature's running mean and sum of squared deviations.
+    seen: u64,
+    mean: Vec<f64>,
+    m2: Vec<f64>,
+    /// Centres in the features' units (empty until initialised), and points per centre.
+    centres: Vec<Vec<f64>>,
+    counts: Vec<u64>,
+    /// Model versions emitted.
+    version: u64,
+    /// Each user's segment.
+    segments: BTreeMap<Box<str>, u32>,
+}
+
+impl KMeans {
+    /// A learner of `plan` with no model yet.
+    pub fn new(plan: Arc<SegmentsPlan>) -> Self {
+        let d = plan.features.names.len();
+        Self {
+            plan,
+            seen: 0,
+            mean: vec![0.0; d],
+            m2: vec![0.0; d],
+            centres: Vec::new(),
+            counts: Vec::new(),
+            version: 0,
+            segments: BTreeMap::new(),
+        }
+    }
+
+    /// Each feature's scale: its standard deviation (1 when there is none yet).
+    fn scales(&self) -> Vec<f64> {
+        self.m2
+            .iter()
+            .map(|m2| {
+                let sd = if self.seen > 1 {
+                    (m2 / self.seen as f64).sqrt()
+                } else {
+                    0.0
+                };
+                if sd > 1e-12 {
+                    sd
+                } else {
+                    1.0
+                }
+            })
+            .collect()
+    }
+
+    /// The squared standardised distance of `x` from `c`.
+    fn distance2(x: &[f64], c: &[f64], scales: &[f64]) -> f64 {
+        x.iter()
+            .zip(c)
+            .zip(scales)
+            .map(|((x, c), s)| ((x - c) / s).powi(2))
+            .sum()
+    }
+
+    /// The nearest centre of `x`, and its squared distance.
+    fn nearest(&self, x: &[f64], scales: &[f64]) -> (usize, f64) {
+        let mut best = (0, f64::INFINITY);
+        for (i, c) in self.centres.iter().enumerate() {
+            let d = Self::distance2(x, c, scales);
+            if d < best.1 {
+                best = (i, d);
+            }
+        }
+        best
+    }
+
+    /// Greedy k-means++ over `points` with the plan's seed; false when they hold fewer than
+    /// `k` distinct points.
+    fn initialise(&mut self, points: &[Vec<f64>], scales: &[f64]) -> bool {
+        let k = self.plan.k;
+        let mut distinct: Vec<&Vec<f64>> = points.iter().collect();
+        distinct.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        distinct.dedup();
+        if distinct.len() < k {
+            return false;
+        }
+        let mut rng = Pcg64Mcg::seed_from_u64(self.plan.seed);
+        let first = rng.random_range(0..points.len());
+        self.centres = vec![points[first].clone()];
+        let mut d2: Vec<f64> = points
+            .iter()
+            .map(|x| Self::distance2(x, &points[first], scales))
+            .collect();
+        let tries = 2 + (k as f64).ln() as usize;
+        while self.centres.len() < k {
+            let total: f64 = d2.iter().sum();
+            let mut best: Option<(f64, usize)> = None;
+            for _ in 0..tries {
+                let mut target = rng.random::<f64>() * total;
+                let mut pick = d2.len() - 1;
+                for (i, d) in d2.iter().enumerate() {
+                    if target < *d {
+                        pick = i;
+                        break;
+                    }
+                    target -= d;
+                }
+                if d2[pick] == 0.0 {
+                    // Rounding landed on an existing centre: the farthest point instead.
+                    pick = (0..d2.len())
+                        .max_by(|a, b| d2[*a].total_cmp(&d2[*b]).then(b.cmp(a)))
+                        .expect("points");
+                }
+                let potential: f64 = points
+                    .iter()
+                    .zip(&d2)
+                    .map(|(x, d)| d.min(Self::distance2(x, &points[pick], scales)))
+                    .sum();
+                if best.is_none_or(|(p, _)| potential < p) {
+                    best = Some((potential, pick));
+                }
+            }
+            let (_, pick) = best.expect("at least one try");
+            for (x, d) in points.iter().zip(d2.iter_mut()) {
+                *d = d.min(Self::distance2(x, &points[pick], scales));
+            }
+            self.centres.push(points[pick].clone());
+        }
+        self.counts = vec![0; k];
+        true
+    }
+
+    /// The centres' names by the label rule.
+    fn labels(&self) -> Vec<Option<String>> {
+        let Some((by, names)) = &self.plan.labels else {
+            return vec![None; self.centres.len()];
+        };
+        let mut order: Vec<usize> = (0..self.centres.len()).collect();
+        order.sort_by(|a, b| {
+            self.centres[*b][*by]
+                .total_cmp(&self.centres[*a][*by])
+                .then(a.cmp(b))
+        });
+        let mut labels = vec![None; self.centres.len()];
+        for (rank, c) in order.into_iter().enumerate() {
+            labels[c] = Some(names[rank].clone());
+        }
+        labels
+    }
+
+    /// The centres (in the features' units), for tests.
+    #[cfg(test)]
+    pub fn centres(&self) -> &[Vec<f64>] {
+        &self.centres
+    }
+
+    /// Each user's segment, for tests.
+    #[cfg(test)]
+    pub fn segments(&self) -> &BTreeMap<Box<str>, u32> {
+        &self.segments
+    }
+}
+
+impl Learner for KMeans {
+    fn epoch(&mut self, end: i64, observations: &[Observation], out: &mut Emit<'_>) {
+        let mut users = Vec::with_capacity(observations.len());
+        let mut points = Vec::with_capacity(observations.len());
+        for o in observations {
+            let Ok(x) = read_f64s(&mut Reader::new(&o.payload)) else {
+                continue;
+            };
+            if x.len() != self.mean.len() {
+                continue;
+            }
+            self.seen += 1;
+            for (j, v) in x.iter().enumerate() {
+                let delta = v - self.mean[j];
+                self.mean[j] += delta / self.seen as f64;
+                self.m2[j] += delta * (v - self.mean[j]);
+            }
+            users.push(&o.user);
+            points.push(x);
+        }
+        let scales = self.scales();
+        if self.centres.is_empty() && !self.initialise(&points, &scales) {
+            return;
+        }
+        let start = end - self.plan.model.epoch;
+        let assigned: Vec<(usize, f64)> = points.iter().map(|x| self.nearest(x, &scales)).collect();
+        let labels = self.labels();
+        for (user, (c, d2)) in users.iter().zip(&assigned) {
+            let previous = self.segments.insert((*user).clone(), *c as u32);
+            if previous == Some(*c as u32) {
+                continue;
+            }
+            out.result_with(Some(user), start, end, 0, |v| {
+                let _ = write!(v, ",\"record\":\"segment\",\"segment\":{c}");
+                if let Some(label) = &labels[*c] {
+                    v.extend_from_slice(b",\"label\":");
+                    write_json_str(v, label);
+                }
+                v.extend_from_slice(b",\"previous\":");
+                match previous {
+                    Some(p) => {
+                        let _ = write!(v, "{p}");
+                    }
+                    None => v.extend_from_slice(b"null"),
+                }
+                v.extend_from_slice(b",\"distance\":");
+                write_json_f64(v, d2.sqrt());
+                let _ = write!(v, ",\"model_version\":{}", self.version);
+            });
+        }
+        for (x, (c, _)) in points.iter().zip(&assigned) {
+            self.counts[*c] += 1;
+            let eta = 1.0 / self.counts[*c] as f64;
+            for (m, x) in self.centres[*c].iter_mut().zip(x) {
+                *m += eta * (x - *m);
+            }
+        }
+        for c in 0..self.centres.len() {
+            if self.counts[c] > 0 || points.is_empty() {
+                continue;
+            }
+            let far = (0..points.len())
+                .max_by(|a, b| {
+                    let da = Self::distance2(&points[*a], &self.centres[assigned[*a].0], &scales);
+                    let db = Self::distance2(&points[*b], &self.centres[assigned[*b].0], &scales);
+                    da.total_cmp(&db).then(b.cmp(a))
+                })
+                .expect("points");
+            self.centres[c] = points[far].clone();
+            self.counts[c] = 1;
+        }
+        self.version += 1;
+        let mut sizes = vec![0u64; self.centres.len()];
+        for s in self.segments.values() {
+            sizes[*s as usize] += 1;
+        }
+        let labels = self.labels();
+        let names = &self.plan.features.names;
+        out.result_with(None, start, end, 0, |v| {
+            let _ = write!(
+                v,
+                ",\"record\":\"model\",\"model_version\":{},\"observations\":{},\"centroids\":[",
+                self.version,
+                points.len()
+            );
+            for (c, centre) in self.centres.iter().enumerate() {
+                if c > 0 {
+                    v.push(b',');
+                }
+                let _ = write!(v, "{{\"segment\":{c},\"size\":{}", sizes[c]);
+                if let Some(label) = &labels[c] {
+                    v.extend_from_slice(b",\"label\":");
+                    write_json_str(v, label);
+                }
+                v.extend_from_slice(b",\"features\":{");
+                for (j, (name, x)) in names.iter().zip(centre).enumerate() {
+                    if j > 0 {
+                        v.push(b',');
+                    }
+                    write_json_str(v, name);
+                    v.push(b':');
+                    write_json_f64(v, *x);
+                }
+                v.extend_from_slice(b"}}");
+            }
+            v.push(b']');
+        });
+    }
+
+    fn write(&self, w: &mut Writer) {
+        w.u64(self.seen);
+        write_f64s(w, &self.mean);
+        write_f64s(w, &self.m2);
+        w.len_prefix(self.centres.len());
+        for (c, n) in self.centres.iter().zip(&self.counts) {
+            write_f64s(w, c);
+            w.u64(*n);
+        }
+        w.u64(self.version);
+        w.len_prefix(self.segments.len());
+        for (user, s) in &self.segments {
+            w.str(user);
+            w.u64(u64::from(*s));
+        }
+    }
+
+    fn read(&mut self, r: &mut Reader<'_>) -> Result<(), DecodeError> {
+        let d = self.mean.len();
+        self.seen = r.u64()?;
+        self.mean = read_f64s(r)?;
+        self.m2 = read_f64s(r)?;
+        for _ in 0..r.len_prefix()? {
+            self.centres.push(read_f64s(r)?);
+            self.counts.push(r.u64()?);
+        }
+        self.version = r.u64()?;
+        for _ in 0..r.len_prefix()? {
+            let user: Box<str> = r.str()?.into();
+            let s = u32::try_from(r.u64()?).map_err(|_| DecodeError("a segment out of range"))?;
+            self.segments.insert(user, s);
+        }
+        let k = self.plan.k;
+        let bad_centre = self.centres.iter().any(|c| c.len() != d);
+        if self.mean.len() != d
+            || self.m2.len() != d
+            || bad_centre
+            || !(self.centres.is_empty() || self.centres.len() == k)
+            || self.segments.values().any(|s| *s as usize >= k)
+        {
+            return Err(DecodeError("a k-means model of another shape"));
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> WindowStats {
+        let names: usize = self.segments.keys().map(|u| u.len()).sum();
+        WindowStats {
+            keys: self.segments.len(),
+            windows: self.centres.len(),
+            bytes: self.segments.len() * 48
+                + names
+                + self.centres.len() * (self.mean.len() * 8 + 32),
+        }
+    }
+}
