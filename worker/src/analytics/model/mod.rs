@@ -21,6 +21,8 @@
 pub mod driver;
 pub mod features;
 pub mod state;
+#[cfg(test)]
+pub(crate) mod tests;
 
 use std::fmt::Debug;
 

@@ -1,18 +1,24 @@
-//! The segments learner: mini-batch k-means (Sculley's per-centre learning rate `1/n`) in a
-//! feature space standardised online, fed one complete epoch at a time in a fixed order.
+//! The segments learner: k-means over the users' current feature vectors, refined one
+//! mini-batch (an epoch's observations) at a time, in a space standardised online, fed one
+//! complete epoch at a time in a fixed order.
 //!
-//! Per epoch, with the observations sorted by user:
+//! The learner keeps each user's latest point and segment (the *population*; a user not
+//! observed for the horizon leaves it). Per epoch, with the observations sorted by user:
 //! 1. the running mean and variance of each feature take the epoch's points (Welford);
 //! 2. without centres yet: once an epoch has at least `k` distinct points, greedy k-means++
 //!    picks them from that epoch with the plan's seed (before that, users get no segment:
 //!    the documented default);
-//! 3. each point goes to its nearest centre (standardised Euclidean distance; ties to the
-//!    lower index); a user whose segment changed (or who had none) gets a result;
-//! 4. each centre moves towards its points in order: `n_c += 1; c += (x - c) / n_c`;
-//! 5. a centre that has never had a point (empty cluster) moves to the epoch's point farthest
-//!    from its own centre;
-//! 6. the model version (centres in the features' own units, segment sizes, labels) is
+//! 3. each observed user goes to the nearest centre of the model so far (standardised
+//!    Euclidean distance; ties to the lower index) — a user whose segment changed (or who had
+//!    none) gets a result — and its point replaces its previous one;
+//! 4. each centre becomes the mean of its members' current points (a Lloyd step over the
+//!    population, summed in user order); a centre without members (an empty cluster) moves
+//!    to the epoch's point farthest from its own centre;
+//! 5. the model version (centres in the features' own units, segment sizes, labels) is
 //!    emitted.
+//!
+//! So the centres track the segments of the users as they are now, and with a stable
+//! population converge to Lloyd's k-means of the users' current features.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -36,13 +42,20 @@ pub struct KMeans {
     seen: u64,
     mean: Vec<f64>,
     m2: Vec<f64>,
-    /// Centres in the features' units (empty until initialised), and points per centre.
+    /// Centres in the features' units (empty until initialised).
     centres: Vec<Vec<f64>>,
-    counts: Vec<u64>,
     /// Model versions emitted.
     version: u64,
-    /// Each user's segment.
-    segments: BTreeMap<Box<str>, u32>,
+    /// Each user's segment, current point and the epoch it was last observed in.
+    population: BTreeMap<Box<str>, Member>,
+}
+
+/// A user of the population.
+#[derive(Clone, Debug, PartialEq)]
+struct Member {
+    segment: u32,
+    point: Vec<f64>,
+    seen: i64,
 }
 
 impl KMeans {
@@ -55,9 +68,8 @@ impl KMeans {
             mean: vec![0.0; d],
             m2: vec![0.0; d],
             centres: Vec::new(),
-            counts: Vec::new(),
             version: 0,
-            segments: BTreeMap::new(),
+            population: BTreeMap::new(),
         }
     }
 
@@ -153,7 +165,6 @@ impl KMeans {
             }
             self.centres.push(points[pick].clone());
         }
-        self.counts = vec![0; k];
         true
     }
 
@@ -179,12 +190,6 @@ impl KMeans {
     #[cfg(test)]
     pub fn centres(&self) -> &[Vec<f64>] {
         &self.centres
-    }
-
-    /// Each user's segment, for tests.
-    #[cfg(test)]
-    pub fn segments(&self) -> &BTreeMap<Box<str>, u32> {
-        &self.segments
     }
 }
 
@@ -215,13 +220,23 @@ impl Learner for KMeans {
         let start = end - self.plan.model.epoch;
         let assigned: Vec<(usize, f64)> = points.iter().map(|x| self.nearest(x, &scales)).collect();
         let labels = self.labels();
-        for (user, (c, d2)) in users.iter().zip(&assigned) {
-            let previous = self.segments.insert((*user).clone(), *c as u32);
+        for ((user, x), (c, d2)) in users.iter().zip(&points).zip(&assigned) {
+            let member = Member {
+                segment: *c as u32,
+                point: x.clone(),
+                seen: end,
+            };
+            let previous = self
+                .population
+                .insert((*user).clone(), member)
+                .map(|m| m.segment);
             if previous == Some(*c as u32) {
                 continue;
             }
             out.result_with(Some(user), start, end, 0, |v| {
-                let _ = write!(v, ",\"record\":\"segment\",\"segment\":{c}");
+                v.extend_from_slice(b",\"record\":\"segment\",\"user\":");
+                write_json_str(v, user);
+                let _ = write!(v, ",\"segment\":{c}");
                 if let Some(label) = &labels[*c] {
                     v.extend_from_slice(b",\"label\":");
                     write_json_str(v, label);
@@ -238,32 +253,33 @@ impl Learner for KMeans {
                 let _ = write!(v, ",\"model_version\":{}", self.version);
             });
         }
-        for (x, (c, _)) in points.iter().zip(&assigned) {
-            self.counts[*c] += 1;
-            let eta = 1.0 / self.counts[*c] as f64;
-            for (m, x) in self.centres[*c].iter_mut().zip(x) {
-                *m += eta * (x - *m);
+        let horizon = self.plan.horizon;
+        self.population.retain(|_, m| m.seen > end - horizon);
+        let d = self.mean.len();
+        let mut sums = vec![vec![0.0; d]; self.centres.len()];
+        let mut sizes = vec![0u64; self.centres.len()];
+        for m in self.population.values() {
+            let c = m.segment as usize;
+            sizes[c] += 1;
+            for (s, x) in sums[c].iter_mut().zip(&m.point) {
+                *s += x;
             }
         }
-        for c in 0..self.centres.len() {
-            if self.counts[c] > 0 || points.is_empty() {
-                continue;
+        for (c, (sum, n)) in sums.iter().zip(&sizes).enumerate() {
+            if *n > 0 {
+                self.centres[c] = sum.iter().map(|s| s / *n as f64).collect();
+            } else if !points.is_empty() {
+                let far = (0..points.len())
+                    .max_by(|a, b| {
+                        let da = Self::distance2(&points[*a], &self.centres[c], &scales);
+                        let db = Self::distance2(&points[*b], &self.centres[c], &scales);
+                        da.total_cmp(&db).then(b.cmp(a))
+                    })
+                    .expect("points");
+                self.centres[c] = points[far].clone();
             }
-            let far = (0..points.len())
-                .max_by(|a, b| {
-                    let da = Self::distance2(&points[*a], &self.centres[assigned[*a].0], &scales);
-                    let db = Self::distance2(&points[*b], &self.centres[assigned[*b].0], &scales);
-                    da.total_cmp(&db).then(b.cmp(a))
-                })
-                .expect("points");
-            self.centres[c] = points[far].clone();
-            self.counts[c] = 1;
         }
         self.version += 1;
-        let mut sizes = vec![0u64; self.centres.len()];
-        for s in self.segments.values() {
-            sizes[*s as usize] += 1;
-        }
         let labels = self.labels();
         let names = &self.plan.features.names;
         out.result_with(None, start, end, 0, |v| {
@@ -302,15 +318,16 @@ impl Learner for KMeans {
         write_f64s(w, &self.mean);
         write_f64s(w, &self.m2);
         w.len_prefix(self.centres.len());
-        for (c, n) in self.centres.iter().zip(&self.counts) {
+        for c in &self.centres {
             write_f64s(w, c);
-            w.u64(*n);
         }
         w.u64(self.version);
-        w.len_prefix(self.segments.len());
-        for (user, s) in &self.segments {
+        w.len_prefix(self.population.len());
+        for (user, m) in &self.population {
             w.str(user);
-            w.u64(u64::from(*s));
+            w.u64(u64::from(m.segment));
+            write_f64s(w, &m.point);
+            w.i64(m.seen);
         }
     }
 
@@ -321,13 +338,22 @@ impl Learner for KMeans {
         self.m2 = read_f64s(r)?;
         for _ in 0..r.len_prefix()? {
             self.centres.push(read_f64s(r)?);
-            self.counts.push(r.u64()?);
         }
         self.version = r.u64()?;
         for _ in 0..r.len_prefix()? {
             let user: Box<str> = r.str()?.into();
-            let s = u32::try_from(r.u64()?).map_err(|_| DecodeError("a segment out of range"))?;
-            self.segments.insert(user, s);
+            let segment =
+                u32::try_from(r.u64()?).map_err(|_| DecodeError("a segment out of range"))?;
+            let point = read_f64s(r)?;
+            let seen = r.i64()?;
+            self.population.insert(
+                user,
+                Member {
+                    segment,
+                    point,
+                    seen,
+                },
+            );
         }
         let k = self.plan.k;
         let bad_centre = self.centres.iter().any(|c| c.len() != d);
@@ -335,7 +361,10 @@ impl Learner for KMeans {
             || self.m2.len() != d
             || bad_centre
             || !(self.centres.is_empty() || self.centres.len() == k)
-            || self.segments.values().any(|s| *s as usize >= k)
+            || self
+                .population
+                .values()
+                .any(|m| m.segment as usize >= k || m.point.len() != d)
         {
             return Err(DecodeError("a k-means model of another shape"));
         }
@@ -343,13 +372,12 @@ impl Learner for KMeans {
     }
 
     fn stats(&self) -> WindowStats {
-        let names: usize = self.segments.keys().map(|u| u.len()).sum();
+        let names: usize = self.population.keys().map(|u| u.len()).sum();
+        let d = self.mean.len();
         WindowStats {
-            keys: self.segments.len(),
+            keys: self.population.len(),
             windows: self.centres.len(),
-            bytes: self.segments.len() * 48
-                + names
-                + self.centres.len() * (self.mean.len() * 8 + 32),
+            bytes: self.population.len() * (72 + 8 * d) + names + self.centres.len() * (d * 8 + 32),
         }
     }
 }
