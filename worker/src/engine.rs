@@ -186,6 +186,12 @@ impl Task {
         self.states.iter().map(|s| s.decisions()).collect()
     }
 
+    /// Gauges of each analytic's model by measure (models learned in this task; empty for
+    /// the rest).
+    pub fn model_gauges(&self) -> Vec<Vec<(String, f64)>> {
+        self.states.iter().map(|s| s.model_gauges()).collect()
+    }
+
     /// Processes one record of source `source` received at processing time `now`.
     pub fn process(&mut self, source: usize, raw: &[u8], now: i64, out: &mut Output) {
         let mark = out.dead_letters.len();

@@ -35,6 +35,9 @@ pub const RESULTS_TOTAL: &str = "tidemark_results_total";
 /// Counter of an action's decisions, by `analytic` and `outcome` (`sent`, `holdout`,
 /// `cooldown`, `budget`).
 pub const ACTIONS_TOTAL: &str = "tidemark_actions_total";
+/// Gauge of a model's quality and size, by `analytic` and `measure` (`model_version`,
+/// `log_loss`, `auc`, `size_<segment>`, `epochs_learned`, ...), where the model is learned.
+pub const MODEL: &str = "tidemark_model";
 /// The outcomes of [`ACTIONS_TOTAL`], in the order analytics count them.
 const OUTCOMES: [&str; 4] = ["sent", "holdout", "cooldown", "budget"];
 /// Counter of dead-lettered records, by `source` and `reason`.
@@ -103,6 +106,7 @@ pub struct Metrics {
     tasks: IntGauge,
     global_partials: IntCounterVec,
     actions: IntCounterVec,
+    models: GaugeVec,
     handoff_tasks: IntCounterVec,
     handoff_bytes: IntCounter,
     handoff_duration: Histogram,
@@ -136,6 +140,14 @@ impl Metrics {
                 "Decisions of actions, by outcome.",
                 &["analytic", "outcome"],
             )?,
+            models: {
+                let g = GaugeVec::new(
+                    Opts::new(MODEL, "A model's quality and size, by measure."),
+                    &["analytic", "measure"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
             dead_letter: counter(
                 DEAD_LETTER_TOTAL,
                 "Records sent to the dead-letter output.",
@@ -465,6 +477,7 @@ impl TaskMetrics {
         self.publish(metrics, &results);
         self.last_global.clone_from(counters);
         self.publish_decisions(metrics, stage.decisions());
+        self.publish_models(metrics, stage.model_gauges());
         metrics.set_state(self.task, stage.stats());
         metrics.set_watermark(self.task, stage.watermark(), now_ms);
     }
@@ -484,6 +497,7 @@ impl TaskMetrics {
     pub fn publish_task(&mut self, metrics: &Metrics, task: &Task, now_ms: i64) {
         self.publish(metrics, task.counters());
         self.publish_decisions(metrics, task.decisions());
+        self.publish_models(metrics, task.model_gauges());
         metrics.set_state(self.task, task.stats());
         metrics.set_watermark(self.task, task.watermark(), now_ms);
     }
@@ -503,6 +517,18 @@ impl TaskMetrics {
             }
         }
         self.last_decisions = now;
+    }
+
+    /// Sets the gauges of the models learned here (`now`, per analytic).
+    fn publish_models(&self, metrics: &Metrics, now: Vec<Vec<(String, f64)>>) {
+        for (name, gauges) in self.analytics.iter().zip(now) {
+            for (measure, value) in gauges {
+                metrics
+                    .models
+                    .with_label_values(&[name.as_str(), measure.as_str()])
+                    .set(value);
+            }
+        }
     }
 
     /// Adds what grew in `counters` since the last call. Idempotent for unchanged counters.

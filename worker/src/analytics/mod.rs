@@ -129,6 +129,11 @@ pub trait TaskAnalytic: Debug + Send {
     fn decisions(&self) -> [u64; 4] {
         [0; 4]
     }
+
+    /// Gauges of a model learned in this task, by measure (empty for every other kind).
+    fn model_gauges(&self) -> Vec<(String, f64)> {
+        Vec::new()
+    }
 }
 
 /// A [`TaskAnalytic::capture`]: independent of the task, encoded on any thread.
@@ -173,6 +178,11 @@ pub trait GlobalAnalytic: Debug + Send {
     /// (zeros for every other kind).
     fn decisions(&self) -> [u64; 4] {
         [0; 4]
+    }
+
+    /// Gauges of a model learned in the stage, by measure (empty for every other kind).
+    fn model_gauges(&self) -> Vec<(String, f64)> {
+        Vec::new()
     }
 }
 

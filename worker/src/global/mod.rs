@@ -181,6 +181,15 @@ impl GlobalStage {
             .collect()
     }
 
+    /// Gauges of each analytic's model by measure (models learned in the stage; empty for
+    /// the rest).
+    pub fn model_gauges(&self) -> Vec<Vec<(String, f64)>> {
+        self.merged
+            .iter()
+            .map(|m| m.as_ref().map(|m| m.model_gauges()).unwrap_or_default())
+            .collect()
+    }
+
     /// Processes one record of the partials topic. A record that does not decode, or names an
     /// analytic or task this pipeline does not have, is counted as malformed and skipped.
     pub fn process(&mut self, raw: &[u8], out: &mut Output) {

@@ -116,6 +116,14 @@ impl Driver {
         self.learner.read(r)
     }
 
+    /// The learner's gauges, with the epochs learned and the observations waiting.
+    pub fn gauges(&self) -> Vec<(String, f64)> {
+        let mut g = self.learner.gauges();
+        g.push(("epochs_learned".into(), self.epochs as f64));
+        g.push(("observations_pending".into(), self.pending.len() as f64));
+        g
+    }
+
     /// Sizes: pending observations, and the model.
     pub fn stats(&self) -> WindowStats {
         let model = self.learner.stats();

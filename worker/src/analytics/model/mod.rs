@@ -160,6 +160,12 @@ pub trait Learner: Debug + Send {
 
     /// Sizes of the model.
     fn stats(&self) -> WindowStats;
+
+    /// The model's quality and size as gauges, by measure (`log_loss`, `auc`, `size_<segment>`,
+    /// ...), for `tidemark_model`.
+    fn gauges(&self) -> Vec<(String, f64)> {
+        Vec::new()
+    }
 }
 
 /// What a model kind supplies to the shared states: fresh observers and learners.

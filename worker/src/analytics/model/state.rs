@@ -125,6 +125,10 @@ impl TaskAnalytic for ModelTask {
         Ok(())
     }
 
+    fn model_gauges(&self) -> Vec<(String, f64)> {
+        self.driver.as_ref().map(Driver::gauges).unwrap_or_default()
+    }
+
     fn stats(&self) -> WindowStats {
         let o = self.observer.stats();
         let d = self.driver.as_ref().map(Driver::stats).unwrap_or_default();
@@ -177,6 +181,10 @@ impl GlobalAnalytic for ModelMerge {
 
     fn stats(&self) -> WindowStats {
         self.driver.stats()
+    }
+
+    fn model_gauges(&self) -> Vec<(String, f64)> {
+        self.driver.gauges()
     }
 }
 

@@ -371,6 +371,20 @@ impl Learner for KMeans {
         Ok(())
     }
 
+    fn gauges(&self) -> Vec<(String, f64)> {
+        let mut sizes = vec![0u64; self.centres.len()];
+        for m in self.population.values() {
+            sizes[m.segment as usize] += 1;
+        }
+        let labels = self.labels();
+        let mut g = vec![("model_version".to_owned(), self.version as f64)];
+        for (c, n) in sizes.iter().enumerate() {
+            let name = labels[c].clone().unwrap_or_else(|| c.to_string());
+            g.push((format!("size_{name}"), *n as f64));
+        }
+        g
+    }
+
     fn stats(&self) -> WindowStats {
         let names: usize = self.population.keys().map(|u| u.len()).sum();
         let d = self.mean.len();
