@@ -304,6 +304,7 @@ fn dashboards_are_sidecar_config_maps_over_the_worker_and_operator_metrics() -> 
         "tidemark_busy_ratio",
         "tidemark_global_partials_total",
         "tidemark_actions_total",
+        "tidemark_model",
         "tidemark_clock_skew_seconds_bucket",
         tidemark_operator::metrics::RECONCILES_TOTAL,
         tidemark_operator::metrics::RECONCILE_DURATION_SECONDS,
