@@ -1,0 +1,208 @@
+//! Deterministic models, proven with worker processes against a Kafka that outlives them
+//! (`tidemark-mock-kafka`): the customer segments of `examples/segments.yaml` over 1, 2, 3 and
+//! 5 partitions (so 1, 2, 3 and 5 tasks; over several, the global stage on ordinal 0 learns),
+//! ordinal 0 killed with SIGKILL after a new checkpoint mid-stream and restarted from it.
+//! Every record on the segments topic — model versions with their centroids, users' segment
+//! changes — must be byte for byte (but `emitted_at`) a record of the reference, the same
+//! events through one in-process task, and every record of the reference must arrive.
+//! Delivery is at-least-once (the mock writes no transaction markers), so a record replayed
+//! after the kill must be the same bytes as its first copy.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail the test by panicking
+
+mod kafka_support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use kafka_support::exactly_once::snapshot;
+use kafka_support::quickstart::{self, Event};
+use kafka_support::start_mock_binary;
+use kafka_support::worker::{WorkerArgs, WorkerProcess};
+use tidemark_worker::engine::Task;
+use tidemark_worker::plan::Plan;
+use tidemark_worker::result::Output;
+
+const SEGMENTS: &str = "customer_segments";
+
+/// The example with 20-minute epochs (the events span about 16 hours) and checkpoints every
+/// 300 ms.
+fn manifest_text() -> String {
+    include_str!("../../examples/segments.yaml")
+        .replace("epoch: 1h", "epoch: 20m")
+        .replace("interval: 10s", "interval: 300ms")
+}
+
+/// A record without `emitted_at`, as text.
+fn strip(value: &str) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(value).unwrap();
+    v.as_object_mut().unwrap().remove("emitted_at");
+    v.to_string()
+}
+
+/// The reference: `events` through one in-process task, uninterrupted, its input left open.
+fn reference(events: &[Event]) -> BTreeSet<String> {
+    let pipeline = tidemark_api::parse_manifest(&manifest_text()).unwrap();
+    let plan = Plan::compile("segments", &pipeline.spec)
+        .unwrap()
+        .for_tasks(1)
+        .unwrap();
+    let mut task = Task::new(plan, 0);
+    let mut out = Output::default();
+    for e in events {
+        task.route(e.value.as_bytes(), 0, &mut out);
+    }
+    // No `finish`: the workers' input does not end either, so the epoch of the flush events
+    // stays open in both.
+    out.results
+        .iter()
+        .map(|r| strip(std::str::from_utf8(&r.value).unwrap()))
+        .collect()
+}
+
+fn worker(
+    manifest: &Path,
+    bootstrap: &str,
+    dir: &Path,
+    ordinal: u32,
+    workers: u32,
+) -> WorkerProcess {
+    WorkerProcess::start(&WorkerArgs {
+        manifest,
+        bootstrap,
+        ordinal,
+        parallelism: workers,
+        checkpoint_dir: &dir.join(format!("worker-{ordinal}")),
+        delivery: "atLeastOnce",
+    })
+}
+
+/// The generator's events (300 users, 10 s apart) and, three hours after the last, five flush
+/// users' click and purchase: the same events for every run, each partition getting at least
+/// one flush (`i mod partitions`), so every task's watermark passes the last epoch.
+fn events(partitions: i32) -> Vec<Event> {
+    let mut events: Vec<Event> = quickstart::events_every(6_000, 10_000, 1)
+        .into_iter()
+        .filter(|e| e.partition.is_none())
+        .collect();
+    let last = events
+        .iter()
+        .map(|e| {
+            serde_json::from_str::<serde_json::Value>(&e.value).unwrap()["ts"]
+                .as_i64()
+                .unwrap()
+        })
+        .max()
+        .unwrap();
+    for i in 0..5 {
+        for (topic, kind) in [("click_topic", "click"), ("purchase_topic", "purchase")] {
+            events.push(Event {
+                topic,
+                key: format!("flush-{i}"),
+                value: format!(
+                    r#"{{"type":"{kind}","user_id":"flush-{i}","price":1,"ts":{}}}"#,
+                    last + 3 * 3_600_000
+                ),
+                partition: Some(i % partitions),
+            });
+        }
+    }
+    events
+}
+
+/// Runs the events over `partitions` partitions with ordinal 0 killed once mid-stream; returns
+/// each distinct record read back (without `emitted_at`) with how often it came.
+fn run(partitions: i32, expected: &BTreeSet<String>) -> BTreeMap<String, u32> {
+    let events = events(partitions);
+    let (mut mock, bootstrap) = start_mock_binary(&[
+        &format!("click_topic:{partitions}"),
+        &format!("purchase_topic:{partitions}"),
+        &format!("{SEGMENTS}:1"),
+        "tidemark_dead_letter:1",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("pipeline.yaml");
+    std::fs::write(&manifest, manifest_text()).unwrap();
+    let workers = if partitions > 1 { 2 } else { 1 };
+    let steady = (workers > 1).then(|| worker(&manifest, &bootstrap, dir.path(), 1, workers));
+    let victim = worker(&manifest, &bootstrap, dir.path(), 0, workers);
+    let (first, second) = events.split_at(events.len() / 2);
+    quickstart::produce_all(&bootstrap, first);
+    // Kill ordinal 0 once its task 0 (the stage, too, over several tasks) has checkpointed
+    // after consuming some of the first half.
+    let watched = if workers > 1 { "global" } else { "task-0" };
+    let dir0 = dir.path().join("worker-0").join(watched);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen_one = false;
+    let mut before = quickstart::newest_checkpoint(&dir0);
+    loop {
+        let now = quickstart::newest_checkpoint(&dir0);
+        if now.is_some() && now != before {
+            if seen_one {
+                break;
+            }
+            seen_one = true;
+            before = now;
+        }
+        assert!(Instant::now() < deadline, "no checkpoint of ordinal 0");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    victim.kill();
+    let victim = worker(&manifest, &bootstrap, dir.path(), 0, workers);
+    quickstart::produce_all(&bootstrap, second);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+    loop {
+        seen.clear();
+        for r in snapshot(&bootstrap, SEGMENTS, 1, "read_uncommitted") {
+            *seen.entry(strip(&r.value)).or_default() += 1;
+        }
+        if expected.iter().all(|e| seen.contains_key(e)) || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(victim.terminate().success());
+    if let Some(steady) = steady {
+        assert!(steady.terminate().success());
+    }
+    let _ = mock.kill();
+    seen
+}
+
+#[test]
+fn segments_are_byte_identical_over_one_to_five_tasks_with_a_kill() {
+    let expected = reference(&events(1));
+    let models = expected
+        .iter()
+        .filter(|r| r.contains(r#""record":"model""#))
+        .count();
+    let changes = expected.len() - models;
+    assert!(
+        models >= 20 && changes >= 300,
+        "{models} models, {changes} segment changes"
+    );
+    for partitions in [1, 2, 3, 5] {
+        let started = Instant::now();
+        let seen = run(partitions, &expected);
+        let missing: Vec<&String> = expected.iter().filter(|e| !seen.contains_key(*e)).collect();
+        let foreign: Vec<&String> = seen.keys().filter(|s| !expected.contains(*s)).collect();
+        let replayed = seen.values().filter(|n| **n > 1).count();
+        eprintln!(
+            "{partitions} tasks: {} records expected, {} distinct seen, {replayed} replayed; \
+             {:.1} s",
+            expected.len(),
+            seen.len(),
+            started.elapsed().as_secs_f64()
+        );
+        assert!(
+            missing.is_empty() && foreign.is_empty(),
+            "{partitions} tasks: {} missing (first {:?}), {} not in the reference (first {:?})",
+            missing.len(),
+            missing.first(),
+            foreign.len(),
+            foreign.first()
+        );
+    }
+}
