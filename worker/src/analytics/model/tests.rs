@@ -193,3 +193,95 @@ pub(crate) fn observations(manifest: &str, events: &[Ev]) -> Vec<(i64, String, i
         )
         .collect()
 }
+
+mod driver {
+    use super::super::driver::Driver;
+    use super::super::{Learner, Observation};
+    use crate::analytics::{Emit, Merge};
+    use crate::result::{Encoder, Output};
+    use crate::window::codec::{DecodeError, Reader, Writer};
+    use crate::window::WindowStats;
+
+    /// A learner that writes down what it was given (and, in snapshots, how many epochs).
+    #[derive(Debug, Default)]
+    struct Log(Vec<(i64, Vec<(String, i64, u8, Vec<u8>)>)>, u64);
+
+    impl Learner for Log {
+        fn epoch(&mut self, end: i64, observations: &[Observation], _out: &mut Emit<'_>) {
+            let got = observations
+                .iter()
+                .map(|o| (o.user.to_string(), o.time, o.tag, o.payload.clone()))
+                .collect();
+            self.0.push((end, got));
+        }
+        fn write(&self, w: &mut Writer) {
+            w.u64(self.0.len() as u64 + self.1);
+        }
+        fn read(&mut self, r: &mut Reader<'_>) -> Result<(), DecodeError> {
+            self.1 = r.u64()?;
+            Ok(())
+        }
+        fn stats(&self) -> WindowStats {
+            WindowStats::default()
+        }
+    }
+
+    fn obs(epoch: i64, user: &str, time: i64, payload: u8) -> Observation {
+        Observation {
+            epoch,
+            user: user.into(),
+            time,
+            tag: 0,
+            payload: vec![payload],
+        }
+    }
+
+    #[test]
+    fn epochs_are_learned_in_order_once_complete_with_replays_ignored_and_late_ones_refused() {
+        let mut d = Driver::new(Box::<Log>::default(), 5);
+        let (mut enc, mut out) = (Encoder::new("p"), Output::default());
+        let (mut results, mut partials) = (0, 0);
+        let mut emit = Emit {
+            analytic: 0,
+            name: "m",
+            task: 0,
+            encoder: &mut enc,
+            results: &mut results,
+            partials: &mut partials,
+            out: &mut out,
+        };
+        // Arrival order is not key order.
+        assert_eq!(d.observe(obs(20, "b", 20, 1)), Merge::Merged);
+        assert_eq!(d.observe(obs(10, "z", 10, 2)), Merge::Merged);
+        assert_eq!(d.observe(obs(10, "a", 10, 3)), Merge::Merged);
+        assert_eq!(d.observe(obs(10, "a", 10, 3)), Merge::Stale, "a replay");
+        assert_eq!(
+            d.observe(obs(10, "a", 10, 4)),
+            Merge::Merged,
+            "a revision replaces"
+        );
+        d.advance(14, &mut emit);
+        assert_eq!(d.epochs, 0, "epoch 10 completes at 10 + lateness 5");
+        d.advance(15, &mut emit);
+        assert_eq!(d.epochs, 1);
+        assert_eq!(d.observe(obs(10, "c", 10, 5)), Merge::Late);
+        let mut w = Writer::default();
+        d.write(&mut w);
+        let bytes = w.finish();
+        let mut restored = Driver::new(Box::<Log>::default(), 5);
+        restored.read(&mut Reader::new(&bytes)).unwrap();
+        let mut again = Writer::default();
+        restored.write(&mut again);
+        assert_eq!(again.finish(), bytes, "a restored driver encodes as it was");
+        assert_eq!(restored.observe(obs(10, "c", 10, 5)), Merge::Late);
+        d.advance(i64::MAX, &mut emit);
+        assert_eq!(d.epochs, 2);
+        let log = format!("{d:?}");
+        assert!(
+            log.contains(
+                r#"(10, [("a", 10, 0, [4]), ("z", 10, 0, [2])]), (20, [("b", 20, 0, [1])])"#
+            ),
+            "{log}"
+        );
+    }
+}
