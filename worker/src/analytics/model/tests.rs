@@ -202,9 +202,12 @@ mod driver {
     use crate::window::codec::{DecodeError, Reader, Writer};
     use crate::window::WindowStats;
 
+    /// An observation as the log keeps it: user, time, tag, payload.
+    type Seen = (String, i64, u8, Vec<u8>);
+
     /// A learner that writes down what it was given (and, in snapshots, how many epochs).
     #[derive(Debug, Default)]
-    struct Log(Vec<(i64, Vec<(String, i64, u8, Vec<u8>)>)>, u64);
+    struct Log(Vec<(i64, Vec<Seen>)>, u64);
 
     impl Learner for Log {
         fn epoch(&mut self, end: i64, observations: &[Observation], _out: &mut Emit<'_>) {
