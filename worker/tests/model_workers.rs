@@ -1,12 +1,14 @@
 //! Deterministic models, proven with worker processes against a Kafka that outlives them
-//! (`tidemark-mock-kafka`): the customer segments of `examples/segments.yaml` over 1, 2, 3 and
-//! 5 partitions (so 1, 2, 3 and 5 tasks; over several, the global stage on ordinal 0 learns),
-//! ordinal 0 killed with SIGKILL after a new checkpoint mid-stream and restarted from it.
-//! Every record on the segments topic — model versions with their centroids, users' segment
-//! changes — must be byte for byte (but `emitted_at`) a record of the reference, the same
-//! events through one in-process task, and every record of the reference must arrive.
-//! Delivery is at-least-once (the mock writes no transaction markers), so a record replayed
-//! after the kill must be the same bytes as its first copy.
+//! (`tidemark-mock-kafka`): the examples' models (`examples/segments.yaml`,
+//! `examples/propensity.yaml`, `examples/recommendations.yaml`) over 1, 2, 3 and 5 partitions
+//! (so 1, 2, 3 and 5 tasks; over several, the global stage on ordinal 0 learns), ordinal 0
+//! killed with SIGKILL after a new checkpoint mid-stream and restarted from it. Every record on
+//! the model's topic — model versions, users' segments, scores or recommendations — must be
+//! byte for byte (but `emitted_at`) a record of the reference, the same events through one
+//! in-process task, and every record of the reference must arrive.
+//! Delivery is at-least-once (the mock writes no transaction markers): a record written again
+//! after the kill would have to be the same bytes as its first copy (results are written with
+//! checkpoints, so in practice none is).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail the test by panicking
 
@@ -24,14 +26,24 @@ use tidemark_worker::engine::Task;
 use tidemark_worker::plan::Plan;
 use tidemark_worker::result::Output;
 
-const SEGMENTS: &str = "customer_segments";
+/// One example under test.
+struct Case {
+    /// The pipeline's name.
+    name: &'static str,
+    /// The manifest, checkpointing every 300 ms.
+    manifest: String,
+    /// The topic of the model's results.
+    topic: &'static str,
+}
 
-/// The example with 20-minute epochs (the events span about 16 hours) and checkpoints every
-/// 300 ms.
-fn manifest_text() -> String {
-    include_str!("../../examples/segments.yaml")
-        .replace("epoch: 1h", "epoch: 20m")
-        .replace("interval: 10s", "interval: 300ms")
+impl Case {
+    fn new(name: &'static str, text: &str, topic: &'static str) -> Case {
+        Case {
+            name,
+            manifest: text.replace("interval: 10s", "interval: 300ms"),
+            topic,
+        }
+    }
 }
 
 /// A record without `emitted_at`, as text.
@@ -42,9 +54,9 @@ fn strip(value: &str) -> String {
 }
 
 /// The reference: `events` through one in-process task, uninterrupted, its input left open.
-fn reference(events: &[Event]) -> BTreeSet<String> {
-    let pipeline = tidemark_api::parse_manifest(&manifest_text()).unwrap();
-    let plan = Plan::compile("segments", &pipeline.spec)
+fn reference(case: &Case, events: &[Event]) -> BTreeSet<String> {
+    let pipeline = tidemark_api::parse_manifest(&case.manifest).unwrap();
+    let plan = Plan::compile(case.name, &pipeline.spec)
         .unwrap()
         .for_tasks(1)
         .unwrap();
@@ -113,24 +125,24 @@ fn events(partitions: i32) -> Vec<Event> {
 
 /// Runs the events over `partitions` partitions with ordinal 0 killed once mid-stream; returns
 /// each distinct record read back (without `emitted_at`) with how often it came.
-fn run(partitions: i32, expected: &BTreeSet<String>) -> BTreeMap<String, u32> {
+fn run(case: &Case, partitions: i32, expected: &BTreeSet<String>) -> BTreeMap<String, u32> {
     let events = events(partitions);
     let (mut mock, bootstrap) = start_mock_binary(&[
         &format!("click_topic:{partitions}"),
         &format!("purchase_topic:{partitions}"),
-        &format!("{SEGMENTS}:1"),
+        &format!("{}:1", case.topic),
         "tidemark_dead_letter:1",
     ]);
     let dir = tempfile::tempdir().unwrap();
     let manifest = dir.path().join("pipeline.yaml");
-    std::fs::write(&manifest, manifest_text()).unwrap();
+    std::fs::write(&manifest, &case.manifest).unwrap();
     let workers = if partitions > 1 { 2 } else { 1 };
     let steady = (workers > 1).then(|| worker(&manifest, &bootstrap, dir.path(), 1, workers));
     let victim = worker(&manifest, &bootstrap, dir.path(), 0, workers);
+    // The first half of the events; ordinal 0 is killed once the stage (over several tasks) or
+    // its task has written two checkpoints, then restarted from them before the second half.
     let (first, second) = events.split_at(events.len() / 2);
     quickstart::produce_all(&bootstrap, first);
-    // Kill ordinal 0 once its task 0 (the stage, too, over several tasks) has checkpointed
-    // after consuming some of the first half.
     let watched = if workers > 1 { "global" } else { "task-0" };
     let dir0 = dir.path().join("worker-0").join(watched);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -148,6 +160,7 @@ fn run(partitions: i32, expected: &BTreeSet<String>) -> BTreeMap<String, u32> {
         assert!(Instant::now() < deadline, "no checkpoint of ordinal 0");
         std::thread::sleep(Duration::from_millis(20));
     }
+    std::thread::sleep(Duration::from_millis(150));
     victim.kill();
     let victim = worker(&manifest, &bootstrap, dir.path(), 0, workers);
     quickstart::produce_all(&bootstrap, second);
@@ -155,7 +168,7 @@ fn run(partitions: i32, expected: &BTreeSet<String>) -> BTreeMap<String, u32> {
     let mut seen: BTreeMap<String, u32> = BTreeMap::new();
     loop {
         seen.clear();
-        for r in snapshot(&bootstrap, SEGMENTS, 1, "read_uncommitted") {
+        for r in snapshot(&bootstrap, case.topic, 1, "read_uncommitted") {
             *seen.entry(strip(&r.value)).or_default() += 1;
         }
         if expected.iter().all(|e| seen.contains_key(e)) || Instant::now() > deadline {
@@ -171,27 +184,29 @@ fn run(partitions: i32, expected: &BTreeSet<String>) -> BTreeMap<String, u32> {
     seen
 }
 
-#[test]
-fn segments_are_byte_identical_over_one_to_five_tasks_with_a_kill() {
-    let expected = reference(&events(1));
+/// Runs `case` over 1, 2, 3 and 5 partitions and compares each run with the reference;
+/// `enough` checks the reference (per-user records, model records) is a real test.
+fn byte_identical_over_one_to_five_tasks(case: &Case, enough: impl Fn(usize, usize) -> bool) {
+    let expected = reference(case, &events(1));
     let models = expected
         .iter()
         .filter(|r| r.contains(r#""record":"model""#))
         .count();
-    let changes = expected.len() - models;
+    let users = expected.len() - models;
     assert!(
-        models >= 20 && changes >= 300,
-        "{models} models, {changes} segment changes"
+        enough(models, users),
+        "{models} models, {users} per-user records"
     );
     for partitions in [1, 2, 3, 5] {
         let started = Instant::now();
-        let seen = run(partitions, &expected);
+        let seen = run(case, partitions, &expected);
         let missing: Vec<&String> = expected.iter().filter(|e| !seen.contains_key(*e)).collect();
         let foreign: Vec<&String> = seen.keys().filter(|s| !expected.contains(*s)).collect();
         let replayed = seen.values().filter(|n| **n > 1).count();
         eprintln!(
-            "{partitions} tasks: {} records expected, {} distinct seen, {replayed} replayed; \
+            "{}, {partitions} tasks: {} records expected, {} distinct seen, {replayed} replayed; \
              {:.1} s",
+            case.name,
             expected.len(),
             seen.len(),
             started.elapsed().as_secs_f64()
@@ -205,4 +220,20 @@ fn segments_are_byte_identical_over_one_to_five_tasks_with_a_kill() {
             foreign.first()
         );
     }
+}
+
+#[test]
+fn segments_are_byte_identical_over_one_to_five_tasks_with_a_kill() {
+    // 20-minute epochs: the events span about 16 hours.
+    let text = include_str!("../../examples/segments.yaml").replace("epoch: 1h", "epoch: 20m");
+    let case = Case::new("segments", &text, "customer_segments");
+    byte_identical_over_one_to_five_tasks(&case, |models, users| models >= 20 && users >= 300);
+}
+
+#[test]
+fn propensity_scores_are_byte_identical_over_one_to_five_tasks_with_a_kill() {
+    // A 2-hour horizon: labels are known within the 16 hours of events.
+    let text = include_str!("../../examples/propensity.yaml").replace("horizon: 6h", "horizon: 2h");
+    let case = Case::new("propensity", &text, "purchase_propensity");
+    byte_identical_over_one_to_five_tasks(&case, |models, users| models >= 50 && users >= 1000);
 }
