@@ -340,3 +340,86 @@ fn planted_segments_are_found_and_the_centres_match_lloyds_on_the_same_rows() {
         }
     }
 }
+
+/// The learner's time per epoch of 10 000 observations (k = 4, three features), with 100 000
+/// users in the population: `cargo test --release -p tidemark-worker --lib merge_time -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn merge_time_per_epoch() {
+    use crate::analytics::model::{write_f64s, Learner, Observation};
+    use crate::analytics::Emit;
+    use crate::result::{Encoder, Output};
+    use crate::window::codec::Writer;
+
+    let plan = std::sync::Arc::new(super::SegmentsPlan {
+        model: crate::analytics::model::ModelPlan {
+            epoch: HOUR,
+            lateness: 0,
+            purchase_types: vec!["purchase".into()],
+            revenue: Vec::new(),
+            product: Vec::new(),
+        },
+        k: 4,
+        seed: 7,
+        horizon: 24 * HOUR,
+        features: crate::analytics::model::features::Features::compile(
+            &[],
+            &["recency_hours", "purchases", "revenue"],
+            false,
+            "a",
+        )
+        .unwrap(),
+        labels: None,
+    });
+    let mut learner = super::kmeans::KMeans::new(plan);
+    let mut rng = Pcg64Mcg::seed_from_u64(3);
+    let (mut enc, mut out) = (Encoder::new("p"), Output::default());
+    let (mut results, mut partials) = (0, 0);
+    let mut emit = Emit {
+        analytic: 0,
+        name: "segs",
+        task: 0,
+        encoder: &mut enc,
+        results: &mut results,
+        partials: &mut partials,
+        out: &mut out,
+    };
+    let mut times = Vec::new();
+    for epoch in 1..=20i64 {
+        let mut batch: Vec<Observation> = (0..10_000)
+            .map(|_| {
+                let user = rng.random_range(0..100_000u32);
+                let mut w = Writer::default();
+                let g = user % 3;
+                let x = [
+                    f64::from(g) * 10.0 + rng.random::<f64>(),
+                    f64::from(3 - g) * 5.0 + rng.random::<f64>(),
+                    f64::from(g) * 100.0 + rng.random::<f64>(),
+                ];
+                write_f64s(&mut w, &x);
+                Observation {
+                    epoch: epoch * HOUR,
+                    user: format!("u{user}").into(),
+                    time: epoch * HOUR,
+                    tag: 0,
+                    payload: w.finish(),
+                }
+            })
+            .collect();
+        batch.sort_by(|a, b| a.user.cmp(&b.user));
+        batch.dedup_by(|a, b| a.user == b.user);
+        let started = std::time::Instant::now();
+        learner.epoch(epoch * HOUR, &batch, &mut emit);
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+        emit.out.results.clear();
+    }
+    times.sort_by(f64::total_cmp);
+    let stats = learner.stats();
+    eprintln!(
+        "segments learner: {:.2} ms per epoch of ~10 000 observations (median of 20), population {} users, {} bytes ({:.0} per user)",
+        times[10],
+        stats.keys,
+        stats.bytes,
+        stats.bytes as f64 / stats.keys as f64
+    );
+}
