@@ -3,20 +3,41 @@
 
 use std::collections::BTreeMap;
 
+use rustc_hash::FxHashMap;
+
 use super::{Learner, Observation};
 use crate::analytics::{Emit, Merge};
 use crate::window::codec::{DecodeError, Reader, Writer};
 use crate::window::WindowStats;
 
-/// Key of an observation: epoch end, user, time, tag.
-type Key = (i64, Box<str>, i64, u8);
+/// An observation's identity within its epoch: user, time, tag.
+type Id = (Box<str>, i64, u8);
+
+/// One epoch's observations as they arrived, with where each is.
+#[derive(Debug, Default)]
+struct Epoch {
+    items: Vec<Observation>,
+    index: FxHashMap<Id, usize>,
+}
+
+impl Epoch {
+    /// The observations sorted by user, time and tag: the learner's order.
+    fn into_sorted(self) -> Vec<Observation> {
+        let mut items = self.items;
+        items.sort_unstable_by(|a, b| (&a.user, a.time, a.tag).cmp(&(&b.user, b.time, b.tag)));
+        items
+    }
+}
 
 /// The observations of epochs not yet learned, and the learner.
 #[derive(Debug)]
 pub struct Driver {
     learner: Box<dyn Learner>,
     lateness: i64,
-    pending: BTreeMap<Key, Vec<u8>>,
+    pending: BTreeMap<i64, Epoch>,
+    /// Observations held, and their payload bytes (for `stats`).
+    held: usize,
+    held_bytes: usize,
     /// Every epoch ending at or before this was learned.
     learned: i64,
     /// Epochs learned.
@@ -31,25 +52,33 @@ impl Driver {
             learner,
             lateness,
             pending: BTreeMap::new(),
+            held: 0,
+            held_bytes: 0,
             learned: i64::MIN,
             epochs: 0,
         }
     }
 
-    /// Takes an observation (from any task, in any order; a replay is recognised).
+    /// Takes an observation (from any task, in any order): a replay of one held (same
+    /// identity and bytes) is stale, one with the same identity and other bytes replaces it.
     pub fn observe(&mut self, o: Observation) -> Merge {
         if o.epoch <= self.learned {
             return Merge::Late;
         }
-        let key = (o.epoch, o.user, o.time, o.tag);
-        match self.pending.get_mut(&key) {
-            Some(held) if *held == o.payload => Merge::Stale,
-            Some(held) => {
-                *held = o.payload;
+        let epoch = self.pending.entry(o.epoch).or_default();
+        let id = (o.user.clone(), o.time, o.tag);
+        match epoch.index.get(&id) {
+            Some(&i) if epoch.items[i].payload == o.payload => Merge::Stale,
+            Some(&i) => {
+                self.held_bytes = self.held_bytes + o.payload.len() - epoch.items[i].payload.len();
+                epoch.items[i] = o;
                 Merge::Merged
             }
             None => {
-                self.pending.insert(key, o.payload);
+                self.held += 1;
+                self.held_bytes += o.payload.len() + o.user.len();
+                epoch.index.insert(id, epoch.items.len());
+                epoch.items.push(o);
                 Merge::Merged
             }
         }
@@ -58,44 +87,39 @@ impl Driver {
     /// Learns every epoch complete at watermark `wm` (every task's), in order.
     pub fn advance(&mut self, wm: i64, out: &mut Emit<'_>) {
         let complete = wm.saturating_sub(self.lateness);
-        let mut batch = Vec::new();
-        while let Some(((epoch, ..), _)) = self.pending.first_key_value() {
-            let epoch = *epoch;
-            if epoch > complete {
+        while let Some(entry) = self.pending.first_entry() {
+            if *entry.key() > complete {
                 break;
             }
-            batch.clear();
-            while let Some(entry) = self.pending.first_entry() {
-                if entry.key().0 != epoch {
-                    break;
-                }
-                let ((_, user, time, tag), payload) = entry.remove_entry();
-                batch.push(Observation {
-                    epoch,
-                    user,
-                    time,
-                    tag,
-                    payload,
-                });
-            }
-            self.learner.epoch(epoch, &batch, out);
-            self.learned = epoch;
+            let (end, epoch) = entry.remove_entry();
+            let batch = epoch.into_sorted();
+            self.held -= batch.len();
+            self.held_bytes -= batch
+                .iter()
+                .map(|o| o.payload.len() + o.user.len())
+                .sum::<usize>();
+            self.learner.epoch(end, &batch, out);
+            self.learned = end;
             self.epochs += 1;
         }
     }
 
-    /// Appends the state.
+    /// Appends the state (observations sorted, so equal states encode equally).
     pub fn write(&self, w: &mut Writer) {
         w.i64(self.learned);
         w.u64(self.epochs);
-        w.len_prefix(self.pending.len());
-        for ((epoch, user, time, tag), payload) in &self.pending {
-            w.i64(*epoch);
-            w.str(user);
-            w.i64(*time);
-            w.u8(*tag);
-            w.len_prefix(payload.len());
-            w.raw(payload);
+        w.len_prefix(self.held);
+        for (end, epoch) in &self.pending {
+            let mut items: Vec<&Observation> = epoch.items.iter().collect();
+            items.sort_unstable_by(|a, b| (&a.user, a.time, a.tag).cmp(&(&b.user, b.time, b.tag)));
+            for o in items {
+                w.i64(*end);
+                w.str(&o.user);
+                w.i64(o.time);
+                w.u8(o.tag);
+                w.len_prefix(o.payload.len());
+                w.raw(&o.payload);
+            }
         }
         self.learner.write(w);
     }
@@ -111,7 +135,16 @@ impl Driver {
             let tag = r.u8()?;
             let n = r.len_prefix()?;
             let payload = r.raw(n)?.to_vec();
-            self.pending.insert((epoch, user, time, tag), payload);
+            if epoch <= self.learned {
+                return Err(DecodeError("an observation of an epoch already learned"));
+            }
+            self.observe(Observation {
+                epoch,
+                user,
+                time,
+                tag,
+                payload,
+            });
         }
         self.learner.read(r)
     }
@@ -120,22 +153,17 @@ impl Driver {
     pub fn gauges(&self) -> Vec<(String, f64)> {
         let mut g = self.learner.gauges();
         g.push(("epochs_learned".into(), self.epochs as f64));
-        g.push(("observations_pending".into(), self.pending.len() as f64));
+        g.push(("observations_pending".into(), self.held as f64));
         g
     }
 
     /// Sizes: pending observations, and the model.
     pub fn stats(&self) -> WindowStats {
         let model = self.learner.stats();
-        let pending: usize = self
-            .pending
-            .iter()
-            .map(|((_, u, _, _), p)| 64 + u.len() + p.len())
-            .sum();
         WindowStats {
             keys: model.keys,
-            windows: model.windows + self.pending.len(),
-            bytes: model.bytes + pending,
+            windows: model.windows + self.held,
+            bytes: model.bytes + self.held * 120 + 2 * self.held_bytes,
         }
     }
 }

@@ -7,8 +7,7 @@
 //! A user is *active* in an epoch when it has an event in it; a user with no bucket left in
 //! reach of a future epoch is forgotten.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 
 use cel::{Context, Program, Value as CelValue};
 use rustc_hash::FxHashMap;
@@ -45,12 +44,16 @@ pub type Values = [f64; 7];
 pub struct Aggregates {
     horizon: i64,
     users: FxHashMap<Box<str>, Vec<Bucket>>,
-    /// Users with a bucket in each epoch not yet taken.
+    /// Users with a bucket in each epoch not yet taken (a bucket is made once: an event
+    /// of an epoch already taken is late, never counted).
     active: BTreeMap<i64, Vec<Box<str>>>,
-    /// (when a user may be forgotten, user).
-    expiry: BinaryHeap<Reverse<(i64, Box<str>)>>,
+    /// Users to look at when the time comes: their buckets may have left every horizon.
+    expiry: BTreeMap<i64, Vec<Box<str>>>,
     /// Epochs ending at or before this were taken.
     taken: i64,
+    /// Buckets held, and the bytes of the users' names (for `stats`).
+    buckets: usize,
+    name_bytes: usize,
 }
 
 impl Aggregates {
@@ -60,8 +63,10 @@ impl Aggregates {
             horizon,
             users: FxHashMap::default(),
             active: BTreeMap::new(),
-            expiry: BinaryHeap::new(),
+            expiry: BTreeMap::new(),
             taken: i64::MIN,
+            buckets: 0,
+            name_bytes: 0,
         }
     }
 
@@ -71,7 +76,10 @@ impl Aggregates {
         let end = plan.epoch_end(t);
         let buckets = match self.users.get_mut(user) {
             Some(b) => b,
-            None => self.users.entry(user.into()).or_default(),
+            None => {
+                self.name_bytes += user.len();
+                self.users.entry(user.into()).or_default()
+            }
         };
         let at = buckets.partition_point(|b| b.end < end);
         if buckets.get(at).is_none_or(|b| b.end != end) {
@@ -88,9 +96,8 @@ impl Aggregates {
                     last_purchase: i64::MIN,
                 },
             );
+            self.buckets += 1;
             self.active.entry(end).or_default().push(user.into());
-            self.expiry
-                .push(Reverse((end.saturating_add(self.horizon), user.into())));
         }
         let b = &mut buckets[at];
         b.events += 1;
@@ -107,33 +114,43 @@ impl Aggregates {
         }
     }
 
-    /// The next epoch complete at `complete` with its active users (sorted), if any.
-    pub fn take_active(&mut self, complete: i64) -> Option<(i64, Vec<Box<str>>)> {
-        let entry = self.active.first_entry()?;
-        if *entry.key() > complete {
-            return None;
+    /// Takes every epoch complete at `complete`, in order: calls `f` with these aggregates,
+    /// the epoch's end and each user active in it (in no particular order), then forgets
+    /// what no later epoch can reach.
+    pub fn take_complete(&mut self, complete: i64, mut f: impl FnMut(&Self, i64, &str)) {
+        while let Some(entry) = self.active.first_entry() {
+            if *entry.key() > complete {
+                break;
+            }
+            let (end, users) = entry.remove_entry();
+            self.taken = end;
+            for user in &users {
+                f(self, end, user);
+            }
+            self.expiry
+                .entry(end.saturating_add(self.horizon))
+                .or_default()
+                .extend(users);
         }
-        let (end, mut users) = entry.remove_entry();
-        users.sort_unstable();
-        users.dedup();
-        self.taken = end;
-        Some((end, users))
+        self.expire(complete);
     }
 
     /// Forgets what no epoch after `complete` can reach.
-    pub fn expire(&mut self, complete: i64) {
+    fn expire(&mut self, complete: i64) {
         let reach = complete.saturating_sub(self.horizon);
-        while self
-            .expiry
-            .peek()
-            .is_some_and(|Reverse((t, _))| *t <= complete)
-        {
-            let Reverse((_, user)) = self.expiry.pop().expect("a first entry");
-            if let Some(buckets) = self.users.get_mut(&user) {
-                let cut = buckets.partition_point(|b| b.end <= reach);
-                buckets.drain(..cut);
-                if buckets.is_empty() {
-                    self.users.remove(&user);
+        while let Some(entry) = self.expiry.first_entry() {
+            if *entry.key() > complete {
+                break;
+            }
+            for user in entry.remove() {
+                if let Some(buckets) = self.users.get_mut(&user) {
+                    let cut = buckets.partition_point(|b| b.end <= reach);
+                    buckets.drain(..cut);
+                    self.buckets -= cut;
+                    if buckets.is_empty() {
+                        self.users.remove(&user);
+                        self.name_bytes -= user.len();
+                    }
                 }
             }
         }
@@ -211,12 +228,14 @@ impl Aggregates {
                     self.active.entry(b.end).or_default().push(user.clone());
                 }
             }
-            if let Some(last) = buckets.last() {
-                self.expiry.push(Reverse((
-                    last.end.saturating_add(self.horizon),
-                    user.clone(),
-                )));
+            if let Some(b) = buckets.iter().rev().find(|b| b.end <= self.taken) {
+                self.expiry
+                    .entry(b.end.saturating_add(self.horizon))
+                    .or_default()
+                    .push(user.clone());
             }
+            self.buckets += buckets.len();
+            self.name_bytes += user.len();
             self.users.insert(user, buckets);
         }
         Ok(())
@@ -224,12 +243,11 @@ impl Aggregates {
 
     /// Sizes of the state.
     pub fn stats(&self) -> WindowStats {
-        let buckets: usize = self.users.values().map(Vec::len).sum();
-        let names: usize = self.users.keys().map(|u| u.len()).sum();
+        let waiting: usize = self.active.len() + self.expiry.len();
         WindowStats {
             keys: self.users.len(),
-            windows: buckets,
-            bytes: buckets * 56 + self.users.len() * 48 + names + self.expiry.len() * 40,
+            windows: self.buckets,
+            bytes: self.buckets * 56 + self.users.len() * 64 + 2 * self.name_bytes + waiting * 48,
         }
     }
 }

@@ -16,8 +16,7 @@ pub mod ftrl;
 #[cfg(test)]
 mod tests;
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
@@ -220,13 +219,19 @@ pub fn read_example(payload: &[u8]) -> Result<(bool, Vec<f64>), DecodeError> {
 pub struct PropensityObserver {
     plan: Arc<PropensityPlan>,
     aggregates: Aggregates,
-    /// Decisions awaiting their label: (decision point, user) → features.
-    pending: BTreeMap<(i64, Box<str>), Vec<f64>>,
+    /// Decisions awaiting their label, by decision point: (user, features), in no order.
+    pending: BTreeMap<i64, Vec<(Box<str>, Vec<f64>)>>,
+    /// Decisions awaiting their label, and their users' name bytes (for `stats`).
+    waiting: usize,
+    waiting_bytes: usize,
     /// Each user's purchase times still in reach of a decision's horizon, sorted, distinct.
     purchases: FxHashMap<Box<str>, Vec<i64>>,
-    /// (when a user's first purchase time leaves every horizon, user); at least one entry
-    /// at or before each user's true expiry.
-    expiry: BinaryHeap<Reverse<(i64, Box<str>)>>,
+    /// Users to look at when their first purchase time leaves every horizon; at least one
+    /// entry at or before each user's true expiry.
+    expiry: BTreeMap<i64, Vec<Box<str>>>,
+    /// Purchase times held, and the bytes of their users' names (for `stats`).
+    times: usize,
+    name_bytes: usize,
     /// Features that failed to compute (counted as 0).
     pub feature_errors: u64,
 }
@@ -238,8 +243,12 @@ impl PropensityObserver {
             aggregates: Aggregates::new(plan.window),
             plan,
             pending: BTreeMap::new(),
+            waiting: 0,
+            waiting_bytes: 0,
             purchases: FxHashMap::default(),
-            expiry: BinaryHeap::new(),
+            expiry: BTreeMap::new(),
+            times: 0,
+            name_bytes: 0,
             feature_errors: 0,
         }
     }
@@ -257,25 +266,27 @@ impl PropensityObserver {
     /// labelled once `complete >= t + horizon`.
     fn expire(&mut self, complete: i64) {
         let horizon = self.plan.horizon;
-        while self
-            .expiry
-            .peek()
-            .is_some_and(|Reverse((t, _))| *t <= complete)
-        {
-            let Reverse((_, user)) = self.expiry.pop().expect("a first entry");
-            let Some(times) = self.purchases.get_mut(&user) else {
-                continue;
-            };
-            let cut = times.partition_point(|t| t.saturating_add(horizon) <= complete);
-            times.drain(..cut);
-            match times.first() {
-                None => {
-                    self.purchases.remove(&user);
-                }
-                Some(first) => {
-                    if cut > 0 {
-                        self.expiry
-                            .push(Reverse((first.saturating_add(horizon), user)));
+        while let Some(entry) = self.expiry.first_entry() {
+            if *entry.key() > complete {
+                break;
+            }
+            for user in entry.remove() {
+                let Some(times) = self.purchases.get_mut(&user) else {
+                    continue;
+                };
+                let cut = times.partition_point(|t| t.saturating_add(horizon) <= complete);
+                times.drain(..cut);
+                self.times -= cut;
+                match times.first() {
+                    None => {
+                        self.purchases.remove(&user);
+                        self.name_bytes -= user.len();
+                    }
+                    Some(first) => {
+                        if cut > 0 {
+                            let at = first.saturating_add(horizon);
+                            self.expiry.entry(at).or_default().push(user);
+                        }
                     }
                 }
             }
@@ -292,62 +303,74 @@ impl Observer for PropensityObserver {
         let t = event.time;
         let times = match self.purchases.get_mut(user) {
             Some(times) => times,
-            None => self.purchases.entry(user.into()).or_default(),
+            None => {
+                self.name_bytes += user.len();
+                self.purchases.entry(user.into()).or_default()
+            }
         };
         let at = times.partition_point(|x| *x < t);
         if times.get(at) == Some(&t) {
             return;
         }
         times.insert(at, t);
+        self.times += 1;
         if at == 0 {
-            self.expiry
-                .push(Reverse((t.saturating_add(self.plan.horizon), user.into())));
+            let due = t.saturating_add(self.plan.horizon);
+            self.expiry.entry(due).or_default().push(user.into());
         }
     }
 
     fn due(&mut self, complete: i64, out: &mut Vec<Observation>) {
         let plan = self.plan.clone();
-        while let Some((end, users)) = self.aggregates.take_active(complete) {
-            for user in users {
-                let values = self.aggregates.values(&user, end);
-                let x = plan.features.compute(&values, &mut self.feature_errors);
-                out.push(Observation {
-                    epoch: end,
-                    user: user.clone(),
-                    time: end,
-                    tag: DECISION,
-                    payload: decision_payload(&x),
-                });
-                self.pending.insert((end, user), x);
-            }
-        }
-        self.aggregates.expire(complete);
+        let (errors, pending) = (&mut self.feature_errors, &mut self.pending);
+        let (waiting, waiting_bytes) = (&mut self.waiting, &mut self.waiting_bytes);
+        self.aggregates.take_complete(complete, |aggregates, end, user| {
+            let x = plan.features.compute(&aggregates.values(user, end), errors);
+            let user: Box<str> = user.into();
+            out.push(Observation {
+                epoch: end,
+                user: user.clone(),
+                time: end,
+                tag: DECISION,
+                payload: decision_payload(&x),
+            });
+            *waiting += 1;
+            *waiting_bytes += user.len();
+            pending.entry(end).or_default().push((user, x));
+        });
         while let Some(entry) = self.pending.first_entry() {
-            let end = entry.key().0;
+            let end = *entry.key();
             let labelled = end.saturating_add(plan.horizon);
             if labelled > complete {
                 break;
             }
-            let ((_, user), x) = entry.remove_entry();
-            let label = self.bought(&user, end, labelled);
-            out.push(Observation {
-                epoch: plan.model.epoch_end_at_or_after(labelled),
-                user,
-                time: end,
-                tag: EXAMPLE,
-                payload: example_payload(label, &x),
-            });
+            for (user, x) in entry.remove() {
+                self.waiting -= 1;
+                self.waiting_bytes -= user.len();
+                let label = self.bought(&user, end, labelled);
+                out.push(Observation {
+                    epoch: plan.model.epoch_end_at_or_after(labelled),
+                    user,
+                    time: end,
+                    tag: EXAMPLE,
+                    payload: example_payload(label, &x),
+                });
+            }
         }
         self.expire(complete);
     }
 
     fn write(&self, w: &mut Writer) {
         self.aggregates.write(w);
-        w.len_prefix(self.pending.len());
-        for ((end, user), x) in &self.pending {
-            w.i64(*end);
-            w.str(user);
-            write_f64s(w, x);
+        w.len_prefix(self.waiting);
+        for (end, decisions) in &self.pending {
+            let mut sorted: Vec<&(Box<str>, Vec<f64>)> = decisions.iter().collect();
+            sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            for (user, x) in sorted {
+                w.i64(*end);
+                w.str(user);
+                write_f64s(w, x);
+            }
         }
         let mut users: Vec<(&Box<str>, &Vec<i64>)> = self.purchases.iter().collect();
         users.sort_unstable_by_key(|(u, _)| *u);
@@ -367,7 +390,9 @@ impl Observer for PropensityObserver {
             let end = r.i64()?;
             let user: Box<str> = r.str()?.into();
             let x = read_f64s(r)?;
-            self.pending.insert((end, user), x);
+            self.waiting += 1;
+            self.waiting_bytes += user.len();
+            self.pending.entry(end).or_default().push((user, x));
         }
         for _ in 0..r.len_prefix()? {
             let user: Box<str> = r.str()?.into();
@@ -378,10 +403,10 @@ impl Observer for PropensityObserver {
                 return Err(DecodeError("purchase times out of order"));
             }
             if let Some(first) = times.first() {
-                self.expiry.push(Reverse((
-                    first.saturating_add(self.plan.horizon),
-                    user.clone(),
-                )));
+                let due = first.saturating_add(self.plan.horizon);
+                self.expiry.entry(due).or_default().push(user.clone());
+                self.times += times.len();
+                self.name_bytes += user.len();
                 self.purchases.insert(user, times);
             }
         }
@@ -391,13 +416,12 @@ impl Observer for PropensityObserver {
     fn stats(&self) -> WindowStats {
         let a = self.aggregates.stats();
         let d = self.plan.features.names.len();
-        let pending: usize = self.pending.keys().map(|(_, u)| 64 + u.len() + 8 * d).sum();
-        let times: usize = self.purchases.values().map(Vec::len).sum();
-        let names: usize = self.purchases.keys().map(|u| u.len()).sum();
-        let purchases = self.purchases.len() * 48 + names + times * 8 + self.expiry.len() * 40;
+        let pending = self.waiting * (64 + 8 * d) + self.waiting_bytes;
+        let purchases =
+            self.purchases.len() * 72 + 2 * self.name_bytes + self.times * 8 + self.expiry.len() * 48;
         WindowStats {
             keys: a.keys,
-            windows: a.windows + self.pending.len(),
+            windows: a.windows + self.waiting,
             bytes: a.bytes + pending + purchases,
         }
     }

@@ -12,20 +12,21 @@
 //!    Euclidean distance; ties to the lower index) — a user whose segment changed (or who had
 //!    none) gets a result — and its point replaces its previous one;
 //! 4. each centre becomes the mean of its members' current points (a Lloyd step over the
-//!    population, summed in user order); a centre without members (an empty cluster) moves
-//!    to the epoch's point farthest from its own centre;
+//!    population; the members' sums are kept up to date in the order of the observations, and
+//!    of the users leaving, so they are the same bits at any parallelism); a centre without
+//!    members (an empty cluster) moves to the epoch's point farthest from its own centre;
 //! 5. the model version (centres in the features' own units, segment sizes, labels) is
 //!    emitted.
 //!
 //! So the centres track the segments of the users as they are now, and with a stable
 //! population converge to Lloyd's k-means of the users' current features.
 
-use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
+use rustc_hash::FxHashMap;
 
 use super::SegmentsPlan;
 use crate::analytics::model::{read_f64s, write_f64s, write_json_f64, Learner, Observation};
@@ -47,7 +48,12 @@ pub struct KMeans {
     /// Model versions emitted.
     version: u64,
     /// Each user's segment, current point and the epoch it was last observed in.
-    population: BTreeMap<Box<str>, Member>,
+    population: FxHashMap<Box<str>, Member>,
+    /// Per centre, the sum of its members' points and their number.
+    sums: Vec<Vec<f64>>,
+    sizes: Vec<u64>,
+    /// Bytes of the population's names (for `stats`).
+    name_bytes: usize,
 }
 
 /// A user of the population.
@@ -69,7 +75,10 @@ impl KMeans {
             m2: vec![0.0; d],
             centres: Vec::new(),
             version: 0,
-            population: BTreeMap::new(),
+            population: FxHashMap::default(),
+            sums: Vec::new(),
+            sizes: Vec::new(),
+            name_bytes: 0,
         }
     }
 
@@ -168,6 +177,23 @@ impl KMeans {
         true
     }
 
+    /// Takes `m`'s point out of its centre's sum.
+    fn leave(&mut self, m: &Member) {
+        let c = m.segment as usize;
+        self.sizes[c] -= 1;
+        for (s, x) in self.sums[c].iter_mut().zip(&m.point) {
+            *s -= x;
+        }
+    }
+
+    /// Adds point `x` to centre `c`'s sum.
+    fn join(&mut self, c: usize, x: &[f64]) {
+        self.sizes[c] += 1;
+        for (s, x) in self.sums[c].iter_mut().zip(x) {
+            *s += x;
+        }
+    }
+
     /// The centres' names by the label rule.
     fn labels(&self) -> Vec<Option<String>> {
         let Some((by, names)) = &self.plan.labels else {
@@ -220,16 +246,29 @@ impl Learner for KMeans {
         let start = end - self.plan.model.epoch;
         let assigned: Vec<(usize, f64)> = points.iter().map(|x| self.nearest(x, &scales)).collect();
         let labels = self.labels();
+        if self.sums.is_empty() {
+            self.sums = vec![vec![0.0; self.mean.len()]; self.centres.len()];
+            self.sizes = vec![0; self.centres.len()];
+        }
         for ((user, x), (c, d2)) in users.iter().zip(&points).zip(&assigned) {
             let member = Member {
                 segment: *c as u32,
                 point: x.clone(),
                 seen: end,
             };
-            let previous = self
-                .population
-                .insert((*user).clone(), member)
-                .map(|m| m.segment);
+            let old = match self.population.get_mut(user.as_ref()) {
+                Some(m) => Some(std::mem::replace(m, member)),
+                None => {
+                    self.name_bytes += user.len();
+                    self.population.insert((*user).clone(), member);
+                    None
+                }
+            };
+            if let Some(old) = &old {
+                self.leave(old);
+            }
+            self.join(*c, x);
+            let previous = old.map(|m| m.segment);
             if previous == Some(*c as u32) {
                 continue;
             }
@@ -254,18 +293,21 @@ impl Learner for KMeans {
             });
         }
         let horizon = self.plan.horizon;
-        self.population.retain(|_, m| m.seen > end - horizon);
-        let d = self.mean.len();
-        let mut sums = vec![vec![0.0; d]; self.centres.len()];
-        let mut sizes = vec![0u64; self.centres.len()];
-        for m in self.population.values() {
-            let c = m.segment as usize;
-            sizes[c] += 1;
-            for (s, x) in sums[c].iter_mut().zip(&m.point) {
-                *s += x;
+        let mut gone: Vec<Box<str>> = self
+            .population
+            .iter()
+            .filter(|(_, m)| m.seen <= end - horizon)
+            .map(|(u, _)| u.clone())
+            .collect();
+        gone.sort_unstable();
+        for user in gone {
+            if let Some(m) = self.population.remove(&user) {
+                self.name_bytes -= user.len();
+                self.leave(&m);
             }
         }
-        for (c, (sum, n)) in sums.iter().zip(&sizes).enumerate() {
+        let sizes = self.sizes.clone();
+        for (c, (sum, n)) in self.sums.iter().zip(&sizes).enumerate() {
             if *n > 0 {
                 self.centres[c] = sum.iter().map(|s| s / *n as f64).collect();
             } else if !points.is_empty() {
@@ -322,8 +364,15 @@ impl Learner for KMeans {
             write_f64s(w, c);
         }
         w.u64(self.version);
-        w.len_prefix(self.population.len());
-        for (user, m) in &self.population {
+        w.len_prefix(self.sums.len());
+        for (sum, n) in self.sums.iter().zip(&self.sizes) {
+            write_f64s(w, sum);
+            w.u64(*n);
+        }
+        let mut users: Vec<(&Box<str>, &Member)> = self.population.iter().collect();
+        users.sort_unstable_by_key(|(u, _)| *u);
+        w.len_prefix(users.len());
+        for (user, m) in users {
             w.str(user);
             w.u64(u64::from(m.segment));
             write_f64s(w, &m.point);
@@ -341,7 +390,12 @@ impl Learner for KMeans {
         }
         self.version = r.u64()?;
         for _ in 0..r.len_prefix()? {
+            self.sums.push(read_f64s(r)?);
+            self.sizes.push(r.u64()?);
+        }
+        for _ in 0..r.len_prefix()? {
             let user: Box<str> = r.str()?.into();
+            self.name_bytes += user.len();
             let segment =
                 u32::try_from(r.u64()?).map_err(|_| DecodeError("a segment out of range"))?;
             let point = read_f64s(r)?;
@@ -361,6 +415,9 @@ impl Learner for KMeans {
             || self.m2.len() != d
             || bad_centre
             || !(self.centres.is_empty() || self.centres.len() == k)
+            || self.sums.len() != self.sizes.len()
+            || !(self.sums.is_empty() || self.sums.len() == k)
+            || self.sums.iter().any(|s| s.len() != d)
             || self
                 .population
                 .values()
@@ -372,13 +429,9 @@ impl Learner for KMeans {
     }
 
     fn gauges(&self) -> Vec<(String, f64)> {
-        let mut sizes = vec![0u64; self.centres.len()];
-        for m in self.population.values() {
-            sizes[m.segment as usize] += 1;
-        }
         let labels = self.labels();
         let mut g = vec![("model_version".to_owned(), self.version as f64)];
-        for (c, n) in sizes.iter().enumerate() {
+        for (c, n) in self.sizes.iter().enumerate() {
             let name = labels[c].clone().unwrap_or_else(|| c.to_string());
             g.push((format!("size_{name}"), *n as f64));
         }
@@ -386,12 +439,13 @@ impl Learner for KMeans {
     }
 
     fn stats(&self) -> WindowStats {
-        let names: usize = self.population.keys().map(|u| u.len()).sum();
         let d = self.mean.len();
         WindowStats {
             keys: self.population.len(),
             windows: self.centres.len(),
-            bytes: self.population.len() * (72 + 8 * d) + names + self.centres.len() * (d * 8 + 32),
+            bytes: self.population.len() * (72 + 8 * d)
+                + self.name_bytes
+                + self.centres.len() * (d * 16 + 48),
         }
     }
 }
