@@ -3,29 +3,52 @@
 
 use std::collections::BTreeMap;
 
-use rustc_hash::FxHashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+use rustc_hash::FxBuildHasher;
 
 use super::{Learner, Observation};
 use crate::analytics::{Emit, Merge};
 use crate::window::codec::{DecodeError, Reader, Writer};
 use crate::window::WindowStats;
 
-/// An observation's identity within its epoch: user, time, tag.
-type Id = (Box<str>, i64, u8);
-
-/// One epoch's observations as they arrived, with where each is.
+/// One epoch's observations as they arrived, with where each is by identity (user, time,
+/// tag).
 #[derive(Debug, Default)]
 struct Epoch {
     items: Vec<Observation>,
-    index: FxHashMap<Id, usize>,
+    index: HashTable<usize>,
+}
+
+/// The hash of an observation's identity.
+fn id_hash(user: &str, time: i64, tag: u8) -> u64 {
+    FxBuildHasher.hash_one((user, time, tag))
+}
+
+/// The learner's order of observations: by a hash of the user (cheap to compare, the same
+/// on every machine), then the user, time and tag.
+fn order(a: &(u64, Observation), b: &(u64, Observation)) -> std::cmp::Ordering {
+    let (x, y) = (&a.1, &b.1);
+    a.0.cmp(&b.0)
+        .then_with(|| (&x.user, x.time, x.tag).cmp(&(&y.user, y.time, y.tag)))
+}
+
+/// The hash of a user that orders observations.
+pub fn user_hash(user: &str) -> u64 {
+    FxBuildHasher.hash_one(user)
 }
 
 impl Epoch {
-    /// The observations sorted by user, time and tag: the learner's order.
+    /// The observations in the learner's order ([`order`]).
     fn into_sorted(self) -> Vec<Observation> {
-        let mut items = self.items;
-        items.sort_unstable_by(|a, b| (&a.user, a.time, a.tag).cmp(&(&b.user, b.time, b.tag)));
-        items
+        let mut keyed: Vec<(u64, Observation)> = self
+            .items
+            .into_iter()
+            .map(|o| (user_hash(&o.user), o))
+            .collect();
+        keyed.sort_unstable_by(order);
+        keyed.into_iter().map(|(_, o)| o).collect()
     }
 }
 
@@ -66,10 +89,15 @@ impl Driver {
             return Merge::Late;
         }
         let epoch = self.pending.entry(o.epoch).or_default();
-        let id = (o.user.clone(), o.time, o.tag);
-        match epoch.index.get(&id) {
-            Some(&i) if epoch.items[i].payload == o.payload => Merge::Stale,
-            Some(&i) => {
+        let hash = id_hash(&o.user, o.time, o.tag);
+        let items = &epoch.items;
+        let same = |i: &usize| {
+            let held = &items[*i];
+            held.user == o.user && held.time == o.time && held.tag == o.tag
+        };
+        match epoch.index.find(hash, same).copied() {
+            Some(i) if epoch.items[i].payload == o.payload => Merge::Stale,
+            Some(i) => {
                 self.held_bytes = self.held_bytes + o.payload.len() - epoch.items[i].payload.len();
                 epoch.items[i] = o;
                 Merge::Merged
@@ -77,7 +105,12 @@ impl Driver {
             None => {
                 self.held += 1;
                 self.held_bytes += o.payload.len() + o.user.len();
-                epoch.index.insert(id, epoch.items.len());
+                let at = epoch.items.len();
+                let items = &epoch.items;
+                epoch.index.insert_unique(hash, at, |i| {
+                    let held = &items[*i];
+                    id_hash(&held.user, held.time, held.tag)
+                });
                 epoch.items.push(o);
                 Merge::Merged
             }

@@ -256,6 +256,8 @@ impl Aggregates {
 enum Source {
     /// An aggregate, by its index in [`USER_AGGREGATES`].
     Aggregate(usize),
+    /// `ln(1 + aggregate)`.
+    Log1p(usize),
     /// A CEL expression over the aggregates.
     Cel(Program),
 }
@@ -301,8 +303,7 @@ impl Features {
                     .position(|a| a == name)
                     .expect("a default feature is an aggregate");
                 if log {
-                    let text = format!("log(1.0 + double({name}))");
-                    sources.push(Source::Cel(Program::compile(&text).expect("valid CEL")));
+                    sources.push(Source::Log1p(i));
                     names.push(format!("log_{name}"));
                 } else {
                     sources.push(Source::Aggregate(i));
@@ -337,6 +338,7 @@ impl Features {
             .iter()
             .map(|s| match s {
                 Source::Aggregate(i) => v[*i],
+                Source::Log1p(i) => (1.0 + v[*i]).ln(),
                 Source::Cel(program) => {
                     let scope = scope.get_or_insert_with(|| {
                         let mut scope = self.context.new_inner_scope();

@@ -7,7 +7,7 @@
 //! keyed by its epoch (the epoch end it belongs to), the user, a time and a tag. Observations
 //! go to one [`driver::Driver`] — the task's own when it is the only task, the global stage's
 //! otherwise (as partials) — which holds them until the watermark of every task has passed the
-//! epoch's end plus the allowed lateness, then hands the epoch's observations, sorted by key,
+//! epoch's end plus the allowed lateness, then hands the epoch's observations, in one fixed order,
 //! to the kind's [`Learner`]: it scores them with the model of the epochs before, emits the
 //! results, learns from them, and emits the new model version. The result depends only on the
 //! set of observations, never on how many tasks made them or in which order they arrived: the
@@ -148,7 +148,7 @@ pub trait Observer: Debug + Send {
 
 /// A model kind's learner: the model, fed one complete epoch at a time.
 pub trait Learner: Debug + Send {
-    /// Scores the observations of the epoch ending at `end` (sorted by user, time, tag) with
+    /// Scores the observations of the epoch ending at `end` (in the driver's order: by a fixed hash of the user, then user, time and tag) with
     /// the model learned so far, emits the results, learns from them and emits the new model.
     fn epoch(&mut self, end: i64, observations: &[Observation], out: &mut Emit<'_>);
 

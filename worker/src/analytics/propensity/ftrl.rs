@@ -2,7 +2,7 @@
 //! polynomial terms of the features (no standardisation: the terms as they are), fed one
 //! complete epoch at a time in a fixed order.
 //!
-//! Per epoch, with the observations sorted by (user, time, tag):
+//! Per epoch, with the observations in the driver's order (a fixed hash of the user, then user, time, tag):
 //! 1. each labelled example in order: predict `p` with the current weights and count its log
 //!    loss and rank (test), then one FTRL-proximal update (train) — per coordinate `i` with
 //!    gradient `g = (p - y) x_i`: `σ = (√(n + g²) - √n) / α`, `z += g - σ w`, `n += g²`, and

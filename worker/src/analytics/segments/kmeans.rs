@@ -3,7 +3,7 @@
 //! complete epoch at a time in a fixed order.
 //!
 //! The learner keeps each user's latest point and segment (the *population*; a user not
-//! observed for the horizon leaves it). Per epoch, with the observations sorted by user:
+//! observed for the horizon leaves it). Per epoch, with the observations in the driver's order (a fixed hash of the user, then the user):
 //! 1. the running mean and variance of each feature take the epoch's points (Welford);
 //! 2. without centres yet: once an epoch has at least `k` distinct points, greedy k-means++
 //!    picks them from that epoch with the plan's seed (before that, users get no segment:

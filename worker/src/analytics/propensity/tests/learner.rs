@@ -420,18 +420,21 @@ fn ece(predictions: &[(f64, bool)]) -> f64 {
 fn on_planted_data_prequential_auc_is_within_002_of_offline_logistic_regression_and_calibrated() {
     let m = propensity_manifest("");
     let events = planted(1500, 48, 11);
-    // The examples the learner receives, in its order: by epoch, then user and time.
-    let mut examples: BTreeMap<(i64, String, i64), (bool, Vec<f64>)> = BTreeMap::new();
+    // The examples the learner receives, in its order: by epoch, then the user's hash, the
+    // user and time.
+    type Key = (i64, u64, String, i64);
+    let mut examples: BTreeMap<Key, (bool, Vec<f64>)> = BTreeMap::new();
     for (epoch, user, time, tag, payload) in observations(&m, &events) {
         if tag == 1 {
-            examples.insert((epoch, user, time), read_example(&payload).unwrap());
+            let hash = crate::analytics::model::driver::user_hash(&user);
+            examples.insert((epoch, hash, user, time), read_example(&payload).unwrap());
         }
     }
     // Replayed through the learner: each example's prediction before it is learned.
     let plan = plan_for(&m);
     let mut ftrl = Ftrl::new(plan);
     let mut tested: Vec<(i64, f64, bool, Vec<f64>)> = Vec::new();
-    for ((epoch, _, _), (y, x)) in &examples {
+    for ((epoch, ..), (y, x)) in &examples {
         let margin = ftrl.learn(x, *y);
         tested.push((*epoch, margin, *y, x.clone()));
     }
