@@ -16,6 +16,11 @@ use tidemark_worker::local::{run_local, LocalOptions};
 use tidemark_worker::runtime::{run_worker, WorkerOptions};
 use tidemark_worker::source::generator::{Generator, Response};
 
+/// mimalloc: the engine makes many small, short-lived allocations (ids, observations,
+/// results), which glibc's allocator serves noticeably slower (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Tidemark: real-time marketing analytics.
 #[derive(Parser)]
 #[command(name = "tidemark", version, about)]

@@ -36,6 +36,13 @@ struct Bucket {
     last_purchase: i64,
 }
 
+/// Whether two short byte strings are equal, compared inline (no call into `memcmp` for
+/// the few bytes of an event type).
+#[inline]
+pub fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+}
+
 /// A user's aggregates at an epoch end, in the order of [`USER_AGGREGATES`].
 pub type Values = [f64; 7];
 
@@ -81,7 +88,11 @@ impl Aggregates {
                 self.users.entry(user.into()).or_default()
             }
         };
-        let at = buckets.partition_point(|b| b.end < end);
+        // Most events go to the user's newest bucket.
+        let at = match buckets.last() {
+            Some(last) if last.end == end => buckets.len() - 1,
+            _ => buckets.partition_point(|b| b.end < end),
+        };
         if buckets.get(at).is_none_or(|b| b.end != end) {
             buckets.insert(
                 at,
@@ -102,10 +113,11 @@ impl Aggregates {
         let b = &mut buckets[at];
         b.events += 1;
         b.first = b.first.min(t);
-        match event.event_type.as_deref() {
-            Some("view") => b.views += 1,
-            Some("add_to_cart") => b.carts += 1,
-            _ => {}
+        let ty = event.event_type.as_deref().unwrap_or_default().as_bytes();
+        if same(ty, b"view") {
+            b.views += 1;
+        } else if same(ty, b"add_to_cart") {
+            b.carts += 1;
         }
         if let Some(value) = plan.purchase(input, event) {
             b.purchases += 1;

@@ -104,10 +104,10 @@ impl ModelPlan {
 
     /// Whether `event` is a purchase, and its value.
     pub fn purchase(&self, input: usize, event: &Event<'_>) -> Option<f64> {
-        let ty = event.event_type.as_deref()?;
+        let ty = event.event_type.as_deref()?.as_bytes();
         self.purchase_types
             .iter()
-            .any(|p| p == ty)
+            .any(|p| features::same(p.as_bytes(), ty))
             .then(|| self.revenue[input].read(event).as_f64().unwrap_or(0.0))
     }
 }
