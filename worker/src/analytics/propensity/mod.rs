@@ -214,13 +214,16 @@ pub fn read_example(payload: &[u8]) -> Result<(bool, Vec<f64>), DecodeError> {
     Ok((label, read_f64s(&mut r)?))
 }
 
+/// A decision awaiting its label: the user and its features.
+type Decision = (Box<str>, Vec<f64>);
+
 /// The task side: see the module documentation.
 #[derive(Debug)]
 pub struct PropensityObserver {
     plan: Arc<PropensityPlan>,
     aggregates: Aggregates,
-    /// Decisions awaiting their label, by decision point: (user, features), in no order.
-    pending: BTreeMap<i64, Vec<(Box<str>, Vec<f64>)>>,
+    /// Decisions awaiting their label, by decision point, in no order.
+    pending: BTreeMap<i64, Vec<Decision>>,
     /// Decisions awaiting their label, and their users' name bytes (for `stats`).
     waiting: usize,
     waiting_bytes: usize,
@@ -324,20 +327,21 @@ impl Observer for PropensityObserver {
         let plan = self.plan.clone();
         let (errors, pending) = (&mut self.feature_errors, &mut self.pending);
         let (waiting, waiting_bytes) = (&mut self.waiting, &mut self.waiting_bytes);
-        self.aggregates.take_complete(complete, |aggregates, end, user| {
-            let x = plan.features.compute(&aggregates.values(user, end), errors);
-            let user: Box<str> = user.into();
-            out.push(Observation {
-                epoch: end,
-                user: user.clone(),
-                time: end,
-                tag: DECISION,
-                payload: decision_payload(&x),
+        self.aggregates
+            .take_complete(complete, |aggregates, end, user| {
+                let x = plan.features.compute(&aggregates.values(user, end), errors);
+                let user: Box<str> = user.into();
+                out.push(Observation {
+                    epoch: end,
+                    user: user.clone(),
+                    time: end,
+                    tag: DECISION,
+                    payload: decision_payload(&x),
+                });
+                *waiting += 1;
+                *waiting_bytes += user.len();
+                pending.entry(end).or_default().push((user, x));
             });
-            *waiting += 1;
-            *waiting_bytes += user.len();
-            pending.entry(end).or_default().push((user, x));
-        });
         while let Some(entry) = self.pending.first_entry() {
             let end = *entry.key();
             let labelled = end.saturating_add(plan.horizon);
@@ -364,7 +368,7 @@ impl Observer for PropensityObserver {
         self.aggregates.write(w);
         w.len_prefix(self.waiting);
         for (end, decisions) in &self.pending {
-            let mut sorted: Vec<&(Box<str>, Vec<f64>)> = decisions.iter().collect();
+            let mut sorted: Vec<&Decision> = decisions.iter().collect();
             sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             for (user, x) in sorted {
                 w.i64(*end);
@@ -417,8 +421,10 @@ impl Observer for PropensityObserver {
         let a = self.aggregates.stats();
         let d = self.plan.features.names.len();
         let pending = self.waiting * (64 + 8 * d) + self.waiting_bytes;
-        let purchases =
-            self.purchases.len() * 72 + 2 * self.name_bytes + self.times * 8 + self.expiry.len() * 48;
+        let purchases = self.purchases.len() * 72
+            + 2 * self.name_bytes
+            + self.times * 8
+            + self.expiry.len() * 48;
         WindowStats {
             keys: a.keys,
             windows: a.windows + self.waiting,

@@ -138,18 +138,19 @@ impl Observer for SegmentsObserver {
     fn due(&mut self, complete: i64, out: &mut Vec<Observation>) {
         let plan = &self.plan;
         let errors = &mut self.feature_errors;
-        self.aggregates.take_complete(complete, |aggregates, end, user| {
-            let x = plan.features.compute(&aggregates.values(user, end), errors);
-            let mut w = Writer::default();
-            write_f64s(&mut w, &x);
-            out.push(Observation {
-                epoch: end,
-                user: user.into(),
-                time: end,
-                tag: 0,
-                payload: w.finish(),
+        self.aggregates
+            .take_complete(complete, |aggregates, end, user| {
+                let x = plan.features.compute(&aggregates.values(user, end), errors);
+                let mut w = Writer::default();
+                write_f64s(&mut w, &x);
+                out.push(Observation {
+                    epoch: end,
+                    user: user.into(),
+                    time: end,
+                    tag: 0,
+                    payload: w.finish(),
+                });
             });
-        });
     }
 
     fn write(&self, w: &mut Writer) {
