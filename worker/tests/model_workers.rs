@@ -237,3 +237,10 @@ fn propensity_scores_are_byte_identical_over_one_to_five_tasks_with_a_kill() {
     let case = Case::new("propensity", &text, "purchase_propensity");
     byte_identical_over_one_to_five_tasks(&case, |models, users| models >= 50 && users >= 1000);
 }
+
+#[test]
+fn recommendations_are_byte_identical_over_one_to_five_tasks_with_a_kill() {
+    let text = include_str!("../../examples/recommendations.yaml");
+    let case = Case::new("recommendations", text, "recommendation_topic");
+    byte_identical_over_one_to_five_tasks(&case, |models, users| models >= 50 && users >= 300);
+}
