@@ -193,11 +193,11 @@ pub fn read_f64s(r: &mut Reader<'_>) -> Result<Vec<f64>, DecodeError> {
         .collect()
 }
 
-/// Writes a float as JSON (non-finite as 0).
+/// Writes a float as JSON (non-finite as 0): the shortest text that reads back as the same
+/// float (`ryu`, as serde_json writes floats; e.g. `0.25`, `311.78552819`, `1e-7`).
 pub fn write_json_f64(v: &mut Vec<u8>, x: f64) {
-    use std::io::Write as _;
     if x.is_finite() {
-        let _ = write!(v, "{x}");
+        v.extend_from_slice(ryu::Buffer::new().format_finite(x).as_bytes());
     } else {
         v.push(b'0');
     }

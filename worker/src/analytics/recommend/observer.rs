@@ -19,8 +19,8 @@
 //! bought in `[E - BOUGHT_HORIZON, E)`. So an observation depends only on the user's events,
 //! never on when the watermark passed or how the input was split into tasks.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
@@ -157,13 +157,20 @@ impl User {
     }
 }
 
+/// `Sessions::stats` walks every user: it is recomputed on every this many calls (the
+/// local runner asks after every batch of input) and the last figures returned in between.
+const STATS_EVERY: u32 = 256;
+
 /// The task side: see the module documentation.
 #[derive(Debug)]
 pub struct Sessions {
     plan: Arc<RecommendPlan>,
     users: FxHashMap<Box<str>, User>,
-    /// (wake-up time, user); an entry not equal to the user's `wake` is stale.
-    wakes: BinaryHeap<Reverse<(i64, Box<str>)>>,
+    /// Users by wake-up time; an entry not equal to the user's `wake` is stale.
+    wakes: BTreeMap<i64, Vec<Box<str>>>,
+    /// `stats` as last computed (it walks every user), and calls since: recomputed every
+    /// [`STATS_EVERY`] calls.
+    stats: Cell<(u32, WindowStats)>,
     /// Sessions ended without a product of interest (observed by no one).
     pub empty_sessions: u64,
 }
@@ -174,7 +181,8 @@ impl Sessions {
         Self {
             plan,
             users: FxHashMap::default(),
-            wakes: BinaryHeap::new(),
+            wakes: BTreeMap::new(),
+            stats: Cell::new((0, WindowStats::default())),
             empty_sessions: 0,
         }
     }
@@ -221,15 +229,10 @@ impl Sessions {
     }
 
     /// Schedules `name`'s next wake-up if it is earlier than the one scheduled.
-    fn schedule(
-        wakes: &mut BinaryHeap<Reverse<(i64, Box<str>)>>,
-        name: &str,
-        user: &mut User,
-        at: i64,
-    ) {
+    fn schedule(wakes: &mut BTreeMap<i64, Vec<Box<str>>>, name: &str, user: &mut User, at: i64) {
         if at < user.wake {
             user.wake = at;
-            wakes.push(Reverse((at, name.into())));
+            wakes.entry(at).or_default().push(name.into());
         }
     }
 }
@@ -268,25 +271,26 @@ impl Observer for Sessions {
     }
 
     fn due(&mut self, complete: i64, out: &mut Vec<Observation>) {
-        while self
-            .wakes
-            .peek()
-            .is_some_and(|Reverse((t, _))| *t <= complete)
-        {
-            let Reverse((t, name)) = self.wakes.pop().expect("a wake-up");
-            if self.users.get(&name).is_none_or(|u| u.wake != t) {
-                continue;
+        while let Some(entry) = self.wakes.first_entry() {
+            if *entry.key() > complete {
+                break;
             }
-            self.close(&name, complete, out);
-            let gap = self.plan.gap;
-            let user = self.users.get_mut(&name).expect("a user");
-            if user.is_empty() {
-                self.users.remove(&name);
-                continue;
+            let (t, names) = entry.remove_entry();
+            for name in names {
+                if self.users.get(&name).is_none_or(|u| u.wake != t) {
+                    continue;
+                }
+                self.close(&name, complete, out);
+                let gap = self.plan.gap;
+                let user = self.users.get_mut(&name).expect("a user");
+                if user.is_empty() {
+                    self.users.remove(&name);
+                    continue;
+                }
+                user.wake = i64::MAX;
+                let at = user.next_wake(gap);
+                Self::schedule(&mut self.wakes, &name, user, at);
             }
-            user.wake = i64::MAX;
-            let at = user.next_wake(gap);
-            Self::schedule(&mut self.wakes, &name, user, at);
         }
     }
 
@@ -367,6 +371,11 @@ impl Observer for Sessions {
     }
 
     fn stats(&self) -> WindowStats {
+        let (calls, last) = self.stats.get();
+        if calls % STATS_EVERY != 0 {
+            self.stats.set((calls + 1, last));
+            return last;
+        }
         let mut bytes = 0;
         let mut groups = 0;
         for (name, u) in &self.users {
@@ -378,11 +387,14 @@ impl Observer for Sessions {
             bytes += u.bought.iter().map(|(p, _)| 24 + p.len()).sum::<usize>();
             bytes += u.pending.iter().map(|(_, p)| 24 + p.len()).sum::<usize>();
         }
-        bytes += self.wakes.len() * (24 + 8);
-        WindowStats {
+        let waiting: usize = self.wakes.values().map(Vec::len).sum();
+        bytes += self.wakes.len() * 48 + waiting * 24;
+        let stats = WindowStats {
             keys: self.users.len(),
             windows: groups,
             bytes,
-        }
+        };
+        self.stats.set((calls.wrapping_add(1), stats));
+        stats
     }
 }
