@@ -12,10 +12,11 @@
 //!    best by that sum (ties by product); a short list is filled from popularity; emitted
 //!    when not empty;
 //! 3. *learn*: each session adds 1 (at `E`) to the weight of every unordered pair of its
-//!    products (stored both ways, identically) and to each product's popularity;
-//! 4. the version goes up; every product that got a pair this epoch has its best neighbours
-//!    recomputed (as every product has after a decay pass, and after a restore) and its
-//!    `topK` best emitted, then a summary of the model.
+//!    products (stored both ways, identically) and to each product's popularity, and offers
+//!    the grown weight to both products' best neighbours (kept exactly as weights grow;
+//!    recomputed from all weights after a decay pass and after a restore);
+//! 4. the version goes up; every product that got a pair this epoch has its `topK` best
+//!    neighbours emitted, then a summary of the model.
 //!
 //! Only the sequence of epochs decides the floats: sums run in the session's product order,
 //! lists are ranked by (score, product), the snapshot is written sorted by product.
@@ -44,9 +45,11 @@ struct Product {
     popularity: f64,
     /// Decayed co-occurrence with other products (by id), in base units.
     neighbours: FxHashMap<u32, f64>,
-    /// Its best [`CANDIDATES`] · `topK` neighbours with their stored weights, best first:
-    /// derived from `neighbours` whenever they change (never written to snapshots).
-    best: Box<[(u32, f64)]>,
+    /// Its best [`CANDIDATES`] · `topK` neighbours with their stored weights, best first (by
+    /// weight, then name): kept up to date as weights grow ([`CoOccurrence::offer`]: a weight
+    /// outside it never shrinks while learning, so it is the exact top), recomputed from
+    /// `neighbours` after a decay pass and a restore (never written to snapshots).
+    best: Vec<(u32, f64)>,
 }
 
 /// The co-occurrence learner: see the module documentation.
@@ -171,6 +174,41 @@ impl CoOccurrence {
         }
     }
 
+    /// Offers `c`, whose weight as `id`'s neighbour grew to `w`, to `id`'s best neighbours.
+    fn offer(&mut self, id: u32, c: u32, w: f64) {
+        let limit = CANDIDATES * self.plan.top_k;
+        let mut best = std::mem::take(&mut self.products[id as usize].best);
+        let better = |a: (u32, f64), b: (u32, f64)| match a.1.total_cmp(&b.1) {
+            Ordering::Equal => self.name(a.0) < self.name(b.0),
+            o => o == Ordering::Greater,
+        };
+        let mut at = match best.iter().position(|(x, _)| *x == c) {
+            Some(i) => {
+                best[i].1 = w;
+                i
+            }
+            None if best.len() < limit => {
+                best.push((c, w));
+                best.len() - 1
+            }
+            None => match best.last() {
+                Some(last) if better((c, w), *last) => {
+                    *best.last_mut().expect("a last") = (c, w);
+                    best.len() - 1
+                }
+                _ => {
+                    self.products[id as usize].best = best;
+                    return;
+                }
+            },
+        };
+        while at > 0 && better(best[at], best[at - 1]) {
+            best.swap(at, at - 1);
+            at -= 1;
+        }
+        self.products[id as usize].best = best;
+    }
+
     /// Recomputes `id`'s best neighbours.
     fn refresh(&mut self, id: u32) {
         let p = &self.products[id as usize];
@@ -265,17 +303,24 @@ impl CoOccurrence {
         for (i, a) in ids.iter().enumerate() {
             self.products[*a as usize].popularity += inflate;
             for b in &ids[i + 1..] {
-                match self.products[*a as usize].neighbours.entry(*b) {
-                    Entry::Occupied(mut w) => *w.get_mut() += inflate,
-                    Entry::Vacant(w) => {
-                        w.insert(inflate);
-                        self.pairs += 1;
+                let w = match self.products[*a as usize].neighbours.entry(*b) {
+                    Entry::Occupied(mut w) => {
+                        *w.get_mut() += inflate;
+                        *w.get()
                     }
-                }
-                *self.products[*b as usize]
+                    Entry::Vacant(w) => {
+                        self.pairs += 1;
+                        *w.insert(inflate)
+                    }
+                };
+                let v = self.products[*b as usize]
                     .neighbours
                     .entry(*a)
-                    .or_insert(0.0) += inflate;
+                    .or_insert(0.0);
+                *v += inflate;
+                let v = *v;
+                self.offer(*a, *b, w);
+                self.offer(*b, *a, v);
             }
         }
         if ids.len() > 1 {
@@ -408,9 +453,6 @@ impl Learner for CoOccurrence {
         touched.sort_unstable();
         touched.dedup();
         touched.sort_unstable_by(|a, b| self.name(*a).cmp(self.name(*b)));
-        for id in &touched {
-            self.refresh(*id);
-        }
         for id in touched {
             let name = &self.products[id as usize].name;
             let list = self.neighbours(id);

@@ -151,12 +151,20 @@ pub struct Session {
 impl Session {
     /// The observation payload.
     pub fn encode(&self) -> Vec<u8> {
+        Self::encode_from(&self.products, &self.bought)
+    }
+
+    /// What [`Session::encode`] writes for a session of `products` and `bought`, without
+    /// making the session.
+    pub fn encode_from<P: AsRef<str>, B: AsRef<str>>(products: &[P], bought: &[B]) -> Vec<u8> {
         let mut w = Writer::default();
-        for list in [&self.products, &self.bought] {
-            w.len_prefix(list.len());
-            for p in list {
-                w.str(p);
-            }
+        w.len_prefix(products.len());
+        for p in products {
+            w.str(p.as_ref());
+        }
+        w.len_prefix(bought.len());
+        for p in bought {
+            w.str(p.as_ref());
         }
         w.finish()
     }

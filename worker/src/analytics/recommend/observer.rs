@@ -43,13 +43,17 @@ struct Group {
 impl Group {
     /// Notes interest in `product` at `t`.
     fn interest(&mut self, t: i64, product: &str) {
-        match self.products.iter().position(|(_, p)| &**p == product) {
+        let entry = match self.products.iter().position(|(_, p)| &**p == product) {
             Some(i) if self.products[i].0 <= t => return,
-            Some(i) => self.products[i].0 = t,
-            None => self.products.push((t, product.into())),
+            Some(i) => self.products.remove(i),
+            None => (t, product.into()),
+        };
+        let entry = (t, entry.1);
+        let at = self.products.partition_point(|e| *e < entry);
+        if at < SESSION_PRODUCTS {
+            self.products.insert(at, entry);
+            self.products.truncate(SESSION_PRODUCTS);
         }
-        self.products.sort_unstable();
-        self.products.truncate(SESSION_PRODUCTS);
     }
 
     /// Takes in `other`'s events.
@@ -171,6 +175,8 @@ pub struct Sessions {
     /// `stats` as last computed (it walks every user), and calls since: recomputed every
     /// [`STATS_EVERY`] calls.
     stats: Cell<(u32, WindowStats)>,
+    /// The event's product as text (a buffer kept between events).
+    product: String,
     /// Sessions ended without a product of interest (observed by no one).
     pub empty_sessions: u64,
 }
@@ -183,16 +189,22 @@ impl Sessions {
             users: FxHashMap::default(),
             wakes: BTreeMap::new(),
             stats: Cell::new((0, WindowStats::default())),
+            product: String::new(),
             empty_sessions: 0,
         }
     }
 
-    /// Ends `user`'s groups that `complete` closes, settles and expires its purchases.
-    fn close(&mut self, name: &str, complete: i64, out: &mut Vec<Observation>) {
-        let (gap, plan) = (self.plan.gap, &self.plan.model);
-        let Some(user) = self.users.get_mut(name) else {
-            return;
-        };
+    /// Ends the groups of `user` (named `name`) that `complete` closes, settles and expires
+    /// its purchases; counts sessions without products in `empty`.
+    fn close(
+        plan: &RecommendPlan,
+        empty: &mut u64,
+        name: &str,
+        user: &mut User,
+        complete: i64,
+        out: &mut Vec<Observation>,
+    ) {
+        let (gap, plan) = (plan.gap, &plan.model);
         let closed = user
             .groups
             .partition_point(|g| g.last.saturating_add(gap) <= complete);
@@ -202,25 +214,23 @@ impl Sessions {
             let end = g.last.saturating_add(gap).min(i64::MAX - 2 * plan.epoch);
             user.settle(end);
             if g.products.is_empty() {
-                self.empty_sessions += 1;
+                *empty += 1;
                 continue;
             }
             let from = end.saturating_sub(BOUGHT_HORIZON);
-            let session = Session {
-                products: g.products.into_iter().map(|(_, p)| p).collect(),
-                bought: user
-                    .bought
-                    .iter()
-                    .filter(|(_, t)| *t >= from)
-                    .map(|(p, _)| p.clone())
-                    .collect(),
-            };
+            let products: Vec<&str> = g.products.iter().map(|(_, p)| &**p).collect();
+            let bought: Vec<&str> = user
+                .bought
+                .iter()
+                .filter(|(_, t)| *t >= from)
+                .map(|(p, _)| &**p)
+                .collect();
             out.push(Observation {
                 epoch: plan.epoch_end_at_or_after(end),
                 user: name.into(),
                 time: end,
                 tag: SESSION,
-                payload: session.encode(),
+                payload: Session::encode_from(&products, &bought),
             });
         }
         user.settle(complete);
@@ -240,10 +250,11 @@ impl Sessions {
 impl Observer for Sessions {
     fn add(&mut self, name: &str, input: usize, event: &Event<'_>) {
         let plan = &self.plan;
-        let mut product = String::new();
+        let product = &mut self.product;
+        product.clear();
         let has_product = match plan.model.product[input].read(event) {
             FieldValue::Null => false,
-            value => value.write_key(&mut product),
+            value => value.write_key(product),
         };
         let interest = has_product
             && event
@@ -259,9 +270,10 @@ impl Observer for Sessions {
             }),
         };
         let t = event.time;
-        user.activity(t, interest.then_some(product.as_str()), plan.gap);
+        let product = self.product.as_str();
+        user.activity(t, interest.then_some(product), plan.gap);
         if bought {
-            let entry = (t, Box::<str>::from(product.as_str()));
+            let entry = (t, Box::<str>::from(product));
             if let Err(i) = user.pending.binary_search(&entry) {
                 user.pending.insert(i, entry);
             }
@@ -277,18 +289,21 @@ impl Observer for Sessions {
             }
             let (t, names) = entry.remove_entry();
             for name in names {
-                if self.users.get(&name).is_none_or(|u| u.wake != t) {
+                // One lookup per wake-up: the table is large, each probe a cache miss.
+                let Some(user) = self.users.get_mut(&name) else {
+                    continue;
+                };
+                if user.wake != t {
                     continue;
                 }
-                self.close(&name, complete, out);
-                let gap = self.plan.gap;
-                let user = self.users.get_mut(&name).expect("a user");
+                let plan = &self.plan;
+                Self::close(plan, &mut self.empty_sessions, &name, user, complete, out);
                 if user.is_empty() {
                     self.users.remove(&name);
                     continue;
                 }
                 user.wake = i64::MAX;
-                let at = user.next_wake(gap);
+                let at = user.next_wake(plan.gap);
                 Self::schedule(&mut self.wakes, &name, user, at);
             }
         }
