@@ -28,9 +28,9 @@ fn id_hash(user: &str, time: i64, tag: u8) -> u64 {
 
 /// The learner's order of observations: by a hash of the user (cheap to compare, the same
 /// on every machine), then the user, time and tag.
-fn order(a: &(u64, Observation), b: &(u64, Observation)) -> std::cmp::Ordering {
-    let (x, y) = (&a.1, &b.1);
-    a.0.cmp(&b.0)
+fn order(x: &Observation, y: &Observation) -> std::cmp::Ordering {
+    user_hash(&x.user)
+        .cmp(&user_hash(&y.user))
         .then_with(|| (&x.user, x.time, x.tag).cmp(&(&y.user, y.time, y.tag)))
 }
 
@@ -39,25 +39,15 @@ pub fn user_hash(user: &str) -> u64 {
     FxBuildHasher.hash_one(user)
 }
 
-impl Epoch {
-    /// The observations in the learner's order ([`order`]).
-    fn into_sorted(self) -> Vec<Observation> {
-        let mut keyed: Vec<(u64, Observation)> = self
-            .items
-            .into_iter()
-            .map(|o| (user_hash(&o.user), o))
-            .collect();
-        keyed.sort_unstable_by(order);
-        keyed.into_iter().map(|(_, o)| o).collect()
-    }
-}
-
 /// The observations of epochs not yet learned, and the learner.
 #[derive(Debug)]
 pub struct Driver {
     learner: Box<dyn Learner>,
     lateness: i64,
     pending: BTreeMap<i64, Epoch>,
+    /// The vector of the epoch learned last, emptied: the next epoch's (an epoch's vector
+    /// is large; a fresh one each time costs page faults).
+    spare: Vec<Observation>,
     /// Observations held, and their payload bytes (for `stats`).
     held: usize,
     held_bytes: usize,
@@ -75,6 +65,7 @@ impl Driver {
             learner,
             lateness,
             pending: BTreeMap::new(),
+            spare: Vec::new(),
             held: 0,
             held_bytes: 0,
             learned: i64::MIN,
@@ -88,7 +79,11 @@ impl Driver {
         if o.epoch <= self.learned {
             return Merge::Late;
         }
-        let epoch = self.pending.entry(o.epoch).or_default();
+        let spare = &mut self.spare;
+        let epoch = self.pending.entry(o.epoch).or_insert_with(|| Epoch {
+            items: std::mem::take(spare),
+            index: HashTable::new(),
+        });
         let hash = id_hash(&o.user, o.time, o.tag);
         let items = &epoch.items;
         let same = |i: &usize| {
@@ -125,13 +120,18 @@ impl Driver {
                 break;
             }
             let (end, epoch) = entry.remove_entry();
-            let batch = epoch.into_sorted();
+            let mut batch = epoch.items;
+            batch.sort_unstable_by(order);
             self.held -= batch.len();
             self.held_bytes -= batch
                 .iter()
                 .map(|o| o.payload.len() + o.user.len())
                 .sum::<usize>();
             self.learner.epoch(end, &batch, out);
+            batch.clear();
+            if batch.capacity() > self.spare.capacity() {
+                self.spare = batch;
+            }
             self.learned = end;
             self.epochs += 1;
         }
@@ -144,7 +144,7 @@ impl Driver {
         w.len_prefix(self.held);
         for (end, epoch) in &self.pending {
             let mut items: Vec<&Observation> = epoch.items.iter().collect();
-            items.sort_unstable_by(|a, b| (&a.user, a.time, a.tag).cmp(&(&b.user, b.time, b.tag)));
+            items.sort_unstable_by(|a, b| order(a, b));
             for o in items {
                 w.i64(*end);
                 w.str(&o.user);
