@@ -249,10 +249,12 @@ impl CoOccurrence {
 
     /// Step 2 for one session: the list (stored score, product id) and how many came from
     /// co-occurrence.
+    /// `scores` is scratch space: a score per product id (all 0 on entry and on return).
     fn recommend(
         &self,
         session: &Session,
         popular: &mut Option<Vec<(f64, u32)>>,
+        scores: &mut Vec<f64>,
     ) -> (Vec<(f64, u32)>, usize) {
         let k = self.plan.top_k;
         let known = |p: &str| self.ids.get(p).copied();
@@ -264,15 +266,20 @@ impl CoOccurrence {
         let recent = session.products[session.products.len().saturating_sub(RECENT)..]
             .iter()
             .filter_map(|p| known(p));
-        let mut scores: FxHashMap<u32, f64> = FxHashMap::default();
+        scores.resize(self.products.len(), 0.0);
+        let mut scored: Vec<u32> = Vec::new();
         for id in recent {
             for (c, w) in &self.products[id as usize].best {
-                *scores.entry(*c).or_insert(0.0) += *w;
+                let score = &mut scores[*c as usize];
+                if *score == 0.0 {
+                    scored.push(*c);
+                }
+                *score += *w;
             }
         }
-        let candidates = scores
+        let candidates = scored
             .into_iter()
-            .map(|(c, s)| (s, c))
+            .map(|c| (std::mem::take(&mut scores[c as usize]), c))
             .filter(|(_, c)| !excluded(*c))
             .collect();
         let mut list = top(candidates, k, |c| self.name(c));
@@ -410,8 +417,9 @@ impl Learner for CoOccurrence {
             .filter_map(|o| Session::decode(&o.payload).ok().map(|s| (o, s)))
             .collect();
         let mut popular = None;
+        let mut scores = Vec::new();
         for (o, session) in &sessions {
-            let (list, from_pairs) = self.recommend(session, &mut popular);
+            let (list, from_pairs) = self.recommend(session, &mut popular, &mut scores);
             if list.is_empty() {
                 continue;
             }
