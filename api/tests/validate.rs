@@ -249,7 +249,7 @@ fn the_hot_products_example_is_valid_and_ranks_products() {
 #[case::two_kinds(
     "    - name: most_viewed\n",
     "    - name: most_viewed\n      aggregate: { sources: [clicks], window: { type: tumbling, size: 1h }, aggregates: [{ name: total, op: count }] }\n",
-    "spec.analytics[0]: exactly one of aggregate, join, topN, funnel, pattern or action must be set"
+    "spec.analytics[0]: exactly one of aggregate, join, topN, funnel, pattern, action, segments, propensity or recommend must be set"
 )]
 fn each_invalid_top_n_names_the_field(
     #[case] from: &str,
