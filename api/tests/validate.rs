@@ -4,17 +4,12 @@
 #![allow(clippy::unwrap_used)] // test helpers fail the test by panicking
 
 use rstest::rstest;
+mod support;
+
+use support::problems;
 use tidemark_api::{parse_manifest, ManifestError, MarketingPipelineSpec, WindowKind};
 
 const QUICKSTART: &str = include_str!("../../examples/quickstart.yaml");
-
-fn problems(text: &str) -> Vec<String> {
-    match parse_manifest(text) {
-        Ok(_) => Vec::new(),
-        Err(ManifestError::Invalid(problems)) => problems.iter().map(ToString::to_string).collect(),
-        Err(other) => vec![other.to_string()],
-    }
-}
 
 #[test]
 fn the_quickstart_is_valid_and_has_the_seed_jobs_shape() {

@@ -4,19 +4,14 @@
 #![allow(clippy::unwrap_used)] // test helpers fail the test by panicking
 
 use rstest::rstest;
-use tidemark_api::{parse_manifest, ManifestError};
+mod support;
+
+use support::problems;
+use tidemark_api::parse_manifest;
 
 const SEGMENTS: &str = include_str!("../../examples/segments.yaml");
 const PROPENSITY: &str = include_str!("../../examples/propensity.yaml");
 const RECOMMENDATIONS: &str = include_str!("../../examples/recommendations.yaml");
-
-fn problems(text: &str) -> Vec<String> {
-    match parse_manifest(text) {
-        Ok(_) => Vec::new(),
-        Err(ManifestError::Invalid(problems)) => problems.iter().map(ToString::to_string).collect(),
-        Err(other) => vec![other.to_string()],
-    }
-}
 
 #[test]
 fn the_model_examples_are_valid() {

@@ -22,12 +22,10 @@ use std::time::{Duration, Instant};
 use kafka_support::exactly_once::{read_to_end, snapshot, Read};
 use kafka_support::noida::Noida;
 use kafka_support::quickstart::{self, Event};
+use kafka_support::reference;
 use kafka_support::worker::{WorkerArgs, WorkerProcess};
 use kafka_support::Random;
-use tidemark_worker::engine::Task;
 use tidemark_worker::metrics::RECORDS_OUT_TOTAL;
-use tidemark_worker::plan::Plan;
-use tidemark_worker::result::Output;
 
 const COUPONS: &str = "coupon_topic";
 const EVENTS: u64 = 12_000;
@@ -70,22 +68,7 @@ fn actions<'a>(values: impl Iterator<Item = &'a str>) -> BTreeMap<String, (Actio
 
 /// The reference: `events` through one in-process task, uninterrupted.
 fn reference(events: &[Event]) -> BTreeMap<String, Action> {
-    let pipeline = tidemark_api::parse_manifest(&manifest_text()).unwrap();
-    let plan = Plan::compile("abandoned-cart", &pipeline.spec)
-        .unwrap()
-        .for_tasks(1)
-        .unwrap();
-    let mut task = Task::new(plan, 0);
-    let mut out = Output::default();
-    for e in events {
-        task.route(e.value.as_bytes(), 0, &mut out);
-    }
-    task.finish(0, &mut out);
-    let values: Vec<String> = out
-        .results
-        .iter()
-        .map(|r| String::from_utf8(r.value.clone()).unwrap())
-        .collect();
+    let values = reference::results(&manifest_text(), "abandoned-cart", events, true);
     actions(values.iter().map(String::as_str))
         .into_iter()
         .map(|(id, (action, _))| (id, action))

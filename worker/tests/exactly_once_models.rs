@@ -24,11 +24,10 @@ use std::time::{Duration, Instant};
 use kafka_support::exactly_once::{read_to_end, snapshot, Read};
 use kafka_support::noida::Noida;
 use kafka_support::quickstart::{self, Event};
+use kafka_support::reference;
+use kafka_support::reference::without_emitted_at;
 use kafka_support::worker::{WorkerArgs, WorkerProcess};
 use kafka_support::Random;
-use tidemark_worker::engine::Task;
-use tidemark_worker::plan::Plan;
-use tidemark_worker::result::Output;
 
 const SEGMENTS: &str = "customer_segments";
 
@@ -40,37 +39,20 @@ fn manifest_text() -> String {
         .replace("interval: 10s", "interval: 500ms")
 }
 
-/// A record without `emitted_at`, as text.
-fn strip(value: &str) -> String {
-    let mut v: serde_json::Value = serde_json::from_str(value).unwrap();
-    v.as_object_mut().unwrap().remove("emitted_at");
-    v.to_string()
-}
-
 /// The records of `reads`, without `emitted_at`, with how often each came.
 fn counted(reads: &[Read]) -> BTreeMap<String, u32> {
     let mut out = BTreeMap::new();
     for r in reads {
-        *out.entry(strip(&r.value)).or_insert(0) += 1;
+        *out.entry(without_emitted_at(&r.value)).or_insert(0) += 1;
     }
     out
 }
 
 /// The reference: `events` through one in-process task, its input left open.
 fn reference(events: &[Event]) -> BTreeSet<String> {
-    let pipeline = tidemark_api::parse_manifest(&manifest_text()).unwrap();
-    let plan = Plan::compile("segments", &pipeline.spec)
-        .unwrap()
-        .for_tasks(1)
-        .unwrap();
-    let mut task = Task::new(plan, 0);
-    let mut out = Output::default();
-    for e in events {
-        task.route(e.value.as_bytes(), 0, &mut out);
-    }
-    out.results
+    reference::results(&manifest_text(), "segments", events, false)
         .iter()
-        .map(|r| strip(std::str::from_utf8(&r.value).unwrap()))
+        .map(|v| without_emitted_at(v))
         .collect()
 }
 

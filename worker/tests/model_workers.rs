@@ -20,11 +20,10 @@ use std::time::{Duration, Instant};
 
 use kafka_support::exactly_once::snapshot;
 use kafka_support::quickstart::{self, Event};
+use kafka_support::reference;
+use kafka_support::reference::without_emitted_at;
 use kafka_support::start_mock_binary;
 use kafka_support::worker::{WorkerArgs, WorkerProcess};
-use tidemark_worker::engine::Task;
-use tidemark_worker::plan::Plan;
-use tidemark_worker::result::Output;
 
 /// One example under test.
 struct Case {
@@ -46,30 +45,13 @@ impl Case {
     }
 }
 
-/// A record without `emitted_at`, as text.
-fn strip(value: &str) -> String {
-    let mut v: serde_json::Value = serde_json::from_str(value).unwrap();
-    v.as_object_mut().unwrap().remove("emitted_at");
-    v.to_string()
-}
-
-/// The reference: `events` through one in-process task, uninterrupted, its input left open.
+/// The reference: `events` through one in-process task, uninterrupted, its input left open
+/// (the workers' input does not end either, so the epoch of the flush events stays open in
+/// both).
 fn reference(case: &Case, events: &[Event]) -> BTreeSet<String> {
-    let pipeline = tidemark_api::parse_manifest(&case.manifest).unwrap();
-    let plan = Plan::compile(case.name, &pipeline.spec)
-        .unwrap()
-        .for_tasks(1)
-        .unwrap();
-    let mut task = Task::new(plan, 0);
-    let mut out = Output::default();
-    for e in events {
-        task.route(e.value.as_bytes(), 0, &mut out);
-    }
-    // No `finish`: the workers' input does not end either, so the epoch of the flush events
-    // stays open in both.
-    out.results
+    reference::results(&case.manifest, case.name, events, false)
         .iter()
-        .map(|r| strip(std::str::from_utf8(&r.value).unwrap()))
+        .map(|v| without_emitted_at(v))
         .collect()
 }
 
@@ -169,7 +151,7 @@ fn run(case: &Case, partitions: i32, expected: &BTreeSet<String>) -> BTreeMap<St
     loop {
         seen.clear();
         for r in snapshot(&bootstrap, case.topic, 1, "read_uncommitted") {
-            *seen.entry(strip(&r.value)).or_default() += 1;
+            *seen.entry(without_emitted_at(&r.value)).or_default() += 1;
         }
         if expected.iter().all(|e| seen.contains_key(e)) || Instant::now() > deadline {
             break;

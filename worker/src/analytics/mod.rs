@@ -142,6 +142,16 @@ pub trait AnalyticCapture: Debug + Send {
     fn encode(&mut self, w: &mut Writer);
 }
 
+/// A capture already encoded on the task thread (kinds whose state is cheap to encode there).
+#[derive(Debug)]
+pub struct Encoded(pub Vec<u8>);
+
+impl AnalyticCapture for Encoded {
+    fn encode(&mut self, w: &mut Writer) {
+        w.raw(&self.0);
+    }
+}
+
 /// What became of a partial at the global stage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Merge {

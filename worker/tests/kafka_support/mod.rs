@@ -7,6 +7,7 @@
 pub mod exactly_once;
 pub mod noida;
 pub mod quickstart;
+pub mod reference;
 pub mod tansu;
 pub mod worker;
 

@@ -241,7 +241,7 @@ impl TaskAnalytic for ActionState {
             }
             None => w.u8(0),
         }
-        Box::new(Encoded(w.finish()))
+        Box::new(crate::analytics::Encoded(w.finish()))
     }
 
     fn restore(&mut self, r: &mut Reader<'_>) -> Result<(), Refused> {
@@ -371,14 +371,4 @@ pub(super) fn write_record(plan: &ActionPlan, c: &Candidate, group: Group, out: 
         }
         let _ = write!(v, "}},\"expires_at\":\"{}\"", rfc(expires));
     });
-}
-
-/// An action's state, already encoded.
-#[derive(Debug)]
-struct Encoded(Vec<u8>);
-
-impl AnalyticCapture for Encoded {
-    fn encode(&mut self, w: &mut Writer) {
-        w.raw(&self.0);
-    }
 }

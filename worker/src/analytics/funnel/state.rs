@@ -301,7 +301,7 @@ impl TaskAnalytic for FunnelState {
     fn capture(&self) -> Box<dyn AnalyticCapture> {
         let mut w = Writer::default();
         self.write(&mut w);
-        Box::new(Encoded(w.finish()))
+        Box::new(crate::analytics::Encoded(w.finish()))
     }
 
     fn restore(&mut self, r: &mut Reader<'_>) -> Result<(), Refused> {
@@ -457,16 +457,6 @@ impl FunnelState {
                 tally.write(w);
             }
         }
-    }
-}
-
-/// A funnel's state, already encoded.
-#[derive(Debug)]
-struct Encoded(Vec<u8>);
-
-impl AnalyticCapture for Encoded {
-    fn encode(&mut self, w: &mut Writer) {
-        w.raw(&self.0);
     }
 }
 

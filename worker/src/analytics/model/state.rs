@@ -109,7 +109,7 @@ impl TaskAnalytic for ModelTask {
             }
             None => w.u8(0),
         }
-        Box::new(Encoded(w.finish()))
+        Box::new(crate::analytics::Encoded(w.finish()))
     }
 
     fn restore(&mut self, r: &mut Reader<'_>) -> Result<(), Refused> {
@@ -185,15 +185,5 @@ impl GlobalAnalytic for ModelMerge {
 
     fn model_gauges(&self) -> Vec<(String, f64)> {
         self.driver.gauges()
-    }
-}
-
-/// A model's task state, already encoded.
-#[derive(Debug)]
-struct Encoded(Vec<u8>);
-
-impl AnalyticCapture for Encoded {
-    fn encode(&mut self, w: &mut Writer) {
-        w.raw(&self.0);
     }
 }

@@ -3,12 +3,13 @@
 //! task and the stage restored from a snapshot mid-stream. Each kind's own tests
 //! (`segments`, `propensity`, `recommend`) hold its oracles.
 
+use crate::analytics::Emit;
 use crate::engine::Task;
 use crate::global::tests::feed;
 use crate::global::GlobalStage;
 use crate::partials::Record;
 use crate::plan::Plan;
-use crate::result::Output;
+use crate::result::{Encoder, Output};
 
 pub(crate) const MIN: i64 = 60_000;
 pub(crate) const HOUR: i64 = 60 * MIN;
@@ -68,6 +69,30 @@ pub(crate) fn plan_of(manifest: &str, tasks: u32) -> Plan {
         .expect("a plan")
         .for_tasks(tasks)
         .expect("a plan for the tasks")
+}
+
+/// What `f` emits as analytic `name` (a learner's epoch, a driver's advance).
+pub(crate) fn emitting(name: &str, f: impl FnOnce(&mut Emit<'_>)) -> Output {
+    let (mut encoder, mut out) = (Encoder::new(PIPELINE), Output::default());
+    let (mut results, mut partials) = (0, 0);
+    f(&mut Emit {
+        analytic: 0,
+        name,
+        task: 0,
+        encoder: &mut encoder,
+        results: &mut results,
+        partials: &mut partials,
+        out: &mut out,
+    });
+    out
+}
+
+/// The JSON values of `out`'s results.
+pub(crate) fn values(out: &Output) -> Vec<serde_json::Value> {
+    out.results
+        .iter()
+        .map(|r| serde_json::from_slice(&r.value).expect("a JSON result"))
+        .collect()
 }
 
 /// A result as `key<TAB>value`.
@@ -197,8 +222,8 @@ pub(crate) fn observations(manifest: &str, events: &[Ev]) -> Vec<(i64, String, i
 mod driver {
     use super::super::driver::Driver;
     use super::super::{Learner, Observation};
+    use super::emitting;
     use crate::analytics::{Emit, Merge};
-    use crate::result::{Encoder, Output};
     use crate::window::codec::{DecodeError, Reader, Writer};
     use crate::window::WindowStats;
 
@@ -242,17 +267,6 @@ mod driver {
     #[test]
     fn epochs_are_learned_in_order_once_complete_with_replays_ignored_and_late_ones_refused() {
         let mut d = Driver::new(Box::<Log>::default(), 5);
-        let (mut enc, mut out) = (Encoder::new("p"), Output::default());
-        let (mut results, mut partials) = (0, 0);
-        let mut emit = Emit {
-            analytic: 0,
-            name: "m",
-            task: 0,
-            encoder: &mut enc,
-            results: &mut results,
-            partials: &mut partials,
-            out: &mut out,
-        };
         // Arrival order is not key order.
         assert_eq!(d.observe(obs(20, "b", 20, 1)), Merge::Merged);
         assert_eq!(d.observe(obs(10, "z", 10, 2)), Merge::Merged);
@@ -263,9 +277,9 @@ mod driver {
             Merge::Merged,
             "a revision replaces"
         );
-        d.advance(14, &mut emit);
+        emitting("m", |e| d.advance(14, e));
         assert_eq!(d.epochs, 0, "epoch 10 completes at 10 + lateness 5");
-        d.advance(15, &mut emit);
+        emitting("m", |e| d.advance(15, e));
         assert_eq!(d.epochs, 1);
         assert_eq!(d.observe(obs(10, "c", 10, 5)), Merge::Late);
         let mut w = Writer::default();
@@ -277,7 +291,7 @@ mod driver {
         restored.write(&mut again);
         assert_eq!(again.finish(), bytes, "a restored driver encodes as it was");
         assert_eq!(restored.observe(obs(10, "c", 10, 5)), Merge::Late);
-        d.advance(i64::MAX, &mut emit);
+        emitting("m", |e| d.advance(i64::MAX, e));
         assert_eq!(d.epochs, 2);
         let log = format!("{d:?}");
         assert!(

@@ -421,7 +421,7 @@ impl TaskAnalytic for PatternState {
     fn capture(&self) -> Box<dyn AnalyticCapture> {
         let mut w = Writer::default();
         self.write(&mut w);
-        Box::new(Encoded(w.finish()))
+        Box::new(crate::analytics::Encoded(w.finish()))
     }
 
     fn restore(&mut self, r: &mut Reader<'_>) -> Result<(), Refused> {
@@ -541,14 +541,4 @@ pub(crate) fn read_opt(r: &mut Reader<'_>) -> Result<Option<Box<str>>, DecodeErr
         0 => None,
         _ => Some(r.str()?.into()),
     })
-}
-
-/// A pattern's state, already encoded.
-#[derive(Debug)]
-struct Encoded(Vec<u8>);
-
-impl AnalyticCapture for Encoded {
-    fn encode(&mut self, w: &mut Writer) {
-        w.raw(&self.0);
-    }
 }

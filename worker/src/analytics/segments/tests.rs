@@ -346,9 +346,8 @@ fn planted_segments_are_found_and_the_centres_match_lloyds_on_the_same_rows() {
 #[test]
 #[ignore = "a measurement, not a check"]
 fn merge_time_per_epoch() {
+    use crate::analytics::model::tests::emitting;
     use crate::analytics::model::{write_f64s, Learner, Observation};
-    use crate::analytics::Emit;
-    use crate::result::{Encoder, Output};
     use crate::window::codec::Writer;
 
     let plan = std::sync::Arc::new(super::SegmentsPlan {
@@ -373,17 +372,6 @@ fn merge_time_per_epoch() {
     });
     let mut learner = super::kmeans::KMeans::new(plan);
     let mut rng = Pcg64Mcg::seed_from_u64(3);
-    let (mut enc, mut out) = (Encoder::new("p"), Output::default());
-    let (mut results, mut partials) = (0, 0);
-    let mut emit = Emit {
-        analytic: 0,
-        name: "segs",
-        task: 0,
-        encoder: &mut enc,
-        results: &mut results,
-        partials: &mut partials,
-        out: &mut out,
-    };
     let mut times = Vec::new();
     for epoch in 1..=20i64 {
         let mut batch: Vec<Observation> = (0..10_000)
@@ -409,9 +397,8 @@ fn merge_time_per_epoch() {
         batch.sort_by(|a, b| a.user.cmp(&b.user));
         batch.dedup_by(|a, b| a.user == b.user);
         let started = std::time::Instant::now();
-        learner.epoch(epoch * HOUR, &batch, &mut emit);
+        emitting("segs", |e| learner.epoch(epoch * HOUR, &batch, e));
         times.push(started.elapsed().as_secs_f64() * 1e3);
-        emit.out.results.clear();
     }
     times.sort_by(f64::total_cmp);
     let stats = learner.stats();

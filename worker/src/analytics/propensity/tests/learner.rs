@@ -15,10 +15,10 @@ use serde_json::Value;
 
 use super::super::ftrl::{auc, sigmoid, Ftrl};
 use super::super::{decision_payload, example_payload, read_example, terms, PropensityPlan};
-use crate::analytics::model::tests::{manifest, observations, run_model, Ev, HOUR, START};
+use crate::analytics::model::tests::{
+    emitting, manifest, observations, run_model, values, Ev, HOUR, START,
+};
 use crate::analytics::model::{Learner, Observation};
-use crate::analytics::Emit;
-use crate::result::{Encoder, Output};
 use crate::window::codec::{Reader, Writer};
 
 fn propensity_manifest(extra: &str) -> String {
@@ -48,23 +48,7 @@ fn plan_for(m: &str) -> Arc<PropensityPlan> {
 
 /// Runs `observations` as one epoch ending at `end` through `learner`: its results' JSON.
 fn run_epoch(learner: &mut Ftrl, end: i64, observations: &[Observation]) -> Vec<Value> {
-    let mut encoder = Encoder::new("shop");
-    let (mut results, mut partials) = (0, 0);
-    let mut out = Output::default();
-    let mut emit = Emit {
-        analytic: 0,
-        name: "buyers",
-        task: 0,
-        encoder: &mut encoder,
-        results: &mut results,
-        partials: &mut partials,
-        out: &mut out,
-    };
-    learner.epoch(end, observations, &mut emit);
-    out.results
-        .iter()
-        .map(|r| serde_json::from_slice(&r.value).unwrap())
-        .collect()
+    values(&emitting("buyers", |e| learner.epoch(end, observations, e)))
 }
 
 fn observation(user: usize, tag: u8, payload: Vec<u8>) -> Observation {

@@ -22,14 +22,13 @@ use serde_json::Value;
 use super::cooccur::CoOccurrence;
 use super::{compile_plan, RecommendPlan, Session};
 use crate::analytics::model::tests::{
-    manifest, plan_of, run_model, Ev, HOUR, MIN, PIPELINE, START,
+    emitting, manifest, plan_of, run_model, values, Ev, HOUR, MIN, PIPELINE, START,
 };
 use crate::analytics::model::{Learner, Observation};
-use crate::analytics::Emit;
 use crate::engine::Task;
 use crate::partials::Record;
 use crate::plan::Plan;
-use crate::result::{Encoder, Output};
+use crate::result::Output;
 use crate::window::codec::{Reader, Writer};
 use oracle::{Rules, Sess, Want};
 
@@ -244,23 +243,7 @@ fn test_plan(manifest: &str, undecayed: bool) -> Arc<RecommendPlan> {
 
 /// Calls `learner` for one epoch, returning its results' JSON values.
 fn learn_epoch(learner: &mut CoOccurrence, end: i64, batch: &[Observation]) -> Vec<Value> {
-    let mut encoder = Encoder::new(PIPELINE);
-    let (mut results, mut partials) = (0, 0);
-    let mut out = Output::default();
-    let mut emit = Emit {
-        analytic: 0,
-        name: "recs",
-        task: 0,
-        encoder: &mut encoder,
-        results: &mut results,
-        partials: &mut partials,
-        out: &mut out,
-    };
-    learner.epoch(end, batch, &mut emit);
-    out.results
-        .iter()
-        .map(|r| serde_json::from_slice(&r.value).unwrap())
-        .collect()
+    values(&emitting("recs", |e| learner.epoch(end, batch, e)))
 }
 
 /// Snapshots `learner` into a fresh one, checking that it encodes as it was.

@@ -11,14 +11,12 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 use super::{restored, test_plan, Config, BASE};
-use crate::analytics::model::tests::{run_model, Ev, HOUR, MIN, START};
+use crate::analytics::model::tests::{emitting, run_model, Ev, HOUR, MIN, START};
 use crate::analytics::model::{Learner, Observation, Observer};
 use crate::analytics::recommend::cooccur::CoOccurrence;
 use crate::analytics::recommend::observer::Sessions;
 use crate::analytics::recommend::Session;
-use crate::analytics::Emit;
 use crate::event::Event;
-use crate::result::{Encoder, Output};
 use crate::window::codec::Writer;
 
 const BUNDLES: u32 = 50;
@@ -157,20 +155,8 @@ fn measure_learner_epoch_time_and_bytes_per_pair() {
             })
             .collect();
         batch.sort_by(|a, b| a.user.cmp(&b.user));
-        let mut encoder = Encoder::new("shop");
-        let (mut results, mut partials) = (0, 0);
-        let mut out = Output::default();
-        let mut emit = Emit {
-            analytic: 0,
-            name: "recs",
-            task: 0,
-            encoder: &mut encoder,
-            results: &mut results,
-            partials: &mut partials,
-            out: &mut out,
-        };
         let at = Instant::now();
-        learner.epoch(end, &batch, &mut emit);
+        let out = emitting("recs", |e| learner.epoch(end, &batch, e));
         times.push(at.elapsed().as_secs_f64() * 1e3);
         outputs += out.results.len();
     }
